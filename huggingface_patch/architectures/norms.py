@@ -1,0 +1,20 @@
+"""Turn Hugging Face norm modules into :class:`NormSpec` records."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .spec import NormSpec
+
+
+def layer_norm_spec(module: nn.LayerNorm) -> NormSpec:
+    """``nn.LayerNorm`` -> LayerNorm spec (gain/shift None when not elementwise-affine)."""
+    return NormSpec("layer", module.weight, module.bias, float(module.eps), module)
+
+
+def rms_norm_spec(module: nn.Module) -> NormSpec:
+    """Llama-style RMSNorm (``weight * x / rms(x)``); the epsilon attribute name varies by family."""
+    eps = getattr(module, "variance_epsilon", None)
+    if eps is None:
+        eps = getattr(module, "eps")
+    return NormSpec("rms", module.weight, None, float(eps), module)

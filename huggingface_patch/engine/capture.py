@@ -1,0 +1,81 @@
+"""Run the real Hugging Face forward pass once and keep what the decomposition freezes.
+
+Forward hooks collect, per decoder layer, its real input and output hidden states and the attention
+probabilities (returned by eager attention). Hooks are removed in ``finally``; the attention
+implementation is switched to eager for the call and restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..compat import eager_attention, layer_output_tensor
+from ..architectures.spec import ModelSpec
+
+
+@dataclass
+class Captured:
+    """What one real forward pass showed.
+
+    ``layer_inputs[l]`` / ``layer_outputs[l]``: ``(B, T, H)``; ``attention[l]``: ``(B, h, T, T)``;
+    ``final_state``: ``(B, T, H')`` the state the LM head reads (None until known).
+    """
+
+    layer_inputs: list[torch.Tensor] = field(default_factory=list)
+    layer_outputs: list[torch.Tensor] = field(default_factory=list)
+    attention: list[torch.Tensor] = field(default_factory=list)
+    final_state: torch.Tensor | None = None
+
+
+@contextlib.contextmanager
+def capture(model: nn.Module, spec: ModelSpec):
+    """Context manager yielding a :class:`Captured` filled by the forward passes run inside it."""
+    record = Captured()
+    n = len(spec.layers)
+    record.layer_inputs = [None] * n
+    record.layer_outputs = [None] * n
+    record.attention = [None] * n
+    handles = []
+
+    def on_layer_input(index):
+        def hook(module, args, kwargs):
+            record.layer_inputs[index] = args[0] if args else kwargs["hidden_states"]
+
+        return hook
+
+    def on_layer_output(index):
+        def hook(module, args, kwargs, output):
+            record.layer_outputs[index] = layer_output_tensor(output)
+
+        return hook
+
+    def on_attention(index):
+        def hook(module, args, kwargs, output):
+            probs = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if probs is None:
+                raise RuntimeError("attention probabilities were not returned; the decomposition needs eager attention")
+            record.attention[index] = probs
+
+        return hook
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+
+    def on_head(module, args):
+        record.final_state = args[0]
+
+    try:
+        for index, layer in enumerate(spec.layers):
+            handles.append(layer.module.register_forward_pre_hook(on_layer_input(index), with_kwargs=True))
+            handles.append(layer.module.register_forward_hook(on_layer_output(index), with_kwargs=True))
+            handles.append(layer.attention.module.register_forward_hook(on_attention(index), with_kwargs=True))
+        if head is not None:
+            handles.append(head.register_forward_pre_hook(on_head))
+        with eager_attention(model):
+            yield record
+    finally:
+        for handle in handles:
+            handle.remove()

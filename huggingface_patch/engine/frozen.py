@@ -1,0 +1,219 @@
+"""Frozen coefficients of the nonlinear parts, computed from the real residual stream (DESIGN.md §1).
+
+For every layer the real stream is recomputed from the captured layer input with the same linear maps
+the contributions go through, and compared with Hugging Face's layer output: if a Transformers release
+changes a layer, this fails loudly instead of returning a wrong decomposition.
+
+Per-target coefficients are stored zero-padded to ``Tpad = T + pad`` rows so that the block layout can
+view them without copies (targets past the end, and padding positions, get coefficient 0 and so stay
+exactly zero).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..architectures.spec import AttentionSpec, LayerSpec, MLPSpec, ModelSpec, NormSpec
+
+# Largest allowed |recomputed - Hugging Face| relative to max|h|, per compute precision of the model.
+RECOMPUTE_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 5e-2, torch.bfloat16: 5e-2}
+
+# act(z)/z at z == 0 is the activation's slope there (0 for ReLU: the paper's 0/1 mask).
+_SLOPE_AT_ZERO = {"relu": 0.0, "gelu": 0.5, "gelu_new": 0.5, "gelu_fast": 0.5, "gelu_pytorch_tanh": 0.5,
+                  "gelu_python": 0.5, "quick_gelu": 0.5, "silu": 0.5, "swish": 0.5}
+
+
+class DecompositionMismatchError(RuntimeError):
+    """The engine's recomputation of the real residual stream disagrees with the model."""
+
+
+@dataclass
+class FrozenNorm:
+    """One norm frozen at its real input: ``scale`` ``(B, Tpad)`` and ``correction`` ``(B, T, H)``, the
+    model's own output minus the linear formula (its round-off; it goes to the bias term)."""
+
+    scale: torch.Tensor
+    correction: torch.Tensor
+
+
+@dataclass
+class FrozenBlock:
+    """Coefficients of one residual block: its norms, and attention ``(B, h, T, T)`` or MLP ``(B, Tpad, F)``
+    (``r = act(z)/z`` for plain MLPs, ``act(gate(x))`` for gated ones)."""
+
+    pre_norm: FrozenNorm | None
+    coefficient: torch.Tensor
+    post_norm: FrozenNorm | None
+
+
+@dataclass
+class FrozenModel:
+    """All frozen coefficients of one forward pass, plus the real states they came from.
+
+    ``embeddings``: ``(B, T, H)`` input of layer 0 (each source owns its own row); ``valid``: ``(B, T)``
+    bool; ``final_norm``: the frozen final norm or None; ``layer_states[l]``: the real output of
+    layer ``l``; ``final_state``: the real post-final-norm state.
+    """
+
+    spec: ModelSpec
+    embeddings: torch.Tensor
+    valid: torch.Tensor
+    layers: list[list[FrozenBlock]]
+    final_norm: FrozenNorm | None
+    layer_states: list[torch.Tensor]
+    final_state: torch.Tensor
+    pad: int
+
+    @property
+    def length(self) -> int:
+        return self.embeddings.shape[1]
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Decompositions accumulate in fp32 for half-precision models and in the model's dtype otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def norm_scale(norm: NormSpec, x: torch.Tensor) -> torch.Tensor:
+    """``1/sqrt(var(x) + eps)`` (LayerNorm) or ``1/sqrt(mean(x^2) + eps)`` (RMSNorm), shape ``x.shape[:-1]``."""
+    if norm.kind == "layer":
+        return torch.rsqrt(x.var(-1, unbiased=False) + norm.eps)
+    return torch.rsqrt(x.pow(2).mean(-1) + norm.eps)
+
+
+def apply_norm_real(norm: NormSpec, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The real norm output, written with the same scale the contributions use."""
+    y = x - x.mean(-1, keepdim=True) if norm.kind == "layer" else x
+    y = y * scale[..., None]
+    if norm.weight is not None:
+        y = y * norm.weight.to(y.dtype)
+    if norm.bias is not None:
+        y = y + norm.bias.to(y.dtype)
+    return y
+
+
+def mlp_ratio(spec: MLPSpec, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(act(z), act(z)/z)`` with the slope at 0 where ``z == 0``."""
+    activated = spec.act(z)
+    slope = _SLOPE_AT_ZERO.get(spec.act_name)
+    if slope is None:
+        eps = torch.tensor(1e-6, dtype=z.dtype, device=z.device)
+        slope = float(spec.act(eps) / eps)
+    zero = z == 0
+    ratio = activated / torch.where(zero, torch.ones_like(z), z)
+    ratio = torch.where(zero, torch.full_like(z, slope), ratio)
+    return activated, ratio
+
+
+def _pad_targets(x: torch.Tensor, valid: torch.Tensor, pad: int) -> torch.Tensor:
+    """Zero the coefficient at padding positions and append ``pad`` zero rows along dim 1."""
+    mask = valid.reshape(*valid.shape, *([1] * (x.dim() - 2)))
+    x = torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    return torch.cat([x, x.new_zeros(x.shape[0], pad, *x.shape[2:])], dim=1)
+
+
+def _check(name: str, mine: torch.Tensor, theirs: torch.Tensor, valid: torch.Tensor, model_dtype: torch.dtype):
+    theirs = theirs.to(mine.dtype)
+    diff = (mine - theirs).abs().amax(-1)[valid]
+    scale = theirs.abs().amax(-1)[valid]
+    if diff.numel() == 0:
+        return
+    worst, top = float(diff.max()), float(scale.max())
+    tolerance = RECOMPUTE_TOLERANCE.get(model_dtype, 5e-2)
+    if not worst <= tolerance * max(top, 1e-30):
+        raise DecompositionMismatchError(
+            f"{name}: the decomposition engine's recomputation differs from the model by {worst:.3e} "
+            f"(max |h| = {top:.3e}, tolerance {tolerance:g} x max |h|); this Transformers version may have "
+            "changed the layer, so no decomposition is returned"
+        )
+
+
+def freeze(
+    spec: ModelSpec,
+    layer_inputs: list[torch.Tensor],
+    layer_outputs: list[torch.Tensor],
+    attention: list[torch.Tensor],
+    final_state: torch.Tensor,
+    valid: torch.Tensor,
+    pad: int,
+    model_dtype: torch.dtype,
+    check: bool = True,
+) -> FrozenModel:
+    """Compute every frozen coefficient and check the recomputed real stream layer by layer."""
+    dtype = compute_dtype(model_dtype)
+    layers: list[list[FrozenBlock]] = []
+    for index, (layer, x_in) in enumerate(zip(spec.layers, layer_inputs)):
+        device = layer.attention.value.device
+        layer_valid = valid.to(device)
+        x = x_in.to(device=device, dtype=dtype)
+        blocks = []
+        for block in layer.blocks:
+            pre = post = None
+            y = x
+            if block.pre_norm is not None:
+                y, pre = _freeze_norm(block.pre_norm, x, layer_valid, pad, model_dtype)
+            if isinstance(block.sublayer, AttentionSpec):
+                probs = attention[index].to(device=device, dtype=dtype)
+                keep = layer_valid[:, None, :, None] & layer_valid[:, None, None, :]
+                coefficient = torch.where(keep, probs, torch.zeros((), dtype=dtype, device=device))
+                out = _attention_real(block.sublayer, y, coefficient)
+            else:
+                coefficient, out = _mlp_real(block.sublayer, y)
+                coefficient = _pad_targets(coefficient, layer_valid, pad)
+            x = x + out
+            if block.post_norm is not None:
+                x, post = _freeze_norm(block.post_norm, x, layer_valid, pad, model_dtype)
+            blocks.append(FrozenBlock(pre, coefficient, post))
+        if check:
+            _check(f"layer {index}", x, layer_outputs[index].to(device), layer_valid, model_dtype)
+        layers.append(blocks)
+
+    last = layer_outputs[-1]
+    device = last.device
+    x = last.to(dtype)
+    final = None
+    if spec.final_norm is not None:
+        x, final = _freeze_norm(spec.final_norm, x, valid.to(device), pad, model_dtype)
+    if spec.project_out is not None:
+        x = spec.project_out(x)
+    if check:
+        _check("final state", x, final_state.to(device), valid.to(device), model_dtype)
+    return FrozenModel(
+        spec=spec,
+        embeddings=layer_inputs[0].to(dtype),
+        valid=valid,
+        layers=layers,
+        final_norm=final,
+        layer_states=[o.to(dtype) for o in layer_outputs],
+        final_state=x,
+        pad=pad,
+    )
+
+
+def _freeze_norm(norm: NormSpec, x: torch.Tensor, valid: torch.Tensor, pad: int, model_dtype: torch.dtype):
+    """Real output of a norm (the model's own) and its frozen scale and round-off correction."""
+    scale = norm_scale(norm, x)
+    linear = apply_norm_real(norm, x, scale)
+    if norm.module is None:
+        real = linear
+    else:
+        real = norm.module(x.to(model_dtype)).to(x.dtype)
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    correction = torch.where(valid[..., None], real - linear, zero)
+    return real, FrozenNorm(_pad_targets(scale, valid, pad), correction)
+
+
+def _attention_real(spec: AttentionSpec, y: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    from .propagate import mix_full
+
+    return spec.output(mix_full(spec.value(y), probs, spec))
+
+
+def _mlp_real(spec: MLPSpec, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if spec.kind == "gated":
+        gate = spec.act(spec.gate(y))
+        return gate, spec.down(gate * spec.up(y))
+    activated, ratio = mlp_ratio(spec, spec.inp(y))
+    return ratio, spec.out(activated)
