@@ -1,0 +1,105 @@
+"""ΔLP, the paper's importance measure: how much a target token's log-probability drops when one source
+token's contribution is removed from the final state.
+
+``LP(t) = log p(x[t+1] | state[t])`` and ``LP_{-s}(t)`` uses ``state[t] - n[s, t]``; ``ΔLP = LP - LP_{-s}``.
+Logits are ``state @ proj.T`` with ``proj`` the LM head weight ``(V, H)`` (the paper's ``proj_weights``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+LN2 = math.log(2.0)
+
+
+@dataclass
+class DeltaLP:
+    """ΔLP of one sequence.
+
+    ``lp``: ``(T-1,)`` log-probability of token ``t+1`` at target ``t``; ``ablated``: ``(W, T-1)`` the same
+    without source ``t - k`` (relative layout; NaN where ``t - k < 0``). Units as requested (bits or nats).
+    """
+
+    lp: torch.Tensor
+    ablated: torch.Tensor
+
+    @property
+    def delta(self) -> torch.Tensor:
+        """``(W, T-1)`` ΔLP = LP - LP without the source."""
+        return self.lp[None, :] - self.ablated
+
+    @property
+    def window(self) -> int:
+        return self.ablated.shape[0]
+
+
+@torch.no_grad()
+def compute_deltalp(final_state: torch.Tensor, decomposition: torch.Tensor, proj: torch.Tensor, ids: torch.Tensor,
+                    base: float = 2.0, max_chunk_bytes: int = 256 * 2**20) -> DeltaLP:
+    """ΔLP for every target and every source in its window.
+
+    ``final_state`` ``(T, H)``, ``decomposition`` ``(W, T, H)`` (relative layout), ``proj`` ``(V, H)``,
+    ``ids`` ``(T,)``. Targets are processed in chunks so that ``W x chunk x V`` logits fit ``max_chunk_bytes``.
+    ``base`` 2 gives bits (the paper), ``math.e`` nats.
+    """
+    window, length, _ = decomposition.shape
+    vocab = proj.shape[0]
+    dtype = torch.float64 if final_state.dtype == torch.float64 else torch.float32
+    proj = proj.to(dtype)
+    scale = 1.0 / math.log(base)
+    targets = ids[1:].long()
+    lp = torch.empty(length - 1, dtype=dtype)
+    ablated = torch.full((window, length - 1), float("nan"), dtype=dtype)
+    chunk = max(1, int(max_chunk_bytes // max(1, (window + 1) * vocab * proj.element_size())))
+    for lo in range(0, length - 1, chunk):
+        hi = min(length - 1, lo + chunk)
+        logits = final_state[lo:hi].to(dtype) @ proj.t()  # (C, V)
+        gold = targets[lo:hi]
+        lp[lo:hi] = torch.log_softmax(logits, -1).gather(-1, gold[:, None])[:, 0].cpu() * scale
+        removed = logits[None] - decomposition[:, lo:hi].to(dtype) @ proj.t()  # (W, C, V)
+        values = torch.log_softmax(removed, -1).gather(-1, gold[None, :, None].expand(window, -1, 1))[..., 0]
+        ablated[:, lo:hi] = values.cpu() * scale
+    k = torch.arange(window)[:, None]
+    t = torch.arange(length - 1)[None, :]
+    ablated[(t - k) < 0] = float("nan")
+    return DeltaLP(lp, ablated)
+
+
+def paper_argmax(result: DeltaLP, target: int, exclude_first: bool = True) -> int:
+    """The paper's argmax source for ``target``: the source whose removal lowers LP most (ΔLP > ... i.e. the
+    lowest LP without it, below 0 bits), position 0 (BOS) excluded; -1 if none qualifies."""
+    best, argmax = 0.0, -1
+    stride = min(target + 1, result.window)
+    for source in range(target - stride + 1, target + 1):
+        value = float(result.ablated[target - source, target])
+        if (source != 0 or not exclude_first) and value < best:
+            best, argmax = value, source
+    return argmax
+
+
+def paper_text(identifier: str, tokens: list[str], result: DeltaLP) -> str:
+    """The exact text the paper's ``representations_to_deltalp.py`` prints for one batch."""
+    length = len(tokens)
+    lines: list[str] = []
+    distances = []
+    lp32 = result.lp.float()
+    ablated32 = result.ablated.float()
+    for j in range(length - 1):
+        stride = min(j + 1, result.window)
+        final_lp = lp32[j]
+        lines.append("")
+        lines.append(f"{identifier} Timestep {j + 1}/{length - 1}")
+        lines.append(f"LP({tokens[j + 1]} | {' '.join(tokens[: j + 1])}) = {float(final_lp)}")
+        best, argmax = 0.0, -1
+        for source in range(j - stride + 1, j + 1):
+            value = ablated32[j - source, j]
+            if source != 0 and float(value) < best:
+                argmax, best = source, float(value)
+            lines.append(f"-{tokens[source]} = {float(value)};\tDelta LP: {float(final_lp - value)}")
+        lines.append(f"Timestep {j + 1}, argmax: {argmax}, distance: {j - argmax + 1}")
+        distances.append(j - argmax + 1)
+    lines.append(f"Max distance: {max(distances)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,24 @@
+"""Assertion helpers shared by the tests (named tolerances, failure messages with the largest difference)."""
+
+from __future__ import annotations
+
+import torch
+
+#: identity tolerance relative to max|h| per dtype (issue 2: fp32 1e-4, fp64 1e-10)
+IDENTITY_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
+
+
+def assert_close_rel(actual: torch.Tensor, expected: torch.Tensor, tolerance: float, what: str,
+                     scale: float | None = None) -> None:
+    """Assert ``max|actual - expected| <= tolerance * scale`` (default ``scale = max|expected|``); the message
+    gives the largest difference and where it is."""
+    actual, expected = actual.detach().double(), expected.detach().double()
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    diff = (actual - expected).abs()
+    worst = float(diff.max()) if diff.numel() else 0.0
+    if scale is None:
+        scale = float(expected.abs().max()) if expected.numel() else 0.0
+    where = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0]) if diff.numel() else ()
+    assert worst <= tolerance * max(scale, 1e-30), (
+        f"{what}: largest difference {worst:.3e} at index {where} exceeds {tolerance:g} x scale = {tolerance * scale:.3e}"
+    )
