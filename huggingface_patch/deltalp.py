@@ -103,3 +103,85 @@ def paper_text(identifier: str, tokens: list[str], result: DeltaLP) -> str:
         distances.append(j - argmax + 1)
     lines.append(f"Max distance: {max(distances)}")
     return "\n".join(lines) + "\n"
+
+
+def group_contributions(decomposition: torch.Tensor, groups: list[list[int]] | list[range]) -> torch.Tensor:
+    """Sum the contributions of each group of sources: ``(G, T, H)``, entry ``[g, t]`` = sum over the sources
+    ``s`` of group ``g`` with ``t - W < s <= t`` of ``n[s, t]`` (``decomposition`` ``(W, T, H)``, relative layout).
+
+    Sources outside a target's window (or after it) contribute nothing, exactly as in :func:`compute_deltalp`.
+    """
+    window, length, hidden = decomposition.shape
+    out = torch.zeros(len(groups), length, hidden, dtype=decomposition.dtype, device=decomposition.device)
+    t = torch.arange(length, device=decomposition.device)
+    for g, group in enumerate(groups):
+        for source in sorted(set(int(s) for s in group)):
+            if not 0 <= source < length:
+                raise ValueError(f"source position {source} outside the sequence of {length} tokens")
+            k = t - source
+            valid = (k >= 0) & (k < window)
+            out[g, valid] += decomposition[k[valid], t[valid]]
+    return out
+
+
+@torch.no_grad()
+def compute_group_deltalp(final_state: torch.Tensor, decomposition: torch.Tensor, proj: torch.Tensor,
+                          ids: torch.Tensor, groups: list[list[int]] | list[range], base: float = 2.0) -> DeltaLP:
+    """ΔLP of removing each *group* of sources jointly (a word, a span, any set).
+
+    Returns a :class:`DeltaLP` whose ``ablated`` is ``(G, T-1)``: LP of token ``t+1`` at target ``t`` with the
+    summed contributions of group ``g`` removed; NaN where no member of the group lies in the target's window
+    (``t - W < s <= t``). Members outside the window are ignored (their contributions are not available).
+    """
+    window, length, _ = decomposition.shape
+    summed = group_contributions(decomposition, groups)  # (G, T, H)
+    dtype = torch.float64 if final_state.dtype == torch.float64 else torch.float32
+    scale = 1.0 / math.log(base)
+    proj = proj.to(dtype)
+    targets = ids[1:].long()
+    logits = final_state[: length - 1].to(dtype) @ proj.t()  # (T-1, V)
+    lp = torch.log_softmax(logits, -1).gather(-1, targets[:, None])[:, 0] * scale
+    ablated = torch.full((len(groups), length - 1), float("nan"), dtype=dtype)
+    t = torch.arange(length - 1)
+    for g, group in enumerate(groups):
+        removed = logits - summed[g, : length - 1].to(dtype) @ proj.t()
+        values = torch.log_softmax(removed, -1).gather(-1, targets[:, None])[:, 0] * scale
+        members = torch.tensor(sorted(set(int(s) for s in group)) or [length], dtype=torch.long)
+        present = ((t[:, None] - members[None, :] >= 0) & (t[:, None] - members[None, :] < window)).any(1)
+        ablated[g, present] = values[present].cpu()
+    return DeltaLP(lp.cpu(), ablated)
+
+
+@torch.no_grad()
+def compute_contrastive_deltalp(final_state: torch.Tensor, decomposition: torch.Tensor, proj: torch.Tensor,
+                                ids: torch.Tensor, foil: int | torch.Tensor, base: float = 2.0) -> DeltaLP:
+    """Contrastive ΔLP: effect of each source on ``log p(x[t+1]) - log p(foil)`` at target ``t``.
+
+    ``foil`` is one token id (used at every target) or ``(T-1,)`` ids. The returned ``lp`` is the contrast
+    ``log p(target) - log p(foil)`` ``(T-1,)``; ``ablated`` ``(W, T-1)`` the contrast without source ``t-k``;
+    ``delta`` = the contrastive ΔLP, which equals ``ΔLP(target) - ΔLP(foil)``. The softmax normaliser cancels,
+    so this is ``(n[s, t] @ (proj[target] - proj[foil])) / ln(base)``.
+    """
+    window, length, _ = decomposition.shape
+    dtype = torch.float64 if final_state.dtype == torch.float64 else torch.float32
+    scale = 1.0 / math.log(base)
+    proj = proj.to(dtype)
+    targets = ids[1:].long()
+    foils = torch.as_tensor(foil, dtype=torch.long).expand(length - 1) if torch.as_tensor(foil).dim() == 0 \
+        else torch.as_tensor(foil, dtype=torch.long)
+    direction = proj[targets] - proj[foils]  # (T-1, H)
+    contrast = (final_state[: length - 1].to(dtype) * direction).sum(-1) * scale
+    parts = (decomposition[:, : length - 1].to(dtype) * direction[None]).sum(-1) * scale  # (W, T-1)
+    ablated = contrast[None, :] - parts
+    k = torch.arange(window)[:, None]
+    t = torch.arange(length - 1)[None, :]
+    ablated[(t - k) < 0] = float("nan")
+    return DeltaLP(contrast.cpu(), ablated.cpu())
+
+
+def bias_only_lp(bias: torch.Tensor, proj: torch.Tensor, ids: torch.Tensor, base: float = 2.0) -> torch.Tensor:
+    """``(T-1,)`` LP of token ``t+1`` from the bias term alone (every source removed): log-softmax of
+    ``bias @ proj.T``."""
+    dtype = torch.float64 if bias.dtype == torch.float64 else torch.float32
+    logits = bias[:-1].to(dtype) @ proj.to(dtype).t()
+    return torch.log_softmax(logits, -1).gather(-1, ids[1:].long()[:, None])[:, 0] / math.log(base)

@@ -53,8 +53,6 @@ class ArchitectureAdapter:
     #: whether Hugging Face numbers positions 0..T-1 regardless of left padding (then the decomposing
     #: classes derive ``position_ids`` from the attention mask, as ``generate`` does)
     positions_from_mask: bool = True
-    #: whether the final norm is applied *inside* the last layer (post-LN OPT has no final norm module)
-    pre_norm: bool = True
 
     def parts(self, model: nn.Module) -> ModelParts:
         raise NotImplementedError

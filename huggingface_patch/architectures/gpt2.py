@@ -47,4 +47,4 @@ class GPT2Adapter(ArchitectureAdapter):
                 ResidualBlock(mlp, pre_norm=layer_norm_spec(block.ln_2)),
             ]
             layers.append(LayerSpec(block, blocks))
-        return ModelSpec(layers, layer_norm_spec(base.ln_f), None, self.positions_from_mask)
+        return ModelSpec(layers, layer_norm_spec(base.ln_f), None, self.positions_from_mask, base.wpe)

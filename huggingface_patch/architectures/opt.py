@@ -53,4 +53,4 @@ class OPTAdapter(ArchitectureAdapter):
             layers.append(LayerSpec(layer, blocks))
         final_norm = layer_norm_spec(decoder.final_layer_norm) if decoder.final_layer_norm is not None else None
         project_out = Affine(decoder.project_out.weight.t()) if decoder.project_out is not None else None
-        return ModelSpec(layers, final_norm, project_out, self.positions_from_mask)
+        return ModelSpec(layers, final_norm, project_out, self.positions_from_mask, decoder.embed_positions)

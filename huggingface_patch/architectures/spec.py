@@ -118,10 +118,12 @@ class LayerSpec:
 class ModelSpec:
     """Everything the engine needs from one model.
 
-    ``final_norm`` and ``project_out`` turn the last layer's output into the state the LM head reads.
+    ``final_norm`` and ``project_out`` turn the last layer's output into the state the LM head reads;
+    ``position_module`` is the learned position-embedding module (None for RoPE models).
     """
 
     layers: list[LayerSpec]
     final_norm: NormSpec | None
     project_out: Affine | None
     positions_from_mask: bool
+    position_module: nn.Module | None = None

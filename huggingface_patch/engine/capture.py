@@ -29,6 +29,7 @@ class Captured:
     layer_outputs: list[torch.Tensor] = field(default_factory=list)
     attention: list[torch.Tensor] = field(default_factory=list)
     final_state: torch.Tensor | None = None
+    position_embeddings: torch.Tensor | None = None
 
 
 @contextlib.contextmanager
@@ -67,6 +68,9 @@ def capture(model: nn.Module, spec: ModelSpec):
     def on_head(module, args):
         record.final_state = args[0]
 
+    def on_positions(module, args, output):
+        record.position_embeddings = output
+
     try:
         for index, layer in enumerate(spec.layers):
             handles.append(layer.module.register_forward_pre_hook(on_layer_input(index), with_kwargs=True))
@@ -74,6 +78,8 @@ def capture(model: nn.Module, spec: ModelSpec):
             handles.append(layer.attention.module.register_forward_hook(on_attention(index), with_kwargs=True))
         if head is not None:
             handles.append(head.register_forward_pre_hook(on_head))
+        if spec.position_module is not None:
+            handles.append(spec.position_module.register_forward_hook(on_positions))
         with eager_attention(model):
             yield record
     finally:

@@ -52,7 +52,7 @@ def choose_block_size(length: int, window: int, hidden: int, inner: int, itemsiz
 def bias_stream(frozen: FrozenModel, output_layers: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The bias term after the final norm ``(B, T, H')`` and, optionally, after every layer."""
     layout = FullLayout(frozen.length)
-    state = torch.zeros_like(frozen.embeddings)
+    state = frozen.bias_init if frozen.bias_init is not None else torch.zeros_like(frozen.embeddings)
     per_layer = [state] if output_layers else []
     for layer_spec, blocks in zip(frozen.spec.layers, frozen.layers):
         state = propagate_layer(state, layer_spec, blocks, layout)

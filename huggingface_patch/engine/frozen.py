@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..architectures.spec import AttentionSpec, LayerSpec, MLPSpec, ModelSpec, NormSpec
+from ..architectures.spec import Affine, AttentionSpec, MLPSpec, ModelSpec, NormSpec
+from .conventions import DEFAULT, Conventions
 
 # Largest allowed |recomputed - Hugging Face| relative to max|h|, per compute precision of the model.
 RECOMPUTE_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 5e-2, torch.bfloat16: 5e-2}
@@ -40,12 +41,17 @@ class FrozenNorm:
 
 @dataclass
 class FrozenBlock:
-    """Coefficients of one residual block: its norms, and attention ``(B, h, T, T)`` or MLP ``(B, Tpad, F)``
-    (``r = act(z)/z`` for plain MLPs, ``act(gate(x))`` for gated ones)."""
+    """Coefficients of one residual block: its norms, and attention probabilities ``(B, h, T, T)`` or the
+    MLP's frozen per-target scaling ``(B, Tpad, F)`` between ``linear_in`` and ``linear_out`` (e.g.
+    ``r = act(z)/z`` for plain MLPs, ``act(gate(x))`` for gated ones). ``intercept`` ``(B, T, F)``: what the
+    tangent convention sends to the bias term inside the MLP (None otherwise)."""
 
     pre_norm: FrozenNorm | None
     coefficient: torch.Tensor
     post_norm: FrozenNorm | None
+    linear_in: Affine | None = None
+    linear_out: Affine | None = None
+    intercept: torch.Tensor | None = None
 
 
 @dataclass
@@ -65,6 +71,8 @@ class FrozenModel:
     layer_states: list[torch.Tensor]
     final_state: torch.Tensor
     pad: int
+    bias_init: torch.Tensor | None = None
+    conventions: Conventions = DEFAULT
 
     @property
     def length(self) -> int:
@@ -92,6 +100,24 @@ def apply_norm_real(norm: NormSpec, x: torch.Tensor, scale: torch.Tensor) -> tor
     if norm.bias is not None:
         y = y + norm.bias.to(y.dtype)
     return y
+
+
+def activation_slope(act, z: torch.Tensor) -> torch.Tensor:
+    """``act'(z)`` elementwise (autograd through the model's own activation)."""
+    with torch.enable_grad():
+        point = z.detach().clone().requires_grad_(True)
+        (slope,) = torch.autograd.grad(act(point).sum(), point)
+    return slope.detach()
+
+
+def linearize_activation(spec: MLPSpec, z: torch.Tensor, convention: str):
+    """``(act(z), coefficient, intercept)`` with ``act(z) == coefficient * z + intercept`` (intercept None for ratio)."""
+    if convention == "tangent":
+        activated = spec.act(z)
+        slope = activation_slope(spec.act, z)
+        return activated, slope, activated - slope * z
+    activated, ratio = mlp_ratio(spec, z)
+    return activated, ratio, None
 
 
 def mlp_ratio(spec: MLPSpec, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,8 +166,14 @@ def freeze(
     pad: int,
     model_dtype: torch.dtype,
     check: bool = True,
+    conventions: Conventions = DEFAULT,
+    position_embeddings: torch.Tensor | None = None,
 ) -> FrozenModel:
-    """Compute every frozen coefficient and check the recomputed real stream layer by layer."""
+    """Compute every frozen coefficient and check the recomputed real stream layer by layer.
+
+    ``position_embeddings`` ``(B or 1, T, H)``: the learned position embeddings, needed only for
+    ``conventions.positions == "bias"``.
+    """
     dtype = compute_dtype(model_dtype)
     layers: list[list[FrozenBlock]] = []
     for index, (layer, x_in) in enumerate(zip(spec.layers, layer_inputs)):
@@ -159,13 +191,15 @@ def freeze(
                 keep = layer_valid[:, None, :, None] & layer_valid[:, None, None, :]
                 coefficient = torch.where(keep, probs, torch.zeros((), dtype=dtype, device=device))
                 out = _attention_real(block.sublayer, y, coefficient)
+                frozen_block = FrozenBlock(pre, coefficient, None)
             else:
-                coefficient, out = _mlp_real(block.sublayer, y)
-                coefficient = _pad_targets(coefficient, layer_valid, pad)
+                frozen_block, out = _freeze_mlp(block.sublayer, y, layer_valid, pad, conventions)
+                frozen_block.pre_norm = pre
             x = x + out
             if block.post_norm is not None:
                 x, post = _freeze_norm(block.post_norm, x, layer_valid, pad, model_dtype)
-            blocks.append(FrozenBlock(pre, coefficient, post))
+            frozen_block.post_norm = post
+            blocks.append(frozen_block)
         if check:
             _check(f"layer {index}", x, layer_outputs[index].to(device), layer_valid, model_dtype)
         layers.append(blocks)
@@ -180,9 +214,17 @@ def freeze(
         x = spec.project_out(x)
     if check:
         _check("final state", x, final_state.to(device), valid.to(device), model_dtype)
+    embeddings = layer_inputs[0].to(dtype)
+    bias_init = None
+    if conventions.positions == "bias" and position_embeddings is not None:
+        bias_init = position_embeddings.to(device=embeddings.device, dtype=dtype).expand_as(embeddings)
+        bias_init = torch.where(valid.to(embeddings.device)[..., None], bias_init, torch.zeros((), dtype=dtype))
+        embeddings = embeddings - bias_init
     return FrozenModel(
         spec=spec,
-        embeddings=layer_inputs[0].to(dtype),
+        embeddings=embeddings,
+        bias_init=bias_init,
+        conventions=conventions,
         valid=valid,
         layers=layers,
         final_norm=final,
@@ -211,9 +253,26 @@ def _attention_real(spec: AttentionSpec, y: torch.Tensor, probs: torch.Tensor) -
     return spec.output(mix_full(spec.value(y), probs, spec))
 
 
-def _mlp_real(spec: MLPSpec, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if spec.kind == "gated":
-        gate = spec.act(spec.gate(y))
-        return gate, spec.down(gate * spec.up(y))
-    activated, ratio = mlp_ratio(spec, spec.inp(y))
-    return ratio, spec.out(activated)
+def _freeze_mlp(spec: MLPSpec, y: torch.Tensor, valid: torch.Tensor, pad: int, conventions: Conventions):
+    """Frozen MLP block and the real MLP output, following the conventions."""
+    intercept = None
+    if spec.kind == "gated" and conventions.gated == "gate":
+        coefficient = spec.act(spec.gate(y))
+        up = spec.up(y)
+        out = spec.down(coefficient * up)
+        linear_in, linear_out = spec.up, spec.down
+    elif spec.kind == "gated":  # up(x) frozen, the gate path linearized
+        up = spec.up(y)
+        activated, scale, intercept = linearize_activation(spec, spec.gate(y), conventions.activation)
+        out = spec.down(activated * up)
+        coefficient = up * scale
+        intercept = None if intercept is None else up * intercept
+        linear_in, linear_out = spec.gate, spec.down
+    else:
+        activated, coefficient, intercept = linearize_activation(spec, spec.inp(y), conventions.activation)
+        out = spec.out(activated)
+        linear_in, linear_out = spec.inp, spec.out
+    if intercept is not None:
+        intercept = torch.where(valid[..., None], intercept, torch.zeros((), dtype=intercept.dtype, device=intercept.device))
+    frozen = FrozenBlock(None, _pad_targets(coefficient, valid, pad), None, linear_in, linear_out, intercept)
+    return frozen, out

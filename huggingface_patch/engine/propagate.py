@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..architectures.spec import AttentionSpec, MLPSpec, NormSpec
+from ..architectures.spec import AttentionSpec, NormSpec
 from .frozen import FrozenBlock, FrozenModel, FrozenNorm
 from .layouts import skew, unskew, window_view
 
@@ -99,11 +99,16 @@ def apply_attention(state: torch.Tensor, spec: AttentionSpec, probs: torch.Tenso
     return spec.output(mixed) if layout.is_bias else spec.output.linear(mixed)
 
 
-def apply_mlp(state: torch.Tensor, spec: MLPSpec, coefficient: torch.Tensor, layout) -> torch.Tensor:
-    """``W_2 (r * (W_1 c))`` or ``W_down (act(gate(x)) * (W_up c))``; biases go to the bias term only."""
-    first, last = (spec.up, spec.down) if spec.kind == "gated" else (spec.inp, spec.out)
+def apply_mlp(state: torch.Tensor, frozen: FrozenBlock, layout) -> torch.Tensor:
+    """``W_out (coef * (W_in c))``, e.g. ``W_2 (r * (W_1 c))`` or ``W_down (act(gate(x)) * (W_up c))``.
+
+    Biases (and the tangent convention's intercept) go to the bias term only.
+    """
+    first, last = frozen.linear_in, frozen.linear_out
     inner = first(state) if layout.is_bias else first.linear(state)
-    inner = inner * layout.align(coefficient)
+    inner = inner * layout.align(frozen.coefficient)
+    if layout.is_bias and frozen.intercept is not None:
+        inner = inner + frozen.intercept
     return last(inner) if layout.is_bias else last.linear(inner)
 
 
@@ -118,7 +123,7 @@ def propagate_layer(state: torch.Tensor, layer_spec, frozen_blocks: list[FrozenB
         if isinstance(block.sublayer, AttentionSpec):
             update = apply_attention(y, block.sublayer, frozen.coefficient, layout)
         else:
-            update = apply_mlp(y, block.sublayer, frozen.coefficient, layout)
+            update = apply_mlp(y, frozen, layout)
         state = state + update
         if block.post_norm is not None:
             state = apply_norm(state, block.post_norm, frozen.post_norm, layout)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..architectures.spec import AttentionSpec, ModelSpec, NormSpec
-from .frozen import mlp_ratio
+from .frozen import mlp_ratio  # noqa: F401  (default ratio convention only)
 
 
 def _norm(c: torch.Tensor, x: torch.Tensor, norm: NormSpec, is_bias: bool) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 
 from ..architectures import get_adapter
 from ..engine.capture import capture
+from ..engine.conventions import DEFAULT, Conventions
 from ..engine.decompose import run_decomposition
 from ..engine.frozen import freeze
 from .outputs import decomposed_output
@@ -28,16 +29,25 @@ class DecompositionMixin:
     """Adds ``decomposition_window``, ``output_layer_decompositions`` and ``decomposition_block_size`` to ``forward``."""
 
     def forward(self, *args, decomposition_window: int | None = None, output_layer_decompositions: bool = False,
-                decomposition_block_size: int | None = None, **kwargs):
+                decomposition_block_size: int | None = None, decomposition_conventions: Conventions | None = None,
+                **kwargs):
+        """The base class's ``forward``; with ``decomposition_window`` (or ``config.dec_len``) the output also
+        carries ``decomposition`` ``(B, W, T, H)`` and ``decomposition_bias`` ``(B, T, H)`` (see
+        :class:`~huggingface_patch.modeling.outputs.DecomposedCausalLMOutputWithPast`).
+
+        ``decomposition_block_size``: sources per block (default: chosen from a memory budget);
+        ``decomposition_conventions``: a :class:`~huggingface_patch.engine.conventions.Conventions`.
+        """
         window = decomposition_window if decomposition_window is not None else getattr(self.config, "dec_len", None)
         if window is None:
             if output_layer_decompositions:
                 raise ValueError("output_layer_decompositions=True needs decomposition_window (or config.dec_len)")
             return super().forward(*args, **kwargs)
         return self._decomposed_forward(super().forward, args, kwargs, _check_window(window),
-                                        output_layer_decompositions, decomposition_block_size)
+                                        output_layer_decompositions, decomposition_block_size,
+                                        decomposition_conventions or DEFAULT)
 
-    def _decomposed_forward(self, base_forward, args, kwargs, window, output_layers, block_size):
+    def _decomposed_forward(self, base_forward, args, kwargs, window, output_layers, block_size, conventions):
         bound = inspect.signature(base_forward).bind(*args, **kwargs)
         call = dict(bound.arguments)
         call.update(call.pop("kwargs", {}))
@@ -82,6 +92,8 @@ class DecompositionMixin:
                 valid,
                 pad=min(window, length),
                 model_dtype=self.dtype,
+                conventions=conventions,
+                position_embeddings=None if record.position_embeddings is None else record.position_embeddings.detach(),
             )
             result = run_decomposition(frozen, window, block_size=block_size, output_layers=output_layers)
         decomposed = decomposed_output(

@@ -123,6 +123,24 @@ def _position_selector(positions, hidden: torch.Tensor) -> torch.Tensor:
     return selector
 
 
+def _track_layer_shapes(parts, layers, handles, shapes: dict[int, tuple[int, int]]) -> None:
+    """Record into ``shapes`` the ``(B, T)`` of each layer's input during forward passes (OPT runs its MLP
+    on a flattened ``(B*T, D)`` tensor)."""
+
+    def make(index):
+        def hook(module, args, kwargs):
+            shapes[index] = tuple(_hidden_states_of(args, kwargs).shape[:2])
+
+        return hook
+
+    for layer in layers:
+        handles.append(parts.layers[layer].layer.register_forward_pre_hook(make(layer), with_kwargs=True))
+
+
+def _as_3d(tensor: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    return tensor.view(*shape, tensor.shape[-1]) if tensor.ndim == 2 else tensor
+
+
 @contextlib.contextmanager
 def knockout_mlp(model, layers: Iterable[int], positions=None, rows: torch.Tensor | None = None):
     """Knock out the MLP of ``layers``: its inner activation (input of the last linear) is set to 0, so
@@ -132,15 +150,22 @@ def knockout_mlp(model, layers: Iterable[int], positions=None, rows: torch.Tenso
     ``rows``: optional ``(R,)`` bool tensor restricting the knockout to some rows of the batch.
     """
     parts = model_parts(model)
+    layers = list(layers)
+    shapes: dict[int, tuple[int, int]] = {}
 
-    def hook(module, args):
-        hidden = args[0]
-        keep = ~(_row_selector(rows, hidden) & _position_selector(positions, hidden))
-        return (hidden * keep.to(hidden.dtype),) + tuple(args[1:])
+    def make_hook(index):
+        def hook(module, args):
+            flat = args[0]
+            hidden = _as_3d(flat, shapes[index])
+            keep = ~(_row_selector(rows, hidden) & _position_selector(positions, hidden))
+            return ((hidden * keep.to(hidden.dtype)).view(flat.shape),) + tuple(args[1:])
+
+        return hook
 
     def register(handles):
+        _track_layer_shapes(parts, layers, handles, shapes)
         for layer in layers:
-            handles.append(parts.layers[layer].mlp_down.register_forward_pre_hook(hook))
+            handles.append(parts.layers[layer].mlp_down.register_forward_pre_hook(make_hook(layer)))
 
     with _hooks(register):
         yield
@@ -238,13 +263,16 @@ def record_sublayer_outputs(model, position: int = -1):
 
         return hook
 
+    shapes: dict[int, tuple[int, int]] = {}
+
     def mlp_hook(index):
         def hook(module, args, output):
-            record["mlp"][index] = output[:, position].detach()
+            record["mlp"][index] = _as_3d(output, shapes[index])[:, position].detach()
 
         return hook
 
     def register(handles):
+        _track_layer_shapes(parts, range(L), handles, shapes)
         for i, layer in enumerate(parts.layers):
             handles.append(layer.attention.register_forward_hook(attention_hook(i)))
             handles.append(layer.mlp_down.register_forward_hook(mlp_hook(i)))

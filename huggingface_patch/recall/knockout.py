@@ -87,7 +87,7 @@ def attention_knockout(
             active = torch.tensor([l in layer_window(layer, L, window) for _, _, layer in rows], device=device)
             blocked[l] = edges & active[:, None, None]
         with block_attention_edges(model, blocked):
-            logits = model(input_ids=ids, use_cache=False).logits[:, -1]
+            logits = model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1]
         probs = torch.softmax(logits.float(), dim=-1)
         for r, (q, name, layer) in enumerate(rows):
             p_new = float(probs[r, q.target_id])

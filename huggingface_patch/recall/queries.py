@@ -209,21 +209,32 @@ def last_position_probs(model, input_ids: torch.Tensor, chunk: int = 256) -> tor
     """Softmax over the vocabulary at the last position, ``(B, V)`` float32, run in row chunks."""
     out = []
     for i in range(0, input_ids.shape[0], chunk):
-        logits = model(input_ids=input_ids[i : i + chunk], use_cache=False).logits[:, -1]
+        logits = model(input_ids=input_ids[i : i + chunk], use_cache=False, logits_to_keep=1).logits[:, -1]
         out.append(torch.softmax(logits.float(), dim=-1))
     return torch.cat(out)
 
 
 @torch.no_grad()
-def _greedy_text(model, tokenizer, ids: torch.Tensor, first: torch.Tensor, steps: int) -> list[str]:
+def _greedy_text(model, tokenizer, ids: torch.Tensor, first: torch.Tensor, attributes: Sequence[str],
+                 steps: int) -> list[str]:
+    """Greedy continuations (first token given); stops once every row is decided against its attribute."""
     tokens = [first[:, None]]
     current = torch.cat([ids, first[:, None]], dim=1)
+
+    def texts():
+        generated = torch.cat(tokens, dim=1)
+        return [tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in generated]
+
     for _ in range(steps - 1):
-        nxt = model(input_ids=current, use_cache=False).logits[:, -1].argmax(-1)
+        decoded = texts()
+        undecided = [len(t.strip()) < len(a.strip()) and a.strip().startswith(t.strip())
+                     for t, a in zip(decoded, attributes)]
+        if not any(undecided):
+            return decoded
+        nxt = model(input_ids=current, use_cache=False, logits_to_keep=1).logits[:, -1].argmax(-1)
         tokens.append(nxt[:, None])
         current = torch.cat([current, nxt[:, None]], dim=1)
-    generated = torch.cat(tokens, dim=1)
-    return [tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in generated]
+    return texts()
 
 
 def _is_known(mode: str, attribute: str, first_token: str, greedy: str | None) -> bool:
@@ -247,6 +258,7 @@ def prepare_queries(
     add_bos: bool = False,
     batch_size: int = 32,
     max_new_tokens: int = 8,
+    limit: int | None = None,
     progress=None,
 ) -> list[FactQuery]:
     """Tokenize ``facts``, record the model's top-1 next token, and keep the facts the model knows.
@@ -255,29 +267,35 @@ def prepare_queries(
     ``max_new_tokens`` tokens) starts with the dataset attribute — how known_1000 itself was built for
     GPT-2 XL; ``"first-token"`` keeps it when the top-1 token (stripped) is a non-empty prefix of the
     attribute; ``"none"`` keeps every fact (for random test models). In every case the analyses use
-    the top-1 token as the attribute. Returned queries keep the order of ``facts``.
+    the top-1 token as the attribute. Returned queries keep the order of ``facts``. With ``limit`` the
+    facts are processed in order in chunks and only the first ``limit`` known ones are returned (the rest
+    is never run).
     """
     if filter not in FILTERS:
         raise ValueError(f"unknown filter {filter!r}: choose from {', '.join(FILTERS)}")
     queries = build_queries(tokenizer, facts, add_bos=add_bos)
     device = model_device(model)
-    kept = []
-    for batch in length_batches(queries, batch_size):
-        ids = stack_ids(batch, device)
-        probs = last_position_probs(model, ids)
-        top = probs.argmax(-1)
-        greedy = None
-        if filter == "greedy":
-            steps = max(1, min(max_new_tokens, max(len(tokenizer(q.attribute)["input_ids"]) for q in batch) + 1))
-            greedy = _greedy_text(model, tokenizer, ids, top, steps)
-        for j, query in enumerate(batch):
-            query.target_id = int(top[j])
-            query.target_token = tokenizer.decode([query.target_id])
-            query.target_prob = float(probs[j, query.target_id])
-            query.extra["greedy"] = None if greedy is None else greedy[j]
-            if _is_known(filter, query.attribute, query.target_token, None if greedy is None else greedy[j]):
-                kept.append(query)
-        if progress is not None:
-            progress.update(len(batch))
+    kept: list[FactQuery] = []
+    chunk = max(len(queries), 1) if limit is None else max(4 * batch_size, 1)
+    for first in range(0, len(queries), chunk):
+        for batch in length_batches(queries[first : first + chunk], batch_size):
+            ids = stack_ids(batch, device)
+            probs = last_position_probs(model, ids)
+            top = probs.argmax(-1)
+            greedy = None
+            if filter == "greedy":
+                steps = max(1, min(max_new_tokens, max(len(tokenizer(q.attribute)["input_ids"]) for q in batch) + 1))
+                greedy = _greedy_text(model, tokenizer, ids, top, [q.attribute for q in batch], steps)
+            for j, query in enumerate(batch):
+                query.target_id = int(top[j])
+                query.target_token = tokenizer.decode([query.target_id])
+                query.target_prob = float(probs[j, query.target_id])
+                query.extra["greedy"] = None if greedy is None else greedy[j]
+                if _is_known(filter, query.attribute, query.target_token, None if greedy is None else greedy[j]):
+                    kept.append(query)
+            if progress is not None:
+                progress.update(len(batch))
+        if limit is not None and len(kept) >= limit:
+            break
     kept.sort(key=lambda q: q.index)
-    return kept
+    return kept if limit is None else kept[:limit]

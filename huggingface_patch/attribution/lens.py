@@ -1,0 +1,79 @@
+"""Decomposition lens: for one target position, the contribution of each source at each layer projected to
+the vocabulary through the *frozen* final norm and the LM head.
+
+At layer ``l`` the frozen final norm uses the real residual state ``x_l`` of that layer (as the logit lens does):
+LayerNorm ``(c - mean(c)) / sqrt(var(x_l) + eps) * gamma`` (``beta`` belongs to the bias term), RMSNorm
+``c / sqrt(mean(x_l^2) + eps) * gamma``; OPT-350m's ``project_out`` is applied. At the last layer this equals
+the model's own decomposition, so the source vectors plus the bias term give the real logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..architectures import get_adapter, model_parts
+from ..layer_states import residual_states
+
+
+@dataclass
+class LensResult:
+    """``logits`` ``(L+1, S, V)``: source ``sources[j]``'s vocabulary projection at layer ``l`` (0 = embeddings);
+    ``target_logit`` ``(L+1, S)``: its entry for the actual next token ``next_id``."""
+
+    target: int
+    sources: list[int]
+    next_id: int
+    logits: torch.Tensor
+    target_logit: torch.Tensor
+
+    def top(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(values, ids)`` ``(L+1, S, k)`` of the ``k`` most promoted tokens."""
+        return self.logits.topk(k, dim=-1)
+
+
+def frozen_final_norm(model, contributions: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    """Apply the final norm frozen at the real pre-norm ``state`` ``(H,)`` to ``contributions`` ``(..., H)``
+    (no shift: ``beta`` is part of the bias term), then ``project_out`` if the model has one."""
+    spec = get_adapter(model).spec(model)
+    norm = spec.final_norm
+    c = contributions.double()
+    x = state.double()
+    if norm is not None:
+        if norm.kind == "layer":
+            c = (c - c.mean(-1, keepdim=True)) / torch.sqrt(x.var(unbiased=False) + norm.eps)
+        else:
+            c = c / torch.sqrt((x * x).mean() + norm.eps)
+        if norm.weight is not None:
+            c = c * norm.weight.detach().double().cpu()
+    project_out = model_parts(model).project_out
+    if project_out is not None:
+        c = c @ project_out.weight.detach().double().cpu().t()
+    return c
+
+
+@torch.no_grad()
+def decomposition_lens(model, ids: torch.Tensor, target: int, window: int | None = None) -> LensResult:
+    """Lens for piece position ``target`` (its output predicts ``ids[target+1]``; the last position has no
+    next token and reports ``next_id`` -1 with ``target_logit`` of token 0)."""
+    ids = torch.as_tensor(ids, dtype=torch.long)
+    length = len(ids)
+    if not 0 <= target < length:
+        raise ValueError(f"target position {target} outside the sequence of {length} tokens")
+    window = length if window is None else window
+    device = next(model.parameters()).device
+    states, out = residual_states(model, ids[None].to(device), decomposition_window=window,
+                                  output_layer_decompositions=True)
+    proj = model.get_output_embeddings().weight.detach().double().cpu()
+    ks = list(range(min(window, target + 1)))
+    sources = [target - k for k in ks][::-1]
+    layers = []
+    for level, layer_dec in enumerate(out.layer_decompositions):
+        c = layer_dec[0, : len(ks), target].cpu().flip(0)  # (S, H) in source order
+        normed = frozen_final_norm(model, c, states[level, 0, target].cpu())
+        layers.append(normed @ proj.t())
+    logits = torch.stack(layers)  # (L+1, S, V)
+    next_id = int(ids[target + 1]) if target + 1 < length else -1
+    target_logit = logits[..., max(next_id, 0)]
+    return LensResult(target, sources, next_id, logits, target_logit)

@@ -1,0 +1,162 @@
+"""Parameters vs hidden states (Dar et al. 2023, "interpretation" experiment).
+
+For every position ``p`` of some texts and every layer ``l``: take the ``n_neurons`` most activated MLP
+neurons of layer ``l`` at ``p`` (largest inner activation: ``act(x·k)`` for OPT/GPT-2, ``act(x·g)·(x·u)``
+for the Llama family), let ``A`` be the union of the top-``k_tokens`` tokens of their projections
+``part · E`` (one ``A`` per part: key, or gate and up, and value), and ``B`` the top-``k_tokens`` tokens of
+the hidden state ``final_norm(h_l) · E`` (``h_l`` the output of layer ``l``; ``target='final'`` uses the last
+layer's output instead). Recall = ``|A ∩ B| / |B|``, averaged over positions. The random baseline pairs
+``B`` at ``p`` with ``A`` taken at another position drawn at random.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..architectures import model_parts
+from ..layer_states import record_residual_stream
+from .projections import embedding_matrix, ff_matrices
+
+TARGETS = ("layer", "final")
+
+
+@dataclass
+class Activations:
+    """What the texts produced: ``top_neurons`` ``(L, P, n)`` (indices of the most activated neurons) and
+    ``states`` ``(L+1, P, H)`` (residual stream, pre-final-norm) at the ``P`` positions kept."""
+
+    top_neurons: torch.Tensor
+    states: torch.Tensor
+    texts_used: int = 0
+
+
+@torch.no_grad()
+def collect_activations(model: nn.Module, tokenizer, texts: list[str], n_neurons: int = 5, max_positions: int = 1000,
+                        skip_first: bool = True, max_length: int = 512) -> Activations:
+    """Run the texts one at a time; keep up to ``max_positions`` positions (``skip_first``: not position 0)."""
+    parts = model_parts(model)
+    device = next(model.parameters()).device
+    tops: list[list[torch.Tensor]] = [[] for _ in parts.layers]
+    states_kept: list[torch.Tensor] = []
+    inner: dict[int, torch.Tensor] = {}
+
+    def capture(index):
+        def hook(module, args):
+            inner[index] = args[0]
+        return hook
+
+    handles = [layer.mlp_down.register_forward_pre_hook(capture(i)) for i, layer in enumerate(parts.layers)]
+    kept, used = 0, 0
+    try:
+        for text in texts:
+            if kept >= max_positions:
+                break
+            ids = tokenizer(text, return_tensors="pt").input_ids[:, :max_length].to(device)
+            with record_residual_stream(model) as states:
+                model(input_ids=ids)
+            start = 1 if skip_first else 0
+            take = min(ids.shape[1] - start, max_positions - kept)
+            if take <= 0:
+                continue
+            used += 1
+            window = slice(start, start + take)
+            for i in range(len(parts.layers)):
+                acts = inner[i][0, window].float()
+                tops[i].append(acts.topk(min(n_neurons, acts.shape[-1]), dim=-1).indices.cpu())
+            states_kept.append(torch.stack([s[0, window].float().cpu() for s in states]))
+            kept += take
+    finally:
+        for handle in handles:
+            handle.remove()
+    if kept == 0:
+        raise ValueError("the texts give no position to analyse")
+    return Activations(torch.stack([torch.cat(t) for t in tops]), torch.cat(states_kept, dim=1), used)
+
+
+def _topk_ids(matrix: torch.Tensor, embedding: torch.Tensor, k: int, chunk: int = 256) -> torch.Tensor:
+    """Top-``k`` column indices of ``matrix (N, H) @ embedding (H, V)``, row by row in chunks."""
+    out = []
+    for first in range(0, matrix.shape[0], chunk):
+        out.append((matrix[first : first + chunk] @ embedding).topk(k, dim=-1).indices.cpu())
+    return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
+
+
+@dataclass
+class AlignmentResult:
+    """Per layer and part: mean recall and random-baseline recall over ``positions``."""
+
+    rows: list[dict] = field(default_factory=list)
+    positions: int = 0
+    texts: int = 0
+
+
+@torch.no_grad()
+def parameter_alignment(model: nn.Module, tokenizer, texts: list[str], *, layers: list[int] | None = None,
+                        n_neurons: int = 5, k_tokens: int = 50, max_positions: int = 1000, target: str = "layer",
+                        allowed: torch.Tensor | None = None, embedding: str = "output", seed: int = 0,
+                        activations: Activations | None = None) -> AlignmentResult:
+    """Recall of the hidden state's top tokens among the top tokens of the most activated neurons' keys and
+    values, per layer, against a random-position baseline (see the module docstring)."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}: choose from {', '.join(TARGETS)}")
+    parts = model_parts(model)
+    n_layers = len(parts.layers)
+    layers = list(range(n_layers)) if layers is None else layers
+    acts = activations or collect_activations(model, tokenizer, texts, n_neurons, max_positions)
+    device = next(model.parameters()).device
+    write = embedding_matrix(model, "output").float()
+    read = embedding_matrix(model, embedding).float()
+    if allowed is not None:
+        cols = allowed.nonzero().squeeze(1).to(write.device)
+        write, read = write[:, cols], read[:, cols]
+    k_tokens = min(k_tokens, write.shape[1])
+    positions = acts.states.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for layer in layers:
+        hidden = acts.states[layer + 1 if target == "layer" else -1].to(device)
+        if parts.final_norm is not None:
+            hidden = parts.final_norm(hidden.to(next(model.parameters()).dtype)).float()
+        hidden_top = _topk_ids(hidden, write, k_tokens)  # (P, k)
+        top = acts.top_neurons[layer]  # (P, n)
+        other = (torch.arange(positions) + torch.randint(1, max(positions, 2), (positions,), generator=gen)) % positions
+        used = torch.unique(top)
+        slot = {int(n): i for i, n in enumerate(used)}
+        for part, weights in ff_matrices(model, layer).items():
+            matrix = (write if part == "value" else read)
+            neuron_top = _topk_ids(weights[used.to(weights.device)].float(), matrix, k_tokens)  # (U, k)
+            sets = [set(neuron_top[[slot[int(n)] for n in top[p]]].flatten().tolist()) for p in range(positions)]
+            targets = [set(row.tolist()) for row in hidden_top]
+            recall = [len(sets[p] & targets[p]) / k_tokens for p in range(positions)]
+            baseline = [len(sets[int(other[p])] & targets[p]) / k_tokens for p in range(positions)]
+            rows.append(dict(layer=layer, part=part, recall=round(float(np.mean(recall)), 5),
+                             recall_std=round(float(np.std(recall)), 5), baseline=round(float(np.mean(baseline)), 5),
+                             baseline_std=round(float(np.std(baseline)), 5), positions=positions))
+    return AlignmentResult(rows, positions, acts.texts_used)
+
+
+def plot_alignment(result: AlignmentResult, title: str):
+    """Recall per layer, one colour per part, random baseline dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    parts = list(dict.fromkeys(r["part"] for r in result.rows))
+    for n, part in enumerate(parts):
+        sel = [r for r in result.rows if r["part"] == part]
+        layers = [r["layer"] for r in sel]
+        colour = f"C{n}"
+        ax.plot(layers, [r["recall"] for r in sel], "-o", color=colour, ms=3, label=f"{part}: top neurons")
+        ax.plot(layers, [r["baseline"] for r in sel], "--", color=colour, alpha=0.7, label=f"{part}: random position")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("recall |A ∩ B| / |B|")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig

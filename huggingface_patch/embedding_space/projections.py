@@ -1,0 +1,191 @@
+"""Model parameters read in embedding space (Dar et al. 2023): the embedding matrix ``E`` and, per layer,
+the feed-forward keys/values and the per-head ``W_V,h``, ``W_O,h``, ``W_Q,h``, ``W_K,h``.
+
+Shapes: ``H`` hidden size, ``V`` vocabulary, ``F`` MLP inner size, ``d`` head size. All weights are
+returned in the ``x @ W`` convention (``W`` is ``(in, out)``), as :class:`~huggingface_patch.architectures.Affine`.
+
+``E`` is ``(H, V)``: a residual vector ``x`` is read as the scores ``x @ E``. By default (the paper) it is
+the LM head, ``get_output_embeddings().weight.T``; OPT-350m's ``project_out`` is folded in so that ``E``
+lives in the residual space. ``which='input'`` gives ``get_input_embeddings()`` instead (OPT's
+``project_in`` folded in), so untied models can read the *input* side of a map with the input embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..architectures import Affine, get_adapter, model_parts
+
+EMBEDDINGS = ("output", "input")
+
+
+class ParameterIndexError(ValueError):
+    """A layer, head or neuron index outside the model; the message gives the valid range."""
+
+
+def _check_index(kind: str, value: int, size: int) -> int:
+    if not 0 <= value < size:
+        raise ParameterIndexError(f"{kind} {value} is out of range: the model has {size} ({kind}s 0..{size - 1})")
+    return value
+
+
+@torch.no_grad()
+def embedding_matrix(model: nn.Module, which: str = "output") -> torch.Tensor:
+    """``E`` as ``(H, V)`` in the residual space of ``model`` (a detached copy, float32 or the model dtype).
+
+    ``which='output'``: the LM head (``get_output_embeddings``), with ``project_out`` folded in (OPT-350m).
+    ``which='input'``: the input embedding (``get_input_embeddings``), with ``project_in`` folded in.
+    """
+    if which not in EMBEDDINGS:
+        raise ValueError(f"unknown embedding {which!r}: choose from {', '.join(EMBEDDINGS)}")
+    parts = model_parts(model)
+    if which == "output":
+        head = model.get_output_embeddings()
+        if head is None:
+            raise ValueError("the model has no output embeddings (LM head)")
+        matrix = head.weight.detach().t()  # (D, V)
+        if parts.project_out is not None:  # logits = (h @ P^T) @ W_U^T
+            matrix = parts.project_out.weight.detach().t() @ matrix
+        return matrix.contiguous()
+    matrix = model.get_input_embeddings().weight.detach()  # (V, D)
+    project_in = getattr(parts.base, "project_in", None)
+    if project_in is not None:  # x = emb @ P_in^T
+        matrix = matrix @ project_in.weight.detach().t()
+    return matrix.t().contiguous()
+
+
+# --------------------------------------------------------------------------- per-family query/key lookup
+
+
+def query_key_affines(model: nn.Module, layer: int) -> tuple[Affine, Affine]:
+    """The query (``H -> h*d``) and key (``H -> g*d``) maps of one layer: the only per-family lookup here
+    (values and outputs come from the architecture adapter's spec)."""
+    family = get_adapter(model).name
+    attn = model_parts(model).layers[layer].attention
+    if family == "gpt2":  # Conv1D c_attn packs [query | key | value], weight (H, 3H)
+        hidden = model.config.hidden_size
+        weight, bias = attn.c_attn.weight, attn.c_attn.bias
+        return (Affine(weight[:, :hidden], bias[:hidden]), Affine(weight[:, hidden : 2 * hidden], bias[hidden : 2 * hidden]))
+    if family in ("opt", "llama"):
+        return Affine.from_linear(attn.q_proj), Affine.from_linear(attn.k_proj)
+    raise ValueError(f"no query/key lookup for architecture {family!r}")
+
+
+# --------------------------------------------------------------------------- per-head weights
+
+
+@dataclass
+class HeadWeights:
+    """The four per-head maps of one attention head (``x @ W`` convention, biases sliced per head).
+
+    ``query``/``key``/``value``: ``H -> d`` (``key``/``value`` from kv head ``kv_head`` under GQA);
+    ``output``: ``d -> H`` (no bias: the output bias belongs to the whole module).
+    """
+
+    layer: int
+    head: int
+    kv_head: int
+    query: Affine
+    key: Affine
+    value: Affine
+    output: Affine
+
+    @property
+    def vo(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``W_VO = W_V,h @ W_O,h`` as its factors ``((H, d), (d, H))``."""
+        return self.value.weight, self.output.weight
+
+    @property
+    def qk(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``W_QK = W_Q,h @ W_K,hᵀ`` as its factors ``((H, d), (d, H))``."""
+        return self.query.weight, self.key.weight.t()
+
+
+def _slice(affine: Affine, start: int, stop: int) -> Affine:
+    bias = None if affine.bias is None else affine.bias[start:stop]
+    return Affine(affine.weight[:, start:stop], bias)
+
+
+def num_layers(model: nn.Module) -> int:
+    return len(model_parts(model).layers)
+
+
+def head_weights(model: nn.Module, layer: int, head: int) -> HeadWeights:
+    """Per-head ``W_Q,h``, ``W_K,h``, ``W_V,h`` ``(H, d)`` and ``W_O,h`` ``(d, H)`` of ``layer``/``head``.
+
+    Query head ``head`` reads kv head ``head // (num_heads // num_kv_heads)`` (Hugging Face's ``repeat_kv``).
+    Raises :class:`ParameterIndexError` for a layer or head out of range.
+    """
+    spec = get_adapter(model).spec(model)
+    _check_index("layer", layer, len(spec.layers))
+    attention = spec.layers[layer].attention
+    _check_index("head", head, attention.num_heads)
+    d = attention.head_dim
+    kv_head = head // (attention.num_heads // attention.num_kv_heads)
+    query, key = query_key_affines(model, layer)
+    q, kv = slice(head * d, (head + 1) * d), slice(kv_head * d, (kv_head + 1) * d)
+    return HeadWeights(
+        layer=layer,
+        head=head,
+        kv_head=kv_head,
+        query=_slice(query, q.start, q.stop),
+        key=_slice(key, kv.start, kv.stop),
+        value=_slice(attention.value, kv.start, kv.stop),
+        output=Affine(attention.output.weight[q.start : q.stop, :]),
+    )
+
+
+def num_heads(model: nn.Module, layer: int = 0) -> int:
+    return get_adapter(model).spec(model).layers[layer].attention.num_heads
+
+
+# --------------------------------------------------------------------------- feed-forward keys and values
+
+
+#: parts of a feed-forward neuron: ``key`` (OPT/GPT-2 input row), ``gate``/``up`` (Llama keys), ``value``
+FF_PARTS = ("key", "gate", "up", "value")
+
+
+def ff_parts(model: nn.Module) -> tuple[str, ...]:
+    """The parts a neuron of this model has: ``('key', 'value')`` or ``('gate', 'up', 'value')``."""
+    mlp = _mlp_spec(model, 0)
+    return ("gate", "up", "value") if mlp.kind == "gated" else ("key", "value")
+
+
+def ff_size(model: nn.Module, layer: int = 0) -> int:
+    """``F``, the number of neurons of ``layer``'s MLP."""
+    mlp = _mlp_spec(model, layer)
+    return (mlp.up if mlp.kind == "gated" else mlp.inp).weight.shape[1]
+
+
+def _mlp_spec(model: nn.Module, layer: int):
+    from ..architectures import MLPSpec
+
+    spec = get_adapter(model).spec(model)
+    _check_index("layer", layer, len(spec.layers))
+    return next(b.sublayer for b in spec.layers[layer].blocks if isinstance(b.sublayer, MLPSpec))
+
+
+@torch.no_grad()
+def ff_vectors(model: nn.Module, layer: int, neuron: int) -> dict[str, torch.Tensor]:
+    """The ``(H,)`` vectors of one neuron: ``{'key', 'value'}`` (OPT, GPT-2: row of the input map, row of
+    the output map in the ``x @ W`` convention) or ``{'gate', 'up', 'value'}`` (Llama family: rows of
+    ``gate_proj``/``up_proj``, column of ``down_proj``)."""
+    mlp = _mlp_spec(model, layer)
+    _check_index("neuron", neuron, ff_size(model, layer))
+    if mlp.kind == "gated":
+        return {"gate": mlp.gate.weight[:, neuron].detach().clone(), "up": mlp.up.weight[:, neuron].detach().clone(),
+                "value": mlp.down.weight[neuron, :].detach().clone()}
+    return {"key": mlp.inp.weight[:, neuron].detach().clone(), "value": mlp.out.weight[neuron, :].detach().clone()}
+
+
+@torch.no_grad()
+def ff_matrices(model: nn.Module, layer: int) -> dict[str, torch.Tensor]:
+    """All neurons at once: ``{'key'|'gate'|'up': (F, H), 'value': (F, H)}`` (rows are neurons)."""
+    mlp = _mlp_spec(model, layer)
+    if mlp.kind == "gated":
+        return {"gate": mlp.gate.weight.detach().t(), "up": mlp.up.weight.detach().t(), "value": mlp.down.weight.detach()}
+    return {"key": mlp.inp.weight.detach().t(), "value": mlp.out.weight.detach()}

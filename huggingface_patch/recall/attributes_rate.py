@@ -1,0 +1,112 @@
+"""Subject enrichment / "attributes rate" (Geva et al. 2023, §C).
+
+The hidden state ``hidden_states[l]`` (``l = 0 … L-1``; 0 = embeddings) at a position is projected to the
+vocabulary (no final norm by default), the top ``top_k`` (500) tokens are decoded, tokens whose stripped
+lowercased form is a stopword or has length <= 2 are dropped, and the first ``keep`` (50) remaining
+tokens are compared with a reference set built from text about the subject:
+
+    rate = 100 * |top-keep tokens ∩ reference set| / (number kept, normally keep)
+
+Tokens are compared by their stripped decoded form (case-sensitive). The paper's reference paragraphs
+(Wikipedia) were never released: supply a CSV with columns ``subject,paragraphs`` (several rows per
+subject are concatenated); ``huggingface_patch/data/example_paragraphs.csv`` is a small example.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Mapping, Sequence
+
+import torch
+
+from ..layer_states import project_to_vocab, residual_states
+from .queries import FactQuery, length_batches, model_device, stack_ids
+from .stopwords import is_filtered
+
+#: the example reference CSV shipped with the package
+EXAMPLE_PARAGRAPHS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
+                                  "example_paragraphs.csv")
+
+#: positions of the paper's figure
+POSITIONS = ("first", "subject-first", "subject-last", "after-subject", "last")
+
+
+class ParagraphsError(ValueError):
+    """A reference CSV that cannot be used."""
+
+
+def load_paragraphs(path: str) -> dict[str, str]:
+    """``{subject: text}`` from a CSV with columns ``subject`` and ``paragraphs``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(2, "No such file", path)
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"subject", "paragraphs"} <= set(reader.fieldnames):
+            raise ParagraphsError(f"{path} needs the columns 'subject' and 'paragraphs'")
+        texts: dict[str, list[str]] = {}
+        for row in reader:
+            if row["subject"] and row["paragraphs"]:
+                texts.setdefault(row["subject"].strip(), []).append(row["paragraphs"])
+    return {subject: "\n".join(parts) for subject, parts in texts.items()}
+
+
+class TokenStrings:
+    """Decoded strings of every vocabulary id (decoded once; the filter runs on these)."""
+
+    def __init__(self, tokenizer, vocab_size: int):
+        self.strings = [tokenizer.decode([i]) for i in range(vocab_size)]
+        self.filtered = torch.tensor([is_filtered(s) for s in self.strings], dtype=torch.bool)
+
+
+def reference_set(tokenizer, text: str) -> set[str]:
+    """The model-tokenized reference text: stripped decoded tokens, deduplicated, filtered."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return {tokenizer.decode([i]).strip() for i in set(ids) if not is_filtered(tokenizer.decode([i]))}
+
+
+def top_tokens(logits: torch.Tensor, strings: TokenStrings, top_k: int = 500, keep: int = 50) -> list[str]:
+    """The first ``keep`` tokens (stripped strings) among the ``top_k`` of ``logits`` ``(V,)`` that survive
+    the filter."""
+    ids = logits.float().topk(min(top_k, logits.shape[-1])).indices.cpu()
+    ids = ids[~strings.filtered[ids]][:keep]
+    return [strings.strings[int(i)].strip() for i in ids]
+
+
+def rate(tokens: Sequence[str], reference: set[str]) -> float:
+    """``100 * |tokens ∩ reference| / len(tokens)`` (0 when no token survived the filter)."""
+    return 100.0 * sum(t in reference for t in tokens) / len(tokens) if tokens else 0.0
+
+
+@torch.no_grad()
+def attributes_rate(model, tokenizer, queries: Sequence[FactQuery], references: Mapping[str, set[str]], *,
+                    positions: Sequence[str] = POSITIONS, top_k: int = 500, keep: int = 50,
+                    apply_final_norm: bool = False, max_rows: int = 64, strings: TokenStrings | None = None,
+                    progress=None) -> list[dict]:
+    """Records ``{index, subject, position, token_position, layer, rate, n_kept, top_tokens}`` for each query
+    with a reference set, each position and each ``l = 0 … L-1`` (plotted as ``l + 1``)."""
+    device = model_device(model)
+    strings = strings or TokenStrings(tokenizer, model.get_output_embeddings().weight.shape[0])
+    usable = [q for q in queries if q.subject in references]
+    records = []
+    for batch in length_batches(usable, max_rows):
+        states, _ = residual_states(model, stack_ids(batch, device))  # (L+1, B, T, H)
+        for b, q in enumerate(batch):
+            for name in positions:
+                pos = q.positions(name)[0]
+                logits = project_to_vocab(model, states[:-1, b, pos], apply_final_norm=apply_final_norm)  # (L, V)
+                for layer in range(logits.shape[0]):
+                    kept = top_tokens(logits[layer], strings, top_k, keep)
+                    records.append(dict(index=q.index, subject=q.subject, position=name, token_position=pos,
+                                        layer=layer, rate=rate(kept, references[q.subject]), n_kept=len(kept),
+                                        top_tokens=" ".join(kept[:10])))
+        if progress is not None:
+            progress.update(len(batch))
+    return records
+
+
+def summarize_rates(records: Sequence[dict], key: str = "position", value: str = "rate") -> dict[str, list[dict]]:
+    """Per ``key`` value and layer: ``{layer, n, mean, ci_low, ci_high}`` (95% t-interval)."""
+    from .knockout import summarize
+
+    return summarize([{**r, "set": r[key], "relative_change": r[value]} for r in records])

@@ -1,0 +1,175 @@
+"""Interventions of the recall analyses on tiny random models of every family: exact restoration (also on
+error), no-op blocking, subject independence under full knockout, and the attention knockout modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from huggingface_patch.architectures import model_parts
+from huggingface_patch.recall.interventions import (block_attention_edges, edge_mask, knockout_attention,
+                                                    knockout_mlp, output_projection, patch_layer_input,
+                                                    record_sublayer_outputs)
+from huggingface_patch.testing import TINY_KINDS, build_tiny_model
+
+FAMILIES = TINY_KINDS  # opt-pre, opt-post, gpt2, llama, mistral, qwen2
+IDS = torch.tensor([[40, 71, 83, 90, 101, 36, 120, 55, 77, 64], [41, 72, 84, 91, 102, 37, 121, 56, 78, 65]])
+SUBJECT = (2, 5)  # token positions [2, 5)
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def model(request):
+    return build_tiny_model(request.param, decomposed=False)
+
+
+def logits(model, ids=IDS):
+    with torch.no_grad():
+        return model(input_ids=ids, use_cache=False).logits
+
+
+def hook_count(model) -> int:
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+
+
+def all_interventions(model):
+    L = len(model_parts(model).layers)
+    T = IDS.shape[1]
+    blocked = {l: edge_mask(T, [[0, 1, 2]] * IDS.shape[0]) for l in range(L)}
+    source = torch.randn(IDS.shape[0], T, model.config.hidden_size)
+    return {
+        "edges": lambda: block_attention_edges(model, blocked),
+        "mlp": lambda: knockout_mlp(model, range(L)),
+        "attention-uniform": lambda: knockout_attention(model, range(L), mode="uniform"),
+        "attention-zero": lambda: knockout_attention(model, range(L), mode="zero"),
+        "patch": lambda: patch_layer_input(model, 1, source, [0, 3]),
+        "record": lambda: record_sublayer_outputs(model),
+    }
+
+
+def test_interventions_change_then_restore_exactly(model):
+    before = logits(model)
+    hooks = hook_count(model)
+    for name, make in all_interventions(model).items():
+        with make():
+            during = logits(model)
+        if name != "record":
+            assert not torch.allclose(during, before), f"{name} had no effect"
+        after = logits(model)
+        assert torch.equal(after, before), f"{name}: max diff {(after - before).abs().max():.3g}"
+        assert hook_count(model) == hooks
+        assert model.config._attn_implementation == "eager"
+
+
+def test_interventions_restore_on_error(model):
+    before = logits(model)
+    hooks = hook_count(model)
+    for name, make in all_interventions(model).items():
+        with pytest.raises(RuntimeError, match="boom"):
+            with make():
+                logits(model)
+                raise RuntimeError("boom")
+        assert hook_count(model) == hooks, name
+        assert torch.equal(logits(model), before), name
+
+
+def test_blocking_nothing_changes_nothing(model):
+    L = len(model_parts(model).layers)
+    T = IDS.shape[1]
+    nothing = {l: torch.zeros(IDS.shape[0], T, T, dtype=torch.bool) for l in range(L)}
+    before = logits(model)
+    with block_attention_edges(model, nothing):
+        during = logits(model)
+    assert torch.equal(during, before), f"max diff {(during - before).abs().max():.3g}"
+    with knockout_mlp(model, []), knockout_attention(model, [], mode="uniform"):
+        assert torch.equal(logits(model), before)
+
+
+def _with_new_subject(ids: torch.Tensor) -> torch.Tensor:
+    other = ids.clone()
+    other[:, SUBJECT[0]:SUBJECT[1]] = torch.tensor([150, 160, 170])
+    return other
+
+
+def test_knocking_out_every_edge_to_the_subject_makes_output_subject_independent(model):
+    L = len(model_parts(model).layers)
+    T = IDS.shape[1]
+    subject = list(range(*SUBJECT))
+    later = list(range(SUBJECT[1], T))  # every position after the subject
+    full = edge_mask(T, [subject] * IDS.shape[0], query=later)
+    changed = _with_new_subject(IDS)
+    # control: without the knockout the subject matters (so the test can fail)
+    assert not torch.allclose(logits(model, IDS)[:, -1], logits(model, changed)[:, -1], atol=1e-5)
+    # control: blocking only last -> subject is not enough (information flows through later positions)
+    only_last = {l: edge_mask(T, [subject] * IDS.shape[0]) for l in range(L)}
+    with block_attention_edges(model, only_last):
+        partial_a, partial_b = logits(model, IDS)[:, -1], logits(model, changed)[:, -1]
+    assert not torch.allclose(partial_a, partial_b, atol=1e-5)
+    with block_attention_edges(model, {l: full for l in range(L)}):
+        a, b = logits(model, IDS), logits(model, changed)
+    torch.testing.assert_close(a[:, -1], b[:, -1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(a[:, :SUBJECT[0]], b[:, :SUBJECT[0]], rtol=0, atol=1e-5)  # before the subject
+    assert not torch.allclose(a[:, SUBJECT[0]], b[:, SUBJECT[0]], atol=1e-5)  # the subject itself changes
+
+
+def test_per_row_masks_match_single_rows(model):
+    L = len(model_parts(model).layers)
+    T = IDS.shape[1]
+    rows = [[2, 3, 4], [0, 1]]
+    with block_attention_edges(model, {l: edge_mask(T, rows) for l in range(L)}):
+        both = logits(model)[:, -1]
+    for r in range(2):
+        with block_attention_edges(model, {l: edge_mask(T, [rows[r]]) for l in range(L)}):
+            single = logits(model, IDS[r : r + 1])[:, -1]
+        torch.testing.assert_close(both[r : r + 1], single, rtol=1e-5, atol=1e-5)
+
+
+def test_uniform_quirk_gives_uniform_attention_over_the_causal_prefix(model):
+    with knockout_attention(model, [0], mode="uniform"), torch.no_grad():
+        out = model(input_ids=IDS, use_cache=False, output_attentions=True)
+    probs = out.attentions[0]  # (B, heads, T, T)
+    T = IDS.shape[1]
+    expected = torch.tril(torch.ones(T, T)) / torch.arange(1, T + 1)[:, None]
+    torch.testing.assert_close(probs, expected.expand_as(probs), rtol=0, atol=1e-6)
+
+
+def test_zero_attention_leaves_only_the_output_bias(model):
+    parts = model_parts(model)
+    with knockout_attention(model, [1], mode="zero"), record_sublayer_outputs(model, position=-1) as rec:
+        logits(model)
+    bias = output_projection(parts.layers[1].attention).bias
+    expected = torch.zeros(model.config.hidden_size) if bias is None else bias
+    torch.testing.assert_close(rec["attention"][1], expected.expand_as(rec["attention"][1]), rtol=0, atol=1e-6)
+
+
+def test_mlp_knockout_leaves_only_the_down_bias(model):
+    parts = model_parts(model)
+    with knockout_mlp(model, [0]), record_sublayer_outputs(model, position=-1) as rec:
+        logits(model)
+    bias = parts.layers[0].mlp_down.bias
+    expected = torch.zeros(model.config.hidden_size) if bias is None else bias
+    torch.testing.assert_close(rec["mlp"][0], expected.expand_as(rec["mlp"][0]), rtol=0, atol=1e-6)
+
+
+def test_patching_layer_input_with_its_own_state_changes_nothing_and_with_another_run_swaps(model):
+    from huggingface_patch.layer_states import residual_states
+
+    states, _ = residual_states(model, IDS)
+    before = logits(model)
+    with patch_layer_input(model, 1, states[1], list(range(IDS.shape[1]))):
+        torch.testing.assert_close(logits(model), before, rtol=0, atol=1e-5)
+    other = IDS.flip(0)
+    other_states, _ = residual_states(model, other)
+    with patch_layer_input(model, 1, other_states[1], list(range(IDS.shape[1]))):
+        swapped = logits(model)
+    torch.testing.assert_close(swapped, logits(model, other), rtol=0, atol=1e-4)
+
+
+def test_eager_is_switched_on_and_back():
+    model = build_tiny_model("llama", decomposed=False, attn_implementation="sdpa")
+    before = logits(model)
+    T = IDS.shape[1]
+    with block_attention_edges(model, {0: edge_mask(T, [[1, 2]] * 2)}):
+        assert model.config._attn_implementation == "eager"
+        logits(model)
+    assert model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(logits(model), before)
