@@ -14,9 +14,17 @@ import argparse
 import logging
 import time
 
-from huggingface_patch.cli import UsageError, run_cli, setup_logging, write_json
-from huggingface_patch.recall.cli_common import (ArgumentParser, add_common_arguments, known_queries, load_checked_facts, load_model,
-                                                 output_path, positive_int, write_csv)
+from huggingface_patch.cli import run_cli, setup_logging, write_json
+from huggingface_patch.recall.cli_common import (
+    ArgumentParser,
+    add_common_arguments,
+    known_queries,
+    load_checked_facts,
+    load_model,
+    output_path,
+    positive_int,
+    write_csv,
+)
 
 logger = logging.getLogger("analysis.attention_knockout")
 
@@ -26,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = ArgumentParser(prog="python -m analysis.attention_knockout", description=__doc__.split("\n\n")[0])
     add_common_arguments(parser, "results/attention_knockout")
-    parser.add_argument("--window", type=positive_int, default=9, help="layers knocked out around each layer (default 9)")
+    parser.add_argument("--window", type=positive_int, default=9,
+                        help="layers knocked out around each layer (default 9)")
     parser.add_argument("--sets", nargs="+", default=list_knockout_sets(), choices=list_knockout_sets(),
                         help="target sets (default: all)")
     return parser
@@ -61,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                         metric="(p_new - p_base) / p_base * 100", summary=summary),
                    output_path(args, "knockout_summary.json"))
         plot_bands(summary, output_path(args, "knockout.png"),
-                   title=f"{source.name}: attention knockout from the last position (k={args.window}, n={len(queries)})",
+                   title=f"{source.name}: attention knockout from the last position "
+                         f"(k={args.window}, n={len(queries)})",
                    ylabel="% change in prediction probability")
         logger.info("wrote %s (%d facts, %.0f s)", args.output_dir, len(queries), elapsed)
 

@@ -15,8 +15,15 @@ import logging
 import time
 
 from huggingface_patch.cli import run_cli, setup_logging, write_json
-from huggingface_patch.recall.cli_common import (ArgumentParser, add_common_arguments, known_queries, load_checked_facts, load_model,
-                                                 output_path, write_csv)
+from huggingface_patch.recall.cli_common import (
+    ArgumentParser,
+    add_common_arguments,
+    known_queries,
+    load_checked_facts,
+    load_model,
+    output_path,
+    write_csv,
+)
 
 logger = logging.getLogger("analysis.attribute_extraction")
 

@@ -16,8 +16,16 @@ import logging
 import time
 
 from huggingface_patch.cli import UsageError, run_cli, setup_logging, write_json
-from huggingface_patch.recall.cli_common import (ArgumentParser, add_common_arguments, known_queries, load_checked_facts, load_model,
-                                                 output_path, positive_int, write_csv)
+from huggingface_patch.recall.cli_common import (
+    ArgumentParser,
+    add_common_arguments,
+    known_queries,
+    load_checked_facts,
+    load_model,
+    output_path,
+    positive_int,
+    write_csv,
+)
 
 logger = logging.getLogger("analysis.attributes_rate")
 
@@ -44,8 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     def body():
         from tqdm import tqdm
 
-        from huggingface_patch.recall.attributes_rate import (ParagraphsError, attributes_rate, load_paragraphs,
-                                                              reference_set, summarize_rates)
+        from huggingface_patch.recall.attributes_rate import (
+            ParagraphsError,
+            attributes_rate,
+            load_paragraphs,
+            reference_set,
+            summarize_rates,
+        )
         from huggingface_patch.recall.plots import plot_bands
 
         start = time.perf_counter()

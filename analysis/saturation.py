@@ -87,6 +87,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subparser per subcommand."""
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
@@ -109,10 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("intervene", help="implant an earlier position's residual into a later one")
     _common(p)
     p.add_argument("--max-distance", type=_positive_int, default=None, help="max j - i (default 30; images: none)")
-    p.add_argument("--min-gap", type=_non_negative_int, default=None, help="min |s1(i) - s1(j)| (default 10; ViT/Whisper 5)")
+    p.add_argument("--min-gap", type=_non_negative_int, default=None,
+                   help="min |s1(i) - s1(j)| (default 10; ViT/Whisper 5)")
     p.add_argument("--min-saturation", type=_non_negative_int, default=None,
                    help="min s1 of both positions (default 10; ViT/Whisper 5)")
-    p.add_argument("--window", type=_non_negative_int, default=5, help="offsets -W..W around the donor's s1 (default 5)")
+    p.add_argument("--window", type=_non_negative_int, default=5,
+                   help="offsets -W..W around the donor's s1 (default 5)")
     p.add_argument("--max-pairs", type=_positive_int, default=200, help="random subset of pairs (default 200)")
 
     p = sub.add_parser("early-exit", help="probe vs softmax-margin and cosine baselines and oracle")
@@ -176,6 +179,7 @@ def _meta(args, backend, data) -> dict:
 
 
 def cmd_layers(args, backend, data, out: str) -> None:
+    """Write the saturation layers of every position, their summary and distribution."""
     from huggingface_patch.saturation.layers import summarize_layers
     from huggingface_patch.saturation.plots import plot_saturation_layers
 
@@ -201,10 +205,12 @@ def cmd_layers(args, backend, data, out: str) -> None:
 
 
 def backend_label(data, n: int) -> str:
+    """The name of position ``n``'s input (document or file)."""
     return data.items[int(data.item[n])].label
 
 
 def cmd_order(args, backend, data, out: str) -> None:
+    """Write strict Kendall tau, its permutation test and the rank-correspondence plot."""
     from huggingface_patch.saturation.ordering import permutation_test, position_taus, rank_correspondence
     from huggingface_patch.saturation.plots import plot_rank_correspondence
 
@@ -230,6 +236,7 @@ def cmd_order(args, backend, data, out: str) -> None:
 
 
 def cmd_probe(args, backend, data, out: str) -> None:
+    """Write the task-probing results and plot."""
     from huggingface_patch.saturation.plots import plot_probe
     from huggingface_patch.saturation.probe import probe_tasks
 
@@ -246,6 +253,7 @@ def cmd_probe(args, backend, data, out: str) -> None:
 
 
 def cmd_intervene(args, backend, data, out: str) -> None:
+    """Write the residual-implant trials, their summary and plot."""
     from huggingface_patch.saturation.intervene import find_pairs, run_interventions
     from huggingface_patch.saturation.plots import plot_intervention
 
@@ -273,6 +281,7 @@ def cmd_intervene(args, backend, data, out: str) -> None:
 
 
 def cmd_early_exit(args, backend, data, out: str) -> None:
+    """Write the early-exit curves of every rule and their plot."""
     from huggingface_patch.saturation.early_exit import early_exit
     from huggingface_patch.saturation.plots import plot_early_exit
 
@@ -292,6 +301,7 @@ def cmd_early_exit(args, backend, data, out: str) -> None:
 
 
 def cmd_lm(args, backend, data, out: str) -> None:
+    """Write the rank-2 accuracy comparison and its plot."""
     from huggingface_patch.saturation.lm import rank2_accuracy
     from huggingface_patch.saturation.plots import plot_lm
 
@@ -300,8 +310,9 @@ def cmd_lm(args, backend, data, out: str) -> None:
     result = rank2_accuracy(data, args.late_margin)
     write_json(_clean({**_meta(args, backend, data), **result}), os.path.join(out, "saturation_lm.json"))
     save_figure(plot_lm(result), os.path.join(out, "saturation_lm.png"))
-    print(f"rank-2 accuracy (top-1 wrong): late {result['late']['rank2_accuracy']:.3f} (n={result['late']['positions']}), "
-          f"early {result['early']['rank2_accuracy']:.3f} (n={result['early']['positions']}); z = {result['z']:.3f}, "
+    late, early = result["late"], result["early"]
+    print(f"rank-2 accuracy (top-1 wrong): late {late['rank2_accuracy']:.3f} (n={late['positions']}), "
+          f"early {early['rank2_accuracy']:.3f} (n={early['positions']}); z = {result['z']:.3f}, "
           f"p = {result['p_value']:.3g}")
 
 
@@ -310,6 +321,7 @@ COMMANDS = {"layers": cmd_layers, "order": cmd_order, "probe": cmd_probe, "inter
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse ``argv``, run the subcommand; exit code 2 with a one-line error for bad input."""
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
 

@@ -16,8 +16,16 @@ import logging
 import time
 
 from huggingface_patch.cli import UsageError, run_cli, setup_logging, write_json
-from huggingface_patch.recall.cli_common import (ArgumentParser, add_common_arguments, known_queries, load_checked_facts, load_model,
-                                                 output_path, positive_int, write_csv)
+from huggingface_patch.recall.cli_common import (
+    ArgumentParser,
+    add_common_arguments,
+    known_queries,
+    load_checked_facts,
+    load_model,
+    output_path,
+    positive_int,
+    write_csv,
+)
 
 logger = logging.getLogger("analysis.sublayer_knockout")
 
@@ -27,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = ArgumentParser(prog="python -m analysis.sublayer_knockout", description=__doc__.split("\n\n")[0])
     add_common_arguments(parser, "results/sublayer_knockout")
-    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="what to knock out (default: all)")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
+                        help="what to knock out (default: all)")
     parser.add_argument("--measure-layer", type=positive_int, default=None,
                         help="0-based layer whose output is measured (default: 40/48 of the depth, 25 for 30 layers)")
     parser.add_argument("--window", type=positive_int, default=11,
@@ -80,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             references = {s: reference_set(tokenizer, text) for s, text in paragraphs.items()}
         queries, known = known_queries(args, model, tokenizer, facts)
         with tqdm(total=len(queries), desc="sublayer knockout", unit="fact") as bar:
-            records = sublayer_knockout(model, tokenizer, queries, kinds=args.kinds, measure_layer=m, window=args.window,
+            records = sublayer_knockout(model, tokenizer, queries, kinds=args.kinds, measure_layer=m,
+                                        window=args.window,
                                         metric=metric, position=args.position, references=references,
                                         top_k=args.top_k, apply_final_norm=args.final_norm,
                                         max_rows=args.batch_rows, progress=bar)

@@ -181,7 +181,8 @@ def compute_contrastive_deltalp(final_state: torch.Tensor, decomposition: torch.
 
 def bias_only_lp(bias: torch.Tensor, proj: torch.Tensor, ids: torch.Tensor, base: float = 2.0) -> torch.Tensor:
     """``(T-1,)`` LP of token ``t+1`` from the bias term alone (every source removed): log-softmax of
-    ``bias @ proj.T``."""
+    ``bias @ proj.T``.
+    """
     dtype = torch.float64 if bias.dtype == torch.float64 else torch.float32
     logits = bias[:-1].to(dtype) @ proj.to(dtype).t()
     return torch.log_softmax(logits, -1).gather(-1, ids[1:].long()[:, None])[:, 0] / math.log(base)

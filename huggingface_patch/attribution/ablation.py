@@ -1,5 +1,6 @@
 """Real ablation: remove a source token from the input, re-run the model, and compare the drop in the target's
-log-probability with ΔLP from the decomposition (Spearman and Pearson correlations, scatter plot)."""
+log-probability with ΔLP from the decomposition (Spearman and Pearson correlations, scatter plot).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ class AblationPair:
 
 def sample_pairs(length: int, window: int, count: int, rng: random.Random, document=0) -> list[AblationPair]:
     """Up to ``count`` distinct pairs ``(t, s)`` with ``1 <= s <= t <= length - 2`` and ``t - s < window``
-    (the BOS is never removed), uniformly at random."""
+    (the BOS is never removed), uniformly at random.
+    """
     candidates = [(t, s) for t in range(1, length - 1) for s in range(max(1, t - window + 1), t + 1)]
     chosen = rng.sample(candidates, min(count, len(candidates)))
     return [AblationPair(document, t, s) for t, s in sorted(chosen)]
@@ -32,7 +34,8 @@ def sample_pairs(length: int, window: int, count: int, rng: random.Random, docum
 @torch.no_grad()
 def real_ablation(model, ids: torch.Tensor, pairs: list[AblationPair], base: float = 2.0) -> list[AblationPair]:
     """Fill ``real_delta_lp`` of each pair: ``LP(t) - LP(t | input without token s)`` (one re-run per distinct
-    source; positions after ``s`` shift left by one, so target ``t`` is read at ``t - 1``)."""
+    source; positions after ``s`` shift left by one, so target ``t`` is read at ``t - 1``).
+    """
     device = next(model.parameters()).device
     ids = torch.as_tensor(ids, dtype=torch.long)
     scale = 1.0 / math.log(base)

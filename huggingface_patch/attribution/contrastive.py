@@ -12,7 +12,8 @@ class FoilError(ValueError):
 
 def resolve_foil(tokenizer, foil: str) -> int:
     """Token id of ``foil``: a vocabulary entry (e.g. ``Ġthe``) or a text that tokenizes to exactly one token
-    (e.g. `` the``)."""
+    (e.g. `` the``).
+    """
     vocab = tokenizer.get_vocab()
     if foil in vocab:
         return int(vocab[foil])

@@ -20,7 +20,8 @@ from ..layer_states import residual_states
 @dataclass
 class LensResult:
     """``logits`` ``(L+1, S, V)``: source ``sources[j]``'s vocabulary projection at layer ``l`` (0 = embeddings);
-    ``target_logit`` ``(L+1, S)``: its entry for the actual next token ``next_id``."""
+    ``target_logit`` ``(L+1, S)``: its entry for the actual next token ``next_id``.
+    """
 
     target: int
     sources: list[int]
@@ -35,7 +36,8 @@ class LensResult:
 
 def frozen_final_norm(model, contributions: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
     """Apply the final norm frozen at the real pre-norm ``state`` ``(H,)`` to ``contributions`` ``(..., H)``
-    (no shift: ``beta`` is part of the bias term), then ``project_out`` if the model has one."""
+    (no shift: ``beta`` is part of the bias term), then ``project_out`` if the model has one.
+    """
     spec = get_adapter(model).spec(model)
     norm = spec.final_norm
     c = contributions.double()
@@ -56,7 +58,8 @@ def frozen_final_norm(model, contributions: torch.Tensor, state: torch.Tensor) -
 @torch.no_grad()
 def decomposition_lens(model, ids: torch.Tensor, target: int, window: int | None = None) -> LensResult:
     """Lens for piece position ``target`` (its output predicts ``ids[target+1]``; the last position has no
-    next token and reports ``next_id`` -1 with ``target_logit`` of token 0)."""
+    next token and reports ``next_id`` -1 with ``target_logit`` of token 0).
+    """
     ids = torch.as_tensor(ids, dtype=torch.long)
     length = len(ids)
     if not 0 <= target < length:

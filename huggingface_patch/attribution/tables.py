@@ -64,7 +64,8 @@ class PieceAnalysis:
 @torch.no_grad()
 def head_input(model, ids: torch.Tensor, window: int, conventions=None):
     """Run the decomposing ``model`` on ``ids`` ``(T,)``; return ``(final_state (T, H), decomposition (W, T, H),
-    bias (T, H))``, with ``final_state`` captured at the LM head's input (exactly what it reads)."""
+    bias (T, H))``, with ``final_state`` captured at the LM head's input (exactly what it reads).
+    """
     captured = {}
 
     def hook(module, args):
@@ -97,7 +98,8 @@ def stitch_targets(pieces) -> dict[tuple, tuple[int, int]]:
     """For overlapping pieces (objects with ``document``, ``start``, ``ids``), pick for every article token the
     piece where it is predicted with the most context: ``{(document, target_index): (piece_number, t)}`` with
     ``t`` the piece position whose output predicts it (``t`` = context length after BOS). Ties go to the
-    earlier piece."""
+    earlier piece.
+    """
     best: dict[tuple, tuple[int, int]] = {}
     for number, piece in enumerate(pieces):
         for t in range(len(piece.ids) - 1):
@@ -177,7 +179,8 @@ def write_rows(rows: list[dict], path: str, columns=None) -> None:
 def infer_pieces(id_lists: list[list[int]]) -> list[tuple[int, int]]:
     """``(document, start)`` of consecutive pieces read from files (which carry neither): a piece continues the
     previous one's article if its tokens after BOS start with the previous piece's second half, as
-    :func:`huggingface_patch.corpus.split_article` cuts them (advance ``len // 2``). A heuristic."""
+    :func:`huggingface_patch.corpus.split_article` cuts them (advance ``len // 2``). A heuristic.
+    """
     out: list[tuple[int, int]] = []
     document, start = 0, 0
     for number, ids in enumerate(id_lists):

@@ -48,7 +48,8 @@ def span_deltalp(analysis: PieceAnalysis, spans: list[list[int]] | list[range], 
 def word_rows(analysis: PieceAnalysis, base: float = 2.0, targets=None, tokenizer=None) -> list[dict]:
     """Word-level ΔLP rows: for each target ``t`` (default all), one row per word with a token in the window at
     or before ``t``; only those tokens are removed (``n_tokens_removed`` < ``n_tokens`` when the word is cut by
-    the window or continues after ``t``)."""
+    the window or continues after ``t``).
+    """
     groups = word_groups(analysis.tokens)
     result = span_deltalp(analysis, groups, base=base)
     window = analysis.decomposition.shape[0]

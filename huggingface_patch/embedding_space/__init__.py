@@ -11,9 +11,28 @@ Model parameters read as token-to-token maps through the embedding matrix ``E`` 
 - :mod:`.align`: parameters vs hidden states recall against a random baseline.
 """
 
-from .filters import PAIR_EXCLUSIONS, TokenFilter, Vocabulary, WordListError, pair_groups, read_word_list, top_tokens, vocabulary
-from .projections import (ParameterIndexError, embedding_matrix, ff_matrices, ff_parts, ff_size, ff_vectors,
-                          head_weights, num_heads, num_layers, query_key_affines)
+from .filters import (
+                          PAIR_EXCLUSIONS,
+                          TokenFilter,
+                          Vocabulary,
+                          WordListError,
+                          pair_groups,
+                          read_word_list,
+                          top_tokens,
+                          vocabulary,
+)
+from .projections import (
+                          ParameterIndexError,
+                          embedding_matrix,
+                          ff_matrices,
+                          ff_parts,
+                          ff_size,
+                          ff_vectors,
+                          head_weights,
+                          num_heads,
+                          num_layers,
+                          query_key_affines,
+)
 from .readout import HEAD_MAPS, head_map_factors, neuron_top_tokens, top_head_pairs
 from .topk import TopEntries, approx_topk, blocked_topk, threshold_search
 

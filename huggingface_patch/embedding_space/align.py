@@ -26,8 +26,11 @@ TARGETS = ("layer", "final")
 
 @dataclass
 class Activations:
-    """What the texts produced: ``top_neurons`` ``(L, P, n)`` (indices of the most activated neurons) and
-    ``states`` ``(L+1, P, H)`` (residual stream, pre-final-norm) at the ``P`` positions kept."""
+    """What the texts produced.
+
+    ``top_neurons`` ``(L, P, n)`` (indices of the most activated neurons) and ``states``
+    ``(L+1, P, H)`` (residual stream, pre-final-norm) at the ``P`` positions kept.
+    """
 
     top_neurons: torch.Tensor
     states: torch.Tensor
@@ -65,7 +68,8 @@ def collect_activations(model: nn.Module, tokenizer, texts: list[str], n_neurons
             used += 1
             window = slice(start, start + take)
             for i in range(len(parts.layers)):
-                acts = inner[i][0, window].float()
+                # OPT flattens (B, T, F) to (B*T, F) around its MLP
+                acts = inner[i].reshape(ids.shape[0], ids.shape[1], -1)[0, window].float()
                 tops[i].append(acts.topk(min(n_neurons, acts.shape[-1]), dim=-1).indices.cpu())
             states_kept.append(torch.stack([s[0, window].float().cpu() for s in states]))
             kept += take
@@ -98,9 +102,12 @@ class AlignmentResult:
 def parameter_alignment(model: nn.Module, tokenizer, texts: list[str], *, layers: list[int] | None = None,
                         n_neurons: int = 5, k_tokens: int = 50, max_positions: int = 1000, target: str = "layer",
                         allowed: torch.Tensor | None = None, embedding: str = "output", seed: int = 0,
+                        normalize: bool = False,
                         activations: Activations | None = None) -> AlignmentResult:
-    """Recall of the hidden state's top tokens among the top tokens of the most activated neurons' keys and
-    values, per layer, against a random-position baseline (see the module docstring)."""
+    """Recall of the hidden state's top tokens among the most activated neurons' top tokens.
+
+    Per layer and part (keys and values), against a random-position baseline (see the module docstring).
+    """
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}: choose from {', '.join(TARGETS)}")
     parts = model_parts(model)
@@ -108,8 +115,8 @@ def parameter_alignment(model: nn.Module, tokenizer, texts: list[str], *, layers
     layers = list(range(n_layers)) if layers is None else layers
     acts = activations or collect_activations(model, tokenizer, texts, n_neurons, max_positions)
     device = next(model.parameters()).device
-    write = embedding_matrix(model, "output").float()
-    read = embedding_matrix(model, embedding).float()
+    write = embedding_matrix(model, "output", normalize).float()
+    read = embedding_matrix(model, embedding, normalize).float()
     if allowed is not None:
         cols = allowed.nonzero().squeeze(1).to(write.device)
         write, read = write[:, cols], read[:, cols]

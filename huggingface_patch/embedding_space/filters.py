@@ -1,8 +1,8 @@
-"""Readable vocabulary pieces and the token filters of Dar et al. (2023).
+r"""Readable vocabulary pieces and the token filters of Dar et al. (2023).
 
 Display: a piece that starts a word (byte-level BPE ``Ġ``, SentencePiece ``▁``) is shown without the
 marker; a word-internal piece gets a ``#`` prefix (``Ġpre`` -> ``pre``, ``fix`` -> ``#fix``). Byte-level
-characters are decoded back to text (``Ċ`` -> newline, shown as ``\\n``); SentencePiece byte pieces
+characters are decoded back to text (``Ċ`` -> newline, shown as ``\n``); SentencePiece byte pieces
 ``<0x0A>`` likewise. Special tokens are shown as they are.
 
 Filters (:class:`TokenFilter`) act on a piece's text without its marker:
@@ -10,6 +10,8 @@ Filters (:class:`TokenFilter`) act on a piece's text without its marker:
 - ``only_ascii``: every character is ASCII;
 - ``only_alnum``: the text is non-empty and every character is a letter or digit (``str.isalnum``);
 - ``word_list``: the lower-cased text is in the list (one word a line, compared lower-cased);
+- ``max_id``: only ids below it (BPE vocabularies are ordered by merge, roughly by frequency, so this keeps
+  the frequent pieces; an addition, not in the original);
 - special tokens and ids the tokenizer does not know (padding rows of the embedding) are always excluded
   unless ``keep_special=True``.
 
@@ -37,9 +39,11 @@ class WordListError(ValueError):
 
 @lru_cache(maxsize=1)
 def _byte_decoder() -> dict[str, int]:
-    """Inverse of the byte-level BPE byte -> printable character table (bytes that are printable map to
-    themselves; the others, in order, to ``chr(256 + n)``)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    """Inverse of the byte-level BPE byte -> printable character table.
+
+    Printable bytes map to themselves; the others, in order, to ``chr(256 + n)``.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     table, extra = {}, 0
     for byte in range(256):
         if byte in printable:
@@ -92,7 +96,7 @@ class Vocabulary:
         if not bare.isprintable():
             bare = bare.encode("unicode_escape").decode("ascii")
         if self.style == "plain" or self.word_start[i]:
-            return bare
+            return bare or "␣"
         return "#" + bare
 
 
@@ -158,9 +162,13 @@ class TokenFilter:
     only_alnum: bool = False
     word_list: set[str] | None = None
     keep_special: bool = False
+    max_id: int | None = None
 
     def keeps(self, vocab: Vocabulary, i: int) -> bool:
+        """Whether token ``i`` passes every filter."""
         if vocab.raw[i] is None:
+            return False
+        if self.max_id is not None and i >= self.max_id:
             return False
         if vocab.special[i]:
             return self.keep_special
@@ -178,14 +186,17 @@ class TokenFilter:
         return torch.tensor([self.keeps(vocab, i) for i in range(len(vocab))], dtype=torch.bool)
 
     def describe(self) -> dict:
+        """The settings, for JSON summaries."""
         return dict(only_ascii=self.only_ascii, only_alnum=self.only_alnum,
                     word_list_size=None if self.word_list is None else len(self.word_list),
-                    keep_special=self.keep_special)
+                    keep_special=self.keep_special, max_id=self.max_id)
 
 
 def pair_groups(vocab: Vocabulary, mode: str = "near") -> torch.Tensor | None:
-    """``(V,)`` group ids such that a pair ``(i, j)`` is excluded iff ``groups[i] == groups[j]``; None for
-    ``mode='none'``. ``'identical'``: one group per id; ``'near'``: one group per normalised text."""
+    """``(V,)`` group ids: a pair ``(i, j)`` is excluded iff ``groups[i] == groups[j]``.
+
+    None for ``mode='none'``. ``'identical'``: one group per id; ``'near'``: one group per normalised text.
+    """
     if mode not in PAIR_EXCLUSIONS:
         raise ValueError(f"unknown pair exclusion {mode!r}: choose from {', '.join(PAIR_EXCLUSIONS)}")
     if mode == "none":
@@ -203,8 +214,10 @@ def pair_groups(vocab: Vocabulary, mode: str = "near") -> torch.Tensor | None:
 
 
 def top_tokens(scores: torch.Tensor, k: int, allowed: torch.Tensor | None = None, largest: bool = True):
-    """``(ids, values)`` of the ``k`` best tokens of ``scores`` ``(V,)`` among the ``allowed`` ones
-    (excluded ids are set to ``-inf``, as in the original ``top_tokens``)."""
+    """``(ids, values)`` of the ``k`` best tokens of ``scores`` ``(V,)`` among the ``allowed`` ones.
+
+    (Excluded ids are set to ``-inf``, as in the original ``top_tokens``).
+    """
     scores = scores.detach().float().clone()
     if not largest:
         scores = -scores

@@ -1,5 +1,7 @@
-"""Model parameters read in embedding space (Dar et al. 2023): the embedding matrix ``E`` and, per layer,
-the feed-forward keys/values and the per-head ``W_V,h``, ``W_O,h``, ``W_Q,h``, ``W_K,h``.
+"""Model parameters read in embedding space (Dar et al. 2023).
+
+The embedding matrix ``E`` and, per layer, the feed-forward keys/values and the per-head ``W_V,h``,
+``W_O,h``, ``W_Q,h``, ``W_K,h``.
 
 Shapes: ``H`` hidden size, ``V`` vocabulary, ``F`` MLP inner size, ``d`` head size. All weights are
 returned in the ``x @ W`` convention (``W`` is ``(in, out)``), as :class:`~huggingface_patch.architectures.Affine`.
@@ -33,12 +35,21 @@ def _check_index(kind: str, value: int, size: int) -> int:
 
 
 @torch.no_grad()
-def embedding_matrix(model: nn.Module, which: str = "output") -> torch.Tensor:
+def embedding_matrix(model: nn.Module, which: str = "output", normalize: bool = False) -> torch.Tensor:
     """``E`` as ``(H, V)`` in the residual space of ``model`` (a detached copy, float32 or the model dtype).
 
     ``which='output'``: the LM head (``get_output_embeddings``), with ``project_out`` folded in (OPT-350m).
     ``which='input'``: the input embedding (``get_input_embeddings``), with ``project_in`` folded in.
+    ``normalize``: scale every column to unit norm (an option, not the paper's default: it keeps tokens with
+    unusually large embeddings from dominating every projection).
     """
+    matrix = _embedding_matrix(model, which)
+    if normalize:
+        matrix = matrix / matrix.norm(dim=0, keepdim=True).clamp_min(1e-12)
+    return matrix
+
+
+def _embedding_matrix(model: nn.Module, which: str) -> torch.Tensor:
     if which not in EMBEDDINGS:
         raise ValueError(f"unknown embedding {which!r}: choose from {', '.join(EMBEDDINGS)}")
     parts = model_parts(model)
@@ -61,14 +72,17 @@ def embedding_matrix(model: nn.Module, which: str = "output") -> torch.Tensor:
 
 
 def query_key_affines(model: nn.Module, layer: int) -> tuple[Affine, Affine]:
-    """The query (``H -> h*d``) and key (``H -> g*d``) maps of one layer: the only per-family lookup here
-    (values and outputs come from the architecture adapter's spec)."""
+    """The query (``H -> h*d``) and key (``H -> g*d``) maps of one layer.
+
+    The only per-family lookup here (values and outputs come from the architecture adapter's spec).
+    """
     family = get_adapter(model).name
     attn = model_parts(model).layers[layer].attention
     if family == "gpt2":  # Conv1D c_attn packs [query | key | value], weight (H, 3H)
         hidden = model.config.hidden_size
         weight, bias = attn.c_attn.weight, attn.c_attn.bias
-        return (Affine(weight[:, :hidden], bias[:hidden]), Affine(weight[:, hidden : 2 * hidden], bias[hidden : 2 * hidden]))
+        query = Affine(weight[:, :hidden], bias[:hidden])
+        return query, Affine(weight[:, hidden : 2 * hidden], bias[hidden : 2 * hidden])
     if family in ("opt", "llama"):
         return Affine.from_linear(attn.q_proj), Affine.from_linear(attn.k_proj)
     raise ValueError(f"no query/key lookup for architecture {family!r}")
@@ -110,6 +124,7 @@ def _slice(affine: Affine, start: int, stop: int) -> Affine:
 
 
 def num_layers(model: nn.Module) -> int:
+    """Number of decoder layers."""
     return len(model_parts(model).layers)
 
 
@@ -139,6 +154,7 @@ def head_weights(model: nn.Module, layer: int, head: int) -> HeadWeights:
 
 
 def num_heads(model: nn.Module, layer: int = 0) -> int:
+    """Number of query heads of ``layer``."""
     return get_adapter(model).spec(model).layers[layer].attention.num_heads
 
 
@@ -171,9 +187,12 @@ def _mlp_spec(model: nn.Module, layer: int):
 
 @torch.no_grad()
 def ff_vectors(model: nn.Module, layer: int, neuron: int) -> dict[str, torch.Tensor]:
-    """The ``(H,)`` vectors of one neuron: ``{'key', 'value'}`` (OPT, GPT-2: row of the input map, row of
-    the output map in the ``x @ W`` convention) or ``{'gate', 'up', 'value'}`` (Llama family: rows of
-    ``gate_proj``/``up_proj``, column of ``down_proj``)."""
+    """The ``(H,)`` vectors of one neuron.
+
+    ``{'key', 'value'}`` (OPT, GPT-2: row of the input map, row of the output map in the
+    ``x @ W`` convention) or ``{'gate', 'up', 'value'}`` (Llama family: rows of
+    ``gate_proj``/``up_proj``, column of ``down_proj``).
+    """
     mlp = _mlp_spec(model, layer)
     _check_index("neuron", neuron, ff_size(model, layer))
     if mlp.kind == "gated":
@@ -187,5 +206,6 @@ def ff_matrices(model: nn.Module, layer: int) -> dict[str, torch.Tensor]:
     """All neurons at once: ``{'key'|'gate'|'up': (F, H), 'value': (F, H)}`` (rows are neurons)."""
     mlp = _mlp_spec(model, layer)
     if mlp.kind == "gated":
-        return {"gate": mlp.gate.weight.detach().t(), "up": mlp.up.weight.detach().t(), "value": mlp.down.weight.detach()}
+        return {"gate": mlp.gate.weight.detach().t(), "up": mlp.up.weight.detach().t(),
+                "value": mlp.down.weight.detach()}
     return {"key": mlp.inp.weight.detach().t(), "value": mlp.out.weight.detach()}

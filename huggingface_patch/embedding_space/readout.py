@@ -1,5 +1,7 @@
-"""Parameters read as tokens: a neuron's key/value top tokens, a head's top token pairs of ``Eᵀ W_VO E`` and
-``Eᵀ W_QK E`` (Dar et al. 2023, §"Projecting parameters").
+"""Parameters read as tokens (Dar et al. 2023).
+
+A neuron's key/value top tokens, a head's top token pairs of ``Eᵀ W_VO E`` and ``Eᵀ W_QK E``
+(Dar et al. 2023, §"Projecting parameters").
 
 Conventions (``x @ W``): ``(Eᵀ W_VO E)[i, j] = e_i W_V,h W_O,h e_jᵀ`` reads "token ``i`` attended to writes
 token ``j``"; ``(Eᵀ W_QK E)[i, j] = e_i W_Q,h W_K,hᵀ e_jᵀ`` reads "query token ``i`` attends to key token
@@ -24,13 +26,13 @@ HEAD_MAPS = ("vo", "qk")
 
 @torch.no_grad()
 def head_map_factors(model: nn.Module, layer: int, head: int, kind: str = "vo", embedding: str = "output",
-                     dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+                     dtype: torch.dtype = torch.float32, normalize: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``(left (V, d), right (d, V))`` with ``left @ right = Eᵀ W_VO E`` (``kind='vo'``) or ``Eᵀ W_QK E``."""
     if kind not in HEAD_MAPS:
         raise ValueError(f"unknown head map {kind!r}: choose from {', '.join(HEAD_MAPS)}")
     weights = head_weights(model, layer, head)
-    read = embedding_matrix(model, embedding).to(dtype)
-    write = embedding_matrix(model, "output").to(dtype) if kind == "vo" else read
+    read = embedding_matrix(model, embedding, normalize).to(dtype)
+    write = embedding_matrix(model, "output", normalize).to(dtype) if kind == "vo" else read
     first, second = weights.vo if kind == "vo" else weights.qk
     return read.t() @ first.detach().to(dtype), second.detach().to(dtype) @ write
 
@@ -46,6 +48,7 @@ class PairResult:
     allowed_tokens: int
 
     def rows(self, vocab: Vocabulary, limit: int | None = None) -> list[dict]:
+        """Table rows (rank, readable tokens, value, ids), best first."""
         n = len(self.entries) if limit is None else min(limit, len(self.entries))
         first, second = ("source", "target") if self.kind == "vo" else ("query", "key")
         out = []
@@ -60,14 +63,14 @@ class PairResult:
 def top_head_pairs(model: nn.Module, vocab: Vocabulary, layer: int, head: int, kind: str = "vo", *,
                    token_filter: TokenFilter | None = None, pair_exclusion: str = "near", embedding: str = "output",
                    min_k: int = 500, max_k: int = 250_000, th0: float = 10.0, max_iters: int = 10,
-                   max_block_bytes: int = 64 * 2**20, progress: bool = False) -> PairResult:
+                   max_block_bytes: int = 64 * 2**20, progress: bool = False, normalize: bool = False) -> PairResult:
     """The token pairs with the largest entries of ``Eᵀ W_VO E`` / ``Eᵀ W_QK E`` for one head.
 
     Only tokens kept by ``token_filter`` take part (on both sides) and pairs excluded by ``pair_exclusion``
     are skipped *before* the threshold search, so the search counts eligible pairs only. The matrix is walked
     in blocks (:func:`~huggingface_patch.embedding_space.topk.approx_topk`); it is never materialised.
     """
-    left, right = head_map_factors(model, layer, head, kind, embedding)
+    left, right = head_map_factors(model, layer, head, kind, embedding, normalize=normalize)
     token_filter = token_filter or TokenFilter()
     allowed = token_filter.allowed(vocab)
     if allowed.numel() != left.shape[0]:
@@ -88,13 +91,19 @@ def top_head_pairs(model: nn.Module, vocab: Vocabulary, layer: int, head: int, k
 
 @torch.no_grad()
 def neuron_top_tokens(model: nn.Module, layer: int, neuron: int, k: int = 100, *, allowed: torch.Tensor | None = None,
-                      embedding: str = "output") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per part of the neuron (``key`` or ``gate``/``up``, and ``value``): ``(ids, scores)`` of the ``k`` top
-    tokens of ``part · E`` (keys read with ``embedding``, values with the LM head)."""
+                      embedding: str = "output", normalize: bool = False,
+                      largest: bool = True) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Per part of the neuron (``key`` or ``gate``/``up``, and ``value``): top tokens of ``part · E``.
+
+    ``(ids, scores)`` of the ``k`` top tokens of ``part · E`` (keys read with ``embedding``, values with the
+    LM head); ``largest=False``: the most negative ones (for gated MLPs ``up · x`` can
+    be negative, which flips the value's sign).
+    """
     vectors = ff_vectors(model, layer, neuron)
-    read, write = embedding_matrix(model, embedding).float(), embedding_matrix(model, "output").float()
+    read = embedding_matrix(model, embedding, normalize).float()
+    write = embedding_matrix(model, "output", normalize).float()
     out = {}
     for part, vector in vectors.items():
         matrix = write if part == "value" else read
-        out[part] = top_tokens(vector.float() @ matrix, k, allowed)
+        out[part] = top_tokens(vector.float() @ matrix, k, allowed, largest=largest)
     return out

@@ -27,8 +27,10 @@ DEFAULT_BLOCK_BYTES = 64 * 2**20
 
 @dataclass
 class TopEntries:
-    """Entries ``M[rows[n], cols[n]] = values[n]``, sorted by value (best first); ids are positions in the
-    full row/column ranges (after mapping back through ``row_ids``/``col_ids``)."""
+    """Entries ``M[rows[n], cols[n]] = values[n]``, sorted by value (best first).
+
+    Ids are positions in the full row/column ranges (after mapping back through ``row_ids``/``col_ids``).
+    """
 
     rows: torch.Tensor
     cols: torch.Tensor
@@ -76,46 +78,59 @@ def blocked_topk(
     n_blocks = math.ceil(n_rows / rows_per_block) if n_rows else 0
     if col_groups is not None:
         col_groups = col_groups.to(left.device)
+    # Rows in order of decreasing norm: |left_i · right_j| <= |left_i| max_j |right_j|, so once the buffer is
+    # full and that bound falls to the buffer's smallest value, no later row can contribute (exact pruning).
+    row_norms = left.norm(dim=1)
+    order = row_norms.argsort(descending=True)
+    bounds = (row_norms[order] * right.norm(dim=0).max()).tolist() if n_cols else []
     best_values = torch.empty(0, dtype=dtype, device=left.device)
     best_index = torch.empty(0, dtype=torch.long, device=left.device)
     floor = float("-inf")
-    for block, first in enumerate(tqdm(range(0, n_rows, rows_per_block), total=n_blocks, desc=desc, unit="block",
-                                       disable=not progress, leave=False)):
-        values = left[first : first + rows_per_block] @ right  # (r, C): the only block-sized tensor
+    rows_done = 0
+    bar = tqdm(total=n_blocks, desc=desc, unit="block", disable=not progress, leave=False)
+    for first in range(0, n_rows, rows_per_block):
+        if best_values.numel() >= k and bounds[first] * (1 + 1e-6) < floor:
+            break  # every remaining entry is below the buffer's smallest value
+        rows = order[first : first + rows_per_block]
+        values = left[rows] @ right  # (r, C): the only block-sized tensor
         if row_groups is not None and col_groups is not None:
-            same = row_groups[first : first + rows_per_block].to(left.device)[:, None] == col_groups[None, :]
+            same = row_groups.to(left.device)[rows][:, None] == col_groups[None, :]
             values.masked_fill_(same, float("-inf"))
             del same
-        flat = values.view(-1)
         if best_values.numel() >= k:
-            keep = flat > floor
-            cand_index = keep.nonzero().squeeze(1)
-            del keep
-            cand_values = flat[cand_index]
+            hot = (values.amax(dim=1) > floor).nonzero().squeeze(1)  # rows that can enter the buffer
+            sub = values[hot]
+            local = (sub > floor).nonzero()
+            cand_values = sub[local[:, 0], local[:, 1]]
+            cand_rows, cand_cols = rows[hot[local[:, 0]]], local[:, 1]
+            del sub, local, hot
         else:
-            finite = torch.isfinite(flat)
-            cand_index = finite.nonzero().squeeze(1)
-            del finite
-            cand_values = flat[cand_index]
+            local = torch.isfinite(values).nonzero()
+            cand_values = values[local[:, 0], local[:, 1]]
             if cand_values.numel() > k:
                 cand_values, pick = cand_values.topk(k, sorted=False)
-                cand_index = cand_index[pick]
-        del values, flat
+                local = local[pick]
+            cand_rows, cand_cols = rows[local[:, 0]], local[:, 1]
+            del local
+        del values
+        rows_done += rows.numel()
+        bar.update(1)
         if cand_values.numel():
-            cand_index = cand_index + first * n_cols
             best_values = torch.cat([best_values, cand_values])
-            best_index = torch.cat([best_index, cand_index])
+            best_index = torch.cat([best_index, cand_rows * n_cols + cand_cols])
             if best_values.numel() > k:
                 best_values, pick = best_values.topk(k, sorted=False)
                 best_index = best_index[pick]
             if best_values.numel() >= k and k > 0:
                 floor = float(best_values.min())
-        del cand_values, cand_index
+        del cand_values, cand_rows, cand_cols
+    bar.close()
     order = best_values.argsort(descending=True, stable=True)
     best_values, best_index = best_values[order], best_index[order]
     stats = dict(block_rows=rows_per_block, block_shape=[min(rows_per_block, n_rows), n_cols],
                  block_bytes=min(rows_per_block, n_rows) * n_cols * left.element_size(), blocks=n_blocks,
-                 matrix_entries=n_rows * n_cols, seconds=round(time.perf_counter() - start_time, 3))
+                 matrix_entries=n_rows * n_cols, rows_computed=rows_done,
+                 seconds=round(time.perf_counter() - start_time, 3))
     return TopEntries(best_index // n_cols, best_index % n_cols, best_values, None, stats)
 
 

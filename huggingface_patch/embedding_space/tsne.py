@@ -1,5 +1,7 @@
-"""t-SNE of the top tokens of a parameter vector (Dar et al. 2023): take the ``k`` best tokens of
-``vector · E`` (``E`` optionally with unit-norm columns), embed their columns of ``E`` in 2-D or 3-D with
+"""t-SNE of the top tokens of a parameter vector (Dar et al. 2023).
+
+Take the ``k`` best tokens of ``vector · E`` (``E`` optionally with unit-norm columns),
+embed their columns of ``E`` in 2-D or 3-D with
 ``TSNE(learning_rate=10, init='pca', perplexity=3)`` and colour the points by score.
 
 :func:`tsne_html` writes a self-contained page (inline SVG/JavaScript, no external library): hover for the
@@ -28,9 +30,10 @@ class TSNEResult:
     coords: np.ndarray
 
     def rows(self) -> list[dict]:
+        """Table rows (rank, token, id, score, coordinates)."""
         axes = "xyz"[: self.coords.shape[1]]
-        return [dict(rank=n + 1, token=tok, id=i, score=round(s, 6), **{a: round(float(c), 4) for a, c in zip(axes, xyz)})
-                for n, (i, tok, s, xyz) in enumerate(zip(self.ids, self.tokens, self.scores, self.coords))]
+        return [dict(rank=n + 1, token=tok, id=i, score=round(s, 6), **{a: round(float(c), 4) for a, c in zip(axes, p)})
+                for n, (i, tok, s, p) in enumerate(zip(self.ids, self.tokens, self.scores, self.coords))]
 
 
 @torch.no_grad()
@@ -49,7 +52,7 @@ def tsne_top_tokens(vector: torch.Tensor, embedding: torch.Tensor, vocab: Vocabu
     points = matrix[:, ids.to(matrix.device)].t().cpu().double().numpy()
     perplexity = min(perplexity, ids.numel() - 1)
     coords = TSNE(n_components=n_components, learning_rate=learning_rate, init="pca", perplexity=perplexity,
-                  random_state=seed).fit_transform(points)
+                  random_state=seed, method="exact" if ids.numel() <= 500 else "barnes_hut").fit_transform(points)
     return TSNEResult(ids.tolist(), [vocab.display(int(i)) for i in ids], scores.tolist(), coords)
 
 
@@ -105,10 +108,12 @@ function draw() {{
     dot.setAttribute('cx', cx); dot.setAttribute('cy', cy); dot.setAttribute('r', 5 + 1.5 * z);
     dot.setAttribute('fill', colour(data.scores[i])); dot.setAttribute('stroke', '#333');
     dot.addEventListener('mousemove', e => {{ tip.style.display = 'block'; tip.style.left = (e.pageX + 12) + 'px';
-      tip.style.top = (e.pageY + 12) + 'px'; tip.textContent = `#${{i + 1}} ${{data.tokens[i]}}  (${{data.scores[i].toFixed(4)}})`; }});
+      tip.style.top = (e.pageY + 12) + 'px';
+      tip.textContent = `#${{i + 1}} ${{data.tokens[i]}}  (${{data.scores[i].toFixed(4)}})`; }});
     dot.addEventListener('mouseleave', () => {{ tip.style.display = 'none'; }});
     svg.appendChild(dot);
-    if (i < 30) {{ const t = document.createElementNS(NS, 'text'); t.setAttribute('x', cx + 7); t.setAttribute('y', cy + 4);
+    if (i < 30) {{ const t = document.createElementNS(NS, 'text');
+      t.setAttribute('x', cx + 7); t.setAttribute('y', cy + 4);
       t.setAttribute('font-size', 11); t.textContent = data.tokens[i]; svg.appendChild(t); }}
   }}
 }}
@@ -116,7 +121,8 @@ let drag = null;
 svg.addEventListener('mousedown', e => {{ drag = [e.clientX, e.clientY]; }});
 window.addEventListener('mouseup', () => {{ drag = null; }});
 window.addEventListener('mousemove', e => {{ if (!drag || dims < 3) return;
-  yaw += (e.clientX - drag[0]) * 0.01; pitch += (e.clientY - drag[1]) * 0.01; drag = [e.clientX, e.clientY]; draw(); }});
+  yaw += (e.clientX - drag[0]) * 0.01; pitch += (e.clientY - drag[1]) * 0.01;
+  drag = [e.clientX, e.clientY]; draw(); }});
 draw();
 </script></body></html>
 """
@@ -128,6 +134,6 @@ def tsne_html(result: TSNEResult, title: str) -> str:
     data = dict(tokens=result.tokens, scores=[float(s) for s in result.scores],
                 coords=[[round(float(v), 5) for v in row] for row in result.coords])
     payload = json.dumps(data, ensure_ascii=True).replace("</", "<\\/")
-    help_text = ("Hover a point for its token and score; drag to rotate." if three else "Hover a point for its token and score.")
+    help_text = "Hover a point for its token and score" + ("; drag to rotate." if three else ".")
     help_text += " Colour: score (violet low, yellow-green high); the 30 best tokens are labelled."
     return _HTML.format(title=html.escape(title), help=html.escape(help_text), data=payload)

@@ -87,7 +87,7 @@ def cumulative_path_figure(panels: list[dict]):
 
 
 def path_vs_logit_figure(panels: list[dict], target_label: str = "logit of the actual next token"):
-    """One panel per model: path length vs target; position 0 drawn as red crosses.
+    """One panel per model: path length vs target over positions >= 1; position 0's mean path length in the legend.
 
     Each panel: ``name``, ``pl``, ``target`` (positions >= 1), ``pl0``, ``target0`` (position 0), ``r`` (dict with
     ``pearson``/``spearman``).
@@ -95,8 +95,8 @@ def path_vs_logit_figure(panels: list[dict], target_label: str = "logit of the a
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         ax.scatter(panel["pl"], panel["target"], s=8, alpha=0.6, label="positions >= 1")
-        if len(panel["pl0"]):
-            ax.scatter(panel["pl0"], panel["target0"], s=30, marker="x", color="red", label="position 0")
+        if len(panel["pl0"]):  # position 0 is far off the scale (huge norms): reported, not drawn
+            ax.scatter([], [], s=0, label=f"position 0 (not drawn): mean PL {np.mean(panel['pl0']):.4g}")
         r = panel["r"]
         ax.set_title(f"{panel['name']}: Pearson {r['pearson']:.2f}, Spearman {r['spearman']:.2f}", fontsize=9)
         ax.set_xlabel("path length")

@@ -276,7 +276,7 @@ def prepare_queries(
     queries = build_queries(tokenizer, facts, add_bos=add_bos)
     device = model_device(model)
     kept: list[FactQuery] = []
-    chunk = max(len(queries), 1) if limit is None else max(4 * batch_size, 1)
+    chunk = max(len(queries), 1) if limit is None else max(batch_size, 4 * limit)
     for first in range(0, len(queries), chunk):
         for batch in length_batches(queries[first : first + chunk], batch_size):
             ids = stack_ids(batch, device)

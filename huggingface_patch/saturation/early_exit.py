@@ -28,8 +28,10 @@ PROBE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 def exit_by_rule(fires: np.ndarray, first_layer: int, num_layers: int) -> np.ndarray:
-    """Exit layers ``(N,)`` from ``fires`` ``(L+1, N)`` (``fires[l]`` at residual index ``l``): the first
-    ``l >= first_layer`` where it fires, else ``L``."""
+    """Exit layers ``(N,)``: the first ``l >= first_layer`` where ``fires`` ``(L+1, N)`` is true, else ``L``.
+
+    ``fires[l]`` refers to residual index ``l``.
+    """
     fires = np.array(fires, dtype=bool, copy=True)
     fires[:first_layer] = False
     fires[num_layers] = True
@@ -49,6 +51,7 @@ def evaluate_exits(data: SaturationData, rows: np.ndarray, exit_layers: np.ndarr
 
 
 def margin_exits(data: SaturationData, rows: np.ndarray, threshold: float, first_layer: int) -> np.ndarray:
+    """Exit layers of ``rows`` by the softmax margin ``p_1 - p_2 >= threshold``."""
     L = data.num_layers
     margin = data.lens_prob[:, rows, 0] - data.lens_prob[:, rows, 1]  # (L, n) for residual 1..L
     fires = np.zeros((L + 1, len(rows)), bool)
@@ -57,6 +60,7 @@ def margin_exits(data: SaturationData, rows: np.ndarray, threshold: float, first
 
 
 def cosine_exits(data: SaturationData, rows: np.ndarray, threshold: float, first_layer: int) -> np.ndarray:
+    """Exit layers of ``rows`` by ``cos(h_l, h_{l-1}) >= threshold`` (raw residual stream)."""
     L = data.num_layers
     h = data.residual[:, rows].astype(np.float64)  # (L+1, n, H)
     norms = np.linalg.norm(h, axis=-1)
@@ -67,6 +71,7 @@ def cosine_exits(data: SaturationData, rows: np.ndarray, threshold: float, first
 
 
 def oracle_exits(data: SaturationData, rows: np.ndarray) -> np.ndarray:
+    """Exit at ``s_1 + 1``: the output of the block from which the top-1 stays fixed."""
     return data.saturation[rows, 0] + 1
 
 
@@ -79,6 +84,7 @@ def probe_probabilities(clf, data: SaturationData, rows: np.ndarray) -> np.ndarr
 
 
 def split_positions(n: int, test_fraction: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random ``(train, test)`` split of ``n`` position indices (sorted)."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
     cut = int(round(n * (1 - test_fraction)))
@@ -106,7 +112,8 @@ def early_exit(data: SaturationData, *, first_layer: int | None = None, test_fra
         proba = probe_probabilities(clf, data, test)
         predicted = np.asarray(classes)[proba.argmax(-1)]
         fires = predicted == 1
-        curves["probe"] = [{"threshold": "argmax = task 2", **evaluate_exits(data, test, exit_by_rule(fires, first_layer, L))}]
+        exits = exit_by_rule(fires, first_layer, L)
+        curves["probe"] = [{"threshold": "argmax = task 2", **evaluate_exits(data, test, exits)}]
         later = proba[:, :, [i for i, c in enumerate(classes) if c >= 1]].sum(-1)
         curves["probe-p"] = [{"threshold": t, **evaluate_exits(data, test, exit_by_rule(later >= t, first_layer, L))}
                              for t in PROBE_THRESHOLDS]

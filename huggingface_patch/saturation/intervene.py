@@ -29,29 +29,42 @@ DEFAULT_MAX_PAIRS = 200
 
 def find_pairs(data: SaturationData, *, max_distance: int | None = 30, min_gap: int = 10, min_saturation: int = 10,
                within_item: bool = True) -> list[tuple[int, int]]:
-    """Donor/recipient index pairs ``(a, b)`` into ``data`` (``a`` the earlier position)."""
-    s1, top1, kept = data.saturation[:, 0], data.top[:, 0], data.kept
-    ok = kept & (s1 >= min_saturation)
-    pairs = []
-    candidates = np.flatnonzero(ok)
-    for a in candidates:
-        for b in candidates:
-            if within_item:
-                if data.item[a] != data.item[b] or data.position[b] <= data.position[a]:
-                    continue
-                if max_distance is not None and data.position[b] - data.position[a] > max_distance:
-                    continue
-            elif b <= a:
-                continue
-            if top1[a] == top1[b] and abs(int(s1[a]) - int(s1[b])) >= min_gap:
-                pairs.append((int(a), int(b)))
-    return pairs
+    """Sorted donor/recipient index pairs ``(a, b)`` into ``data``.
+
+    ``a`` is the earlier position (across items: the earlier item).
+    """
+    s1, top1 = data.saturation[:, 0], data.top[:, 0]
+    candidates = np.flatnonzero(data.kept & (s1 >= min_saturation))
+    pairs: list[tuple[int, int]] = []
+    if within_item:
+        for item in np.unique(data.item[candidates]):
+            members = candidates[data.item[candidates] == item]
+            members = members[np.argsort(data.position[members], kind="stable")]
+            positions = data.position[members]
+            for index, a in enumerate(members):
+                if max_distance is None:
+                    stop = len(members)
+                else:
+                    stop = np.searchsorted(positions, positions[index] + max_distance, side="right")
+                later = members[index + 1 : stop]
+                later = later[data.position[later] > data.position[a]]
+                ok = (top1[later] == top1[a]) & (np.abs(s1[later] - s1[a]) >= min_gap)
+                pairs.extend((int(a), int(b)) for b in later[ok])
+    else:
+        for token in np.unique(top1[candidates]):
+            members = candidates[top1[candidates] == token]
+            first, second = np.triu_indices(len(members), k=1)
+            ok = np.abs(s1[members[first]] - s1[members[second]]) >= min_gap
+            pairs.extend((int(members[a]), int(members[b])) for a, b in zip(first[ok], second[ok]))
+    return sorted(pairs)
 
 
 @contextlib.contextmanager
 def replace_block_outputs(layers, replacements: dict[int, list[tuple[int, int, torch.Tensor]]]):
-    """Within the block, block ``x``'s output at ``(row, position)`` is replaced by ``vector`` for each
-    ``(row, position, vector)`` in ``replacements[x]``. Hooks are removed in ``finally``."""
+    """Within the block, replace block ``x``'s output at ``(row, position)`` by ``vector``.
+
+    One replacement per ``(row, position, vector)`` in ``replacements[x]``. Hooks are removed in ``finally``.
+    """
     handles = []
 
     def make_hook(entries):
@@ -78,7 +91,8 @@ def replace_block_outputs(layers, replacements: dict[int, list[tuple[int, int, t
 
 
 @torch.no_grad()
-def implant(backend: Backend, data: SaturationData, donor: int, recipient: int, window: int = DEFAULT_WINDOW) -> list[dict]:
+def implant(backend: Backend, data: SaturationData, donor: int, recipient: int,
+            window: int = DEFAULT_WINDOW) -> list[dict]:
     """One trial per offset ``-window..window`` (offsets whose block falls outside ``0..L-1`` are skipped)."""
     if data.residual is None:
         raise ValueError("the intervention needs the residual stream (collect with keep_residual=True)")
@@ -121,8 +135,11 @@ def implant(backend: Backend, data: SaturationData, donor: int, recipient: int, 
 def run_interventions(backend: Backend, data: SaturationData, pairs: list[tuple[int, int]], *,
                       window: int = DEFAULT_WINDOW, max_pairs: int | None = DEFAULT_MAX_PAIRS, seed: int = 0,
                       progress: bool = True) -> tuple[list[dict], dict]:
-    """Run :func:`implant` on (a random subset of at most ``max_pairs``) pairs; returns trials and a summary
-    (success rate per offset, overall and split by whether the donor saturates earlier than the recipient)."""
+    """Run :func:`implant` on (a random subset of at most ``max_pairs``) pairs.
+
+    Returns the trials and a summary: success rate per offset, overall and split by whether the donor
+    saturates earlier than the recipient.
+    """
     from tqdm.auto import tqdm
 
     if max_pairs is not None and len(pairs) > max_pairs:

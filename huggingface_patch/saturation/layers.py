@@ -83,6 +83,7 @@ class SaturationData:
 
     @property
     def size(self) -> int:
+        """Number of positions ``N``."""
         return int(self.saturation.shape[0])
 
     @property
@@ -97,8 +98,10 @@ class SaturationData:
 
 @torch.no_grad()
 def lens_topk(backend: Backend, states: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logit-lens top-``k`` ids and softmax probabilities ``(L, n, k)`` of states ``(L+1, n, H)``, one layer at a
-    time (so the full ``(L, n, V)`` logits never sit in memory)."""
+    """Logit-lens top-``k`` ids and softmax probabilities ``(L, n, k)`` of states ``(L+1, n, H)``.
+
+    One layer at a time, so the full ``(L, n, V)`` logits never sit in memory.
+    """
     ids, probs = [], []
     for layer in range(1, states.shape[0]):
         logits = backend.read_out(states[layer]).float()

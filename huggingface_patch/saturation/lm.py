@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .layers import SaturationData
 
 DEFAULT_LATE_MARGIN = 7

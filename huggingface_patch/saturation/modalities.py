@@ -36,9 +36,12 @@ WHISPER_SAMPLING_RATE = 16000
 
 @dataclass
 class Item:
-    """One model input: ``inputs`` (tensors with batch 1), the analysed ``positions`` (indices along T),
-    the gold ``targets`` per position (-1 when unknown), the ``document`` index and a ``label`` for outputs
-    (file name or document number) and ``token_index`` (index in the document / -1)."""
+    """One model input and the positions analysed in it.
+
+    ``inputs``: tensors with batch 1; ``positions``: indices along T; ``targets``: the gold output per
+    position (-1 when unknown); ``document``: the input's index; ``label``: its name in outputs (file name or
+    document number); ``token_index``: each position's index in the document (-1 when not text).
+    """
 
     inputs: dict
     positions: list[int]
@@ -63,21 +66,27 @@ class Backend:
 
     @property
     def num_layers(self) -> int:
+        """Number of blocks ``L``."""
         return len(self.layer_modules())
 
     def layer_modules(self) -> list[nn.Module]:
+        """The blocks whose outputs form the residual stream."""
         raise NotImplementedError
 
     def items(self) -> list[Item]:
+        """The inputs to analyse."""
         raise NotImplementedError
 
     def states(self, inputs: dict) -> torch.Tensor:
+        """Residual stream ``(L+1, B, T, H)`` of one forward pass."""
         raise NotImplementedError
 
     def read_out(self, states: torch.Tensor) -> torch.Tensor:
+        """Logits ``(..., V)`` of residual states ``(..., H)`` (final norm + output projection)."""
         raise NotImplementedError
 
     def decode(self, token_id: int) -> str:
+        """A readable name of an output id."""
         return str(token_id)
 
     def _to_device(self, inputs: dict) -> dict:
@@ -86,8 +95,10 @@ class Backend:
 
 @contextlib.contextmanager
 def record_blocks(layers: list[nn.Module]):
-    """Record the input of ``layers[0]`` and every layer's output during the forward passes in the block:
-    a list of ``(B, T, H)`` tensors (``L+1`` after one pass). Hooks are removed in ``finally``."""
+    """Record the input of ``layers[0]`` and every layer's output during the forward passes in the block.
+
+    Yields a list of ``(B, T, H)`` tensors (``L+1`` after one pass). Hooks are removed in ``finally``.
+    """
     states: list[torch.Tensor] = []
 
     def first_input(module, args, kwargs):
@@ -130,9 +141,11 @@ class TextBackend(Backend):
         self.max_context = max_context
 
     def layer_modules(self):
+        """The blocks whose outputs form the residual stream."""
         return [layer.layer for layer in self.parts.layers]
 
     def items(self) -> list[Item]:
+        """The inputs to analyse."""
         from ..corpus import bos_token_id, context_size, split_article, tokenize_articles
 
         bos = bos_token_id(self.model.config, self.tokenizer)
@@ -161,6 +174,7 @@ class TextBackend(Backend):
 
     @torch.no_grad()
     def states(self, inputs):
+        """Residual stream ``(L+1, B, T, H)`` of one forward pass."""
         from ..layer_states import residual_states
 
         inputs = self._to_device(inputs)
@@ -169,11 +183,13 @@ class TextBackend(Backend):
 
     @torch.no_grad()
     def read_out(self, states):
+        """Logits ``(..., V)`` of residual states ``(..., H)`` (final norm + output projection)."""
         from ..layer_states import project_to_vocab
 
         return project_to_vocab(self.model, states)
 
     def decode(self, token_id: int) -> str:
+        """A readable name of an output id."""
         return self.tokenizer.decode([int(token_id)])
 
 
@@ -182,14 +198,18 @@ class TextBackend(Backend):
 
 @dataclass
 class VisionParts:
+    """Where a ViT classifier's blocks, final norm and classifier live."""
+
     layers: list[nn.Module]
     final_norm: nn.Module
     classifier: nn.Module
 
 
 def vit_parts(model: nn.Module) -> VisionParts:
-    """Encoder layers, final ``layernorm`` and ``classifier`` of a ``ViTForImageClassification``
-    (Transformers 5 keeps the layers in ``vit.layers``, 4.x in ``vit.encoder.layer``)."""
+    """Encoder layers, final ``layernorm`` and ``classifier`` of a ``ViTForImageClassification``.
+
+    (Transformers 5 keeps the layers in ``vit.layers``, 4.x in ``vit.encoder.layer``).
+    """
     vit = model.vit
     layers = getattr(vit, "layers", None)
     if layers is None:
@@ -212,9 +232,12 @@ def list_files(folder: str, extensions: tuple[str, ...], what: str) -> list[str]
 
 
 class ViTBackend(Backend):
-    """A ``ViTForImageClassification`` on a folder of images: one analysed position per image (the CLS
-    token, read through the final ``layernorm`` and the ``classifier``). An image in a subfolder whose name
-    is one of the model's labels (``config.label2id``) gets that label as its target; others get -1."""
+    """A ``ViTForImageClassification`` on a folder of images.
+
+    One analysed position per image (the CLS token, read through the final ``layernorm`` and the
+    ``classifier``). An image in a subfolder whose name is one of the model's labels (``config.label2id``)
+    gets that label as its target; others get -1.
+    """
 
     kind = "vit"
     pair_defaults = dict(min_gap=5, min_saturation=5, max_distance=None)
@@ -228,9 +251,11 @@ class ViTBackend(Backend):
         self.files = list_files(folder, IMAGE_EXTENSIONS, "image")
 
     def layer_modules(self):
+        """The blocks whose outputs form the residual stream."""
         return self.parts.layers
 
     def items(self):
+        """The inputs to analyse."""
         from PIL import Image
 
         label2id = {str(k).lower(): int(v) for k, v in (getattr(self.model.config, "label2id", None) or {}).items()}
@@ -242,12 +267,14 @@ class ViTBackend(Backend):
             except OSError as exc:
                 raise UsageError(f"cannot read image {path}: {exc}") from exc
             parent = os.path.basename(os.path.dirname(os.path.abspath(path))).lower()
-            target = label2id.get(parent, -1) if os.path.abspath(os.path.dirname(path)) != os.path.abspath(self.folder) else -1
+            in_subfolder = os.path.abspath(os.path.dirname(path)) != os.path.abspath(self.folder)
+            target = label2id.get(parent, -1) if in_subfolder else -1
             items.append(Item({"pixel_values": pixels}, [0], [target], i, os.path.relpath(path, self.folder), [0]))
         return items
 
     @torch.no_grad()
     def states(self, inputs):
+        """Residual stream ``(L+1, B, T, H)`` of one forward pass."""
         inputs = self._to_device(inputs)
         with record_blocks(self.parts.layers) as states:
             self.model(**inputs)
@@ -255,9 +282,11 @@ class ViTBackend(Backend):
 
     @torch.no_grad()
     def read_out(self, states):
+        """Logits ``(..., V)`` of residual states ``(..., H)`` (final norm + output projection)."""
         return self.parts.classifier(self.parts.final_norm(states))
 
     def decode(self, token_id: int) -> str:
+        """A readable name of an output id."""
         id2label = getattr(self.model.config, "id2label", None) or {}
         return str(id2label.get(int(token_id), token_id))
 
@@ -267,14 +296,15 @@ class ViTBackend(Backend):
 
 @dataclass
 class DecoderParts:
+    """Where Whisper's decoder blocks, final norm and output projection live."""
+
     layers: list[nn.Module]
     final_norm: nn.Module
     projection: nn.Module
 
 
 def whisper_parts(model: nn.Module) -> DecoderParts:
-    """Decoder layers, the decoder's final ``layer_norm`` and ``proj_out`` of a
-    ``WhisperForConditionalGeneration``."""
+    """Decoder layers, the decoder's final ``layer_norm`` and ``proj_out`` of a Whisper model."""
     decoder = model.model.decoder
     return DecoderParts(list(decoder.layers), decoder.layer_norm, model.get_output_embeddings())
 
@@ -329,6 +359,7 @@ class WhisperBackend(Backend):
         self.max_new_tokens = max_new_tokens
 
     def layer_modules(self):
+        """The blocks whose outputs form the residual stream."""
         return self.parts.layers
 
     @torch.no_grad()
@@ -350,12 +381,12 @@ class WhisperBackend(Backend):
         return ids.cpu()
 
     def items(self):
+        """The inputs to analyse."""
         items = []
         for i, path in enumerate(self.files):
             audio = read_wav(path, getattr(self.feature_extractor, "sampling_rate", WHISPER_SAMPLING_RATE))
-            features = self.feature_extractor(audio, sampling_rate=getattr(self.feature_extractor, "sampling_rate",
-                                                                           WHISPER_SAMPLING_RATE),
-                                              return_tensors="pt")["input_features"]
+            rate = getattr(self.feature_extractor, "sampling_rate", WHISPER_SAMPLING_RATE)
+            features = self.feature_extractor(audio, sampling_rate=rate, return_tensors="pt")["input_features"]
             features = features.to(next(self.model.parameters()).dtype)
             ids = self.transcribe(features)
             seq = ids[0].tolist()
@@ -367,6 +398,7 @@ class WhisperBackend(Backend):
 
     @torch.no_grad()
     def states(self, inputs):
+        """Residual stream ``(L+1, B, T, H)`` of one forward pass."""
         inputs = self._to_device(inputs)
         with record_blocks(self.parts.layers) as states:
             self.model(**inputs)
@@ -374,6 +406,7 @@ class WhisperBackend(Backend):
 
     @torch.no_grad()
     def read_out(self, states):
+        """Logits ``(..., V)`` of residual states ``(..., H)`` (final norm + output projection)."""
         return self.parts.projection(self.parts.final_norm(states))
 
 
@@ -457,6 +490,8 @@ def load_backend(model: str, *, corpus: str | None = None, images: str | None = 
     from ..architectures import get_adapter
 
     if model_type is not None:
-        get_adapter(type("Config", (), {"model_type": model_type})())  # unsupported family: one-line error
+        from types import SimpleNamespace
+
+        get_adapter(SimpleNamespace(model_type=model_type))  # an unsupported family: one-line error, before loading
     loaded, tokenizer, _ = load_model_and_tokenizer(model, dtype=dtype, device=device, decomposed=False)
     return TextBackend(loaded, tokenizer, documents, device)

