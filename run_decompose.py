@@ -52,10 +52,9 @@ def corpus_name(path: str) -> str:
     return os.path.basename(path).split(".")[0]
 
 
-def prepare_pieces(input_file: str, tokenizer, config):
-    """Read, tokenize and cut the corpus exactly as the paper does; returns the list of pieces."""
+def prepare_pieces(articles: list[str], tokenizer, config):
+    """Tokenize and cut the articles exactly as the paper does; returns the list of pieces."""
     try:
-        articles = read_sentitems(input_file)
         bos = bos_token_id(config, tokenizer)
         context = context_size(config)
     except CorpusError as exc:
@@ -78,13 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         if not os.path.isfile(args.input_file):
             raise UsageError(f"input file not found: {args.input_file}")
         try:
-            read_sentitems(args.input_file)
+            articles = read_sentitems(args.input_file)  # before loading the model: bad input fails fast
         except CorpusError as exc:
             raise UsageError(str(exc)) from None
         if args.block_size is not None and args.block_size <= 0:
             raise UsageError(f"--block-size must be a positive integer, got {args.block_size}")
         model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
-        pieces = prepare_pieces(args.input_file, tokenizer, model.config)
+        pieces = prepare_pieces(articles, tokenizer, model.config)
         run(model, pieces, corpus_name(args.input_file), source.name, window, args.output_dir, args.block_size)
 
     return run_cli(body, "run_decompose.py")
