@@ -14,13 +14,13 @@ import logging
 import os
 import random
 
-from huggingface_patch.cli import UsageError, run_cli, setup_logging, write_json
+from huggingface_patch.cli import ArgumentParser, UsageError, run_cli, setup_logging, write_json
 
 logger = logging.getLogger("analysis.ablation_agreement")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m analysis.ablation_agreement", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m analysis.ablation_agreement", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m", help="hub id, folder, .gguf file or smollm2-135m (default)")
     parser.add_argument("--corpus", default="examples/corpus.sentitems", help="sentitems or plain-text corpus")
     parser.add_argument("--window", type=int, default=50, help="sources kept per target (default 50)")

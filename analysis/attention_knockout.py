@@ -14,15 +14,13 @@ import argparse
 import logging
 import time
 
-from huggingface_patch.cli import run_cli, setup_logging, write_json
+from huggingface_patch.cli import ArgumentParser, positive_int, run_cli, setup_logging, write_json
 from huggingface_patch.recall.cli_common import (
-    ArgumentParser,
     add_common_arguments,
     known_queries,
     load_checked_facts,
     load_model,
     output_path,
-    positive_int,
     write_csv,
 )
 

@@ -14,9 +14,8 @@ import argparse
 import logging
 import time
 
-from huggingface_patch.cli import run_cli, setup_logging, write_json
+from huggingface_patch.cli import ArgumentParser, run_cli, setup_logging, write_json
 from huggingface_patch.recall.cli_common import (
-    ArgumentParser,
     add_common_arguments,
     known_queries,
     load_checked_facts,

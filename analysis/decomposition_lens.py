@@ -15,13 +15,13 @@ import argparse
 import logging
 import os
 
-from huggingface_patch.cli import UsageError, run_cli, setup_logging, write_json
+from huggingface_patch.cli import ArgumentParser, UsageError, run_cli, setup_logging, write_json
 
 logger = logging.getLogger("analysis.decomposition_lens")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m analysis.decomposition_lens", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m analysis.decomposition_lens", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m", help="hub id, folder, .gguf file or smollm2-135m (default)")
     parser.add_argument("--text", default=None, help="input text (default: a document of --corpus)")
     parser.add_argument("--corpus", default="examples/corpus.sentitems", help="sentitems or plain-text corpus")

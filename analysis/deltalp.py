@@ -18,13 +18,13 @@ import logging
 import os
 import re
 
-from huggingface_patch.cli import UsageError, run_cli, setup_logging, write_json
+from huggingface_patch.cli import ArgumentParser, UsageError, run_cli, setup_logging, write_json
 
 logger = logging.getLogger("analysis.deltalp")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m analysis.deltalp", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m analysis.deltalp", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m", help="hub id, folder, .gguf file or smollm2-135m (default)")
     parser.add_argument("--corpus", default="examples/corpus.sentitems",
                         help="sentitems or plain-text corpus (default: examples/corpus.sentitems)")

@@ -18,48 +18,30 @@ import logging
 import os
 import time
 
-from huggingface_patch.cli import UsageError, atomic_path, run_cli, save_figure, setup_logging, write_json, write_text
+from huggingface_patch.cli import (
+    ArgumentParser,
+    UsageError,
+    add_device_arguments,
+    add_model_argument,
+    atomic_path,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_cli,
+    save_figure,
+    setup_logging,
+    write_json,
+    write_text,
+)
 
 logger = logging.getLogger("analysis.embedding_space")
 PROG = "python -m analysis.embedding_space"
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _index(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="smollm2-135m",
-                        help="hub id, local folder, .gguf file or 'smollm2-135m' (default)")
+    add_model_argument(parser)
     parser.add_argument("--output-dir", default="results/embedding_space", help="output folder (default %(default)s)")
-    parser.add_argument("--device", default=None, help="torch device (default: CPU)")
-    parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16, float64")
+    add_device_arguments(parser)
     parser.add_argument("--embedding", choices=("output", "input"), default="output",
                         help="embedding for the read side (FF keys, VO rows, QK both sides): 'output' = LM head "
                              "(the paper, default) or 'input' = input embedding")
@@ -68,7 +50,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     filters.add_argument("--only-alnum", action="store_true", help="keep tokens whose text is letters/digits only")
     filters.add_argument("--word-list", default=None, help="file of words (one a line): keep only tokens in it")
     filters.add_argument("--keep-special", action="store_true", help="keep special tokens (excluded by default)")
-    filters.add_argument("--max-id", type=_positive, default=None,
+    filters.add_argument("--max-id", type=positive_int, default=None,
                          help="keep only token ids below this (BPE ids are ordered roughly by frequency)")
     parser.add_argument("--normalize", action="store_true",
                         help="unit-norm columns of E (not the paper's default for ff/vo/qk; an option of its t-SNE)")
@@ -77,15 +59,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its five subcommands."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
 
     ff = sub.add_parser("ff", help="top tokens of a neuron's key(s) and value", description=(
         "Top tokens of one MLP neuron's key (OPT/GPT-2; Llama: gate and up) and value projected through E."))
     _common(ff)
-    ff.add_argument("--layer", type=_index, required=True)
-    ff.add_argument("--neuron", type=_index, required=True)
-    ff.add_argument("--k", type=_positive, default=100, help="tokens per part (default 100)")
+    ff.add_argument("--layer", type=non_negative_int, required=True)
+    ff.add_argument("--neuron", type=non_negative_int, required=True)
+    ff.add_argument("--k", type=positive_int, default=100, help="tokens per part (default 100)")
     ff.add_argument("--bottom", action="store_true",
                     help="most negative tokens instead of the top ones (a gated MLP's up · x may be negative)")
 
@@ -95,32 +77,32 @@ def build_parser() -> argparse.ArgumentParser:
                            description=f"Token pairs with the largest entries of {what} for one head, computed in "
                                        "blocks with the original threshold search (approx_topk).")
         _common(p)
-        p.add_argument("--layer", type=_index, required=True)
-        p.add_argument("--head", type=_index, required=True)
-        p.add_argument("--min-k", type=_positive, default=500, help="fewest pairs returned (default 500)")
-        p.add_argument("--max-k", type=_positive, default=250_000, help="most pairs returned (default 250000)")
-        p.add_argument("--th0", type=_positive_float, default=1.0,
+        p.add_argument("--layer", type=non_negative_int, required=True)
+        p.add_argument("--head", type=non_negative_int, required=True)
+        p.add_argument("--min-k", type=positive_int, default=500, help="fewest pairs returned (default 500)")
+        p.add_argument("--max-k", type=positive_int, default=250_000, help="most pairs returned (default 250000)")
+        p.add_argument("--th0", type=positive_float, default=1.0,
                        help="initial threshold (default 1, as the notebook)")
-        p.add_argument("--max-iters", type=_index, default=10, help="bisection steps (default 10)")
+        p.add_argument("--max-iters", type=non_negative_int, default=10, help="bisection steps (default 10)")
         p.add_argument("--pairs", choices=("near", "identical", "none"), default="near",
                        help="exclude pairs of near-identical tokens (default), of identical ids only, or none")
-        p.add_argument("--show", type=_positive, default=50,
+        p.add_argument("--show", type=positive_int, default=50,
                        help="pairs in the JSON summary and the figure (default 50)")
-        p.add_argument("--block-mb", type=_positive, default=64,
+        p.add_argument("--block-mb", type=positive_int, default=64,
                        help="memory of one block of the matrix in MiB (default 64)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ts = sub.add_parser("tsne", help="t-SNE of a parameter vector's top tokens (PNG + HTML)",
                         description="t-SNE of the embedding columns of a neuron part's top tokens.")
     _common(ts)
-    ts.add_argument("--layer", type=_index, required=True)
-    ts.add_argument("--neuron", type=_index, required=True)
+    ts.add_argument("--layer", type=non_negative_int, required=True)
+    ts.add_argument("--neuron", type=non_negative_int, required=True)
     ts.add_argument("--part", choices=("key", "gate", "up", "value"), default="value",
                     help="which vector of the neuron (default value; Llama has gate/up instead of key)")
-    ts.add_argument("--k", type=_positive, default=100, help="tokens (default 100)")
+    ts.add_argument("--k", type=positive_int, default=100, help="tokens (default 100)")
     ts.add_argument("--components", type=int, choices=(2, 3), default=3, help="2-D or 3-D (default 3)")
-    ts.add_argument("--perplexity", type=_positive_float, default=3.0, help="default 3")
-    ts.add_argument("--learning-rate", type=_positive_float, default=10.0, help="default 10")
+    ts.add_argument("--perplexity", type=positive_float, default=3.0, help="default 3")
+    ts.add_argument("--learning-rate", type=positive_float, default=10.0, help="default 10")
     ts.add_argument("--seed", type=int, default=0)
 
     al = sub.add_parser("align", help="parameters vs hidden states recall against a random baseline",
@@ -129,10 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(al)
     al.add_argument("--corpus", default="examples/corpus.sentitems",
                     help="sentitems or plain text (default %(default)s)")
-    al.add_argument("--layers", type=_index, nargs="+", default=None, help="layers (default all)")
-    al.add_argument("--neurons", type=_positive, default=5, help="most activated neurons per position (default 5)")
-    al.add_argument("--tokens", type=_positive, default=50, help="top tokens compared (default 50)")
-    al.add_argument("--max-positions", type=_positive, default=1000, help="positions used (default 1000)")
+    al.add_argument("--layers", type=non_negative_int, nargs="+", default=None, help="layers (default all)")
+    al.add_argument("--neurons", type=positive_int, default=5, help="most activated neurons per position (default 5)")
+    al.add_argument("--tokens", type=positive_int, default=50, help="top tokens compared (default 50)")
+    al.add_argument("--max-positions", type=positive_int, default=1000, help="positions used (default 1000)")
     al.add_argument("--target", choices=("layer", "final"), default="layer",
                     help="hidden state of the same layer (default) or of the last layer")
     al.add_argument("--seed", type=int, default=0)

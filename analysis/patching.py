@@ -14,9 +14,8 @@ import argparse
 import logging
 import time
 
-from huggingface_patch.cli import run_cli, setup_logging, write_json
+from huggingface_patch.cli import ArgumentParser, non_negative_int, run_cli, setup_logging, write_json
 from huggingface_patch.recall.cli_common import (
-    ArgumentParser,
     add_common_arguments,
     known_queries,
     load_checked_facts,
@@ -28,19 +27,12 @@ from huggingface_patch.recall.cli_common import (
 logger = logging.getLogger("analysis.patching")
 
 
-def _layer(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"layers are >= 0, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     from huggingface_patch.recall.patching import DEFAULT_SOURCES, POSITION_SETS
 
     parser = ArgumentParser(prog="python -m analysis.patching", description=__doc__.split("\n\n")[0])
     add_common_arguments(parser, "results/patching")
-    parser.add_argument("--sources", nargs="+", type=_layer, default=list(DEFAULT_SOURCES),
+    parser.add_argument("--sources", nargs="+", type=non_negative_int, default=list(DEFAULT_SOURCES),
                         help="source layers l' (hidden_states index; default 0 1 5 10 20; those >= L-1 are dropped)")
     parser.add_argument("--sets", nargs="+", choices=POSITION_SETS, default=list(POSITION_SETS),
                         help="positions patched (default: all)")

@@ -22,7 +22,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from huggingface_patch.cli import UsageError, run_cli, save_figure, setup_logging, write_json, write_text
+from huggingface_patch.cli import (
+    ArgumentParser,
+    UsageError,
+    run_cli,
+    save_figure,
+    setup_logging,
+    write_json,
+    write_text,
+)
 from huggingface_patch.lens.corpus import (CorpusError, encode_documents, load_documents, load_lens_model,
                                            pad_batch, pad_id_of)
 from huggingface_patch.lens.path_length import TARGETS, correlations, path_lengths
@@ -34,7 +42,7 @@ DEFAULT_CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("--model", action="append", dest="models", metavar="MODEL",
                         help="hub id, model folder, .gguf file or smollm2-135m; repeat to compare (default smollm2-135m)")
     source = parser.add_mutually_exclusive_group()

@@ -20,31 +20,22 @@ import logging
 import math
 import os
 
-from huggingface_patch.cli import UsageError, run_cli, save_figure, setup_logging, write_json, write_text
+from huggingface_patch.cli import (
+    ArgumentParser,
+    UsageError,
+    add_model_argument,
+    non_negative_int,
+    positive_int,
+    run_cli,
+    save_figure,
+    setup_logging,
+    write_json,
+    write_text,
+)
 
 PROG = "python -m analysis.saturation"
 DEFAULT_CORPUS = os.path.join("examples", "corpus.sentitems")
 log = logging.getLogger("analysis.saturation")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def _fraction(text: str) -> float:
@@ -57,29 +48,21 @@ def _fraction(text: str) -> float:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (``prog: error: message``, exit code 2)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="smollm2-135m",
-                        help="hub id, local folder, .gguf file or 'smollm2-135m' (default)")
+    add_model_argument(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--corpus", help=f"text corpus (sentitems or plain text; default {DEFAULT_CORPUS})")
     source.add_argument("--images", metavar="DIR", help="folder of images (ViT image classifier)")
     source.add_argument("--audio", metavar="DIR", help="folder of WAV files (Whisper)")
-    parser.add_argument("--k", type=_positive_int, default=5, help="number of top tokens (default 5)")
+    parser.add_argument("--k", type=positive_int, default=5, help="number of top tokens (default 5)")
     parser.add_argument("--output-dir", default="saturation_out", help="where outputs go (default saturation_out)")
     parser.add_argument("--device", default=None, help="torch device (default: where the model loads, CPU)")
     parser.add_argument("--dtype", default="float32", help="model dtype (default float32)")
     parser.add_argument("--filter-fraction", type=_fraction, default=0.85,
                         help="keep positions whose top-1 saturates by floor(F * L) (default 0.85)")
-    parser.add_argument("--max-items", type=_positive_int, default=None,
+    parser.add_argument("--max-items", type=positive_int, default=None,
                         help="use only the first N documents / images / audio files")
-    parser.add_argument("--max-new-tokens", type=_positive_int, default=20,
+    parser.add_argument("--max-new-tokens", type=positive_int, default=20,
                         help="Whisper: greedy transcript length (default 20)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -88,8 +71,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one subparser per subcommand."""
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
 
     p = sub.add_parser("layers", help="saturation layer of each of the top-k final tokens at every position")
@@ -97,37 +80,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("order", help="strict Kendall tau, permutation test and rank-correspondence plot")
     _common(p)
-    p.add_argument("--permutations", type=_positive_int, default=1000, help="shuffles (default 1000)")
-    p.add_argument("--min-ranks", type=_positive_int, default=3, help="least saturated ranks c (default 3)")
+    p.add_argument("--permutations", type=positive_int, default=1000, help="shuffles (default 1000)")
+    p.add_argument("--min-ranks", type=positive_int, default=3, help="least saturated ranks c (default 3)")
 
     p = sub.add_parser("probe", help="task-index probing from the residual stream (5-fold CV)")
     _common(p)
-    p.add_argument("--first-layer", type=_positive_int, default=None,
+    p.add_argument("--first-layer", type=positive_int, default=None,
                    help="first labelled residual index (default 5; 1 for models under 10 blocks)")
-    p.add_argument("--folds", type=_positive_int, default=5)
-    p.add_argument("--min-per-class", type=_positive_int, default=5)
+    p.add_argument("--folds", type=positive_int, default=5)
+    p.add_argument("--min-per-class", type=positive_int, default=5)
 
     p = sub.add_parser("intervene", help="implant an earlier position's residual into a later one")
     _common(p)
-    p.add_argument("--max-distance", type=_positive_int, default=None, help="max j - i (default 30; images: none)")
-    p.add_argument("--min-gap", type=_non_negative_int, default=None,
+    p.add_argument("--max-distance", type=positive_int, default=None, help="max j - i (default 30; images: none)")
+    p.add_argument("--min-gap", type=non_negative_int, default=None,
                    help="min |s1(i) - s1(j)| (default 10; ViT/Whisper 5)")
-    p.add_argument("--min-saturation", type=_non_negative_int, default=None,
+    p.add_argument("--min-saturation", type=non_negative_int, default=None,
                    help="min s1 of both positions (default 10; ViT/Whisper 5)")
-    p.add_argument("--window", type=_non_negative_int, default=5,
+    p.add_argument("--window", type=non_negative_int, default=5,
                    help="offsets -W..W around the donor's s1 (default 5)")
-    p.add_argument("--max-pairs", type=_positive_int, default=200, help="random subset of pairs (default 200)")
+    p.add_argument("--max-pairs", type=positive_int, default=200, help="random subset of pairs (default 200)")
 
     p = sub.add_parser("early-exit", help="probe vs softmax-margin and cosine baselines and oracle")
     _common(p)
-    p.add_argument("--first-layer", type=_positive_int, default=None,
+    p.add_argument("--first-layer", type=positive_int, default=None,
                    help="first layer where an exit is allowed (default 5; 1 for models under 10 blocks)")
     p.add_argument("--test-fraction", type=_fraction, default=0.5)
-    p.add_argument("--min-per-class", type=_positive_int, default=5)
+    p.add_argument("--min-per-class", type=positive_int, default=5)
 
     p = sub.add_parser("lm", help="rank-2 accuracy when s_2 saturates late vs early (two-proportion z-test)")
     _common(p)
-    p.add_argument("--late-margin", type=_positive_int, default=7, help="early group: s_2 <= L - M (default 7)")
+    p.add_argument("--late-margin", type=positive_int, default=7, help="early group: s_2 <= L - M (default 7)")
     return parser
 
 

@@ -15,15 +15,13 @@ import argparse
 import logging
 import time
 
-from huggingface_patch.cli import UsageError, run_cli, setup_logging, write_json
+from huggingface_patch.cli import ArgumentParser, UsageError, positive_int, run_cli, setup_logging, write_json
 from huggingface_patch.recall.cli_common import (
-    ArgumentParser,
     add_common_arguments,
     known_queries,
     load_checked_facts,
     load_model,
     output_path,
-    positive_int,
     write_csv,
 )
 

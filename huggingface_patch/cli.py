@@ -1,11 +1,13 @@
-"""Shared helpers for command-line tools: one-line errors with exit code 2, atomic writes, logging.
+"""Shared helpers for command-line tools: one-line errors with exit code 2, options, atomic writes, logging.
 
-Every tool's ``main(argv)`` raises :class:`UsageError` (or lets a known library error through) and
-wraps its body with :func:`run_cli`, which prints ``error: <message>`` on one line and exits with 2.
+Every tool builds its options with :class:`ArgumentParser` (bad options: one line, exit code 2), raises
+:class:`UsageError` in ``main(argv)`` (or lets a known library error through) and wraps its body with
+:func:`run_cli`, which prints ``prog: error: <message>`` on one line and exits with 2.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -19,6 +21,60 @@ import torch
 
 class UsageError(Exception):
     """Bad input: the message names the problem and the fix; shown as one line, exit code 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``prog: error: message`` on stderr and exit code 2 (no usage dump).
+
+    Subparsers made with ``add_subparsers().add_parser`` are of this class too.
+    """
+
+    def error(self, message):
+        """Print ``prog: error: message`` and exit with code 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _integer(text: str, minimum: int, expected: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """Argparse type: an integer >= 1 (``expected a positive integer, got '0'``)."""
+    return _integer(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """Argparse type: an integer >= 0 (``expected a non-negative integer, got '-1'``)."""
+    return _integer(text, 0, "a non-negative integer")
+
+
+def positive_float(text: str) -> float:
+    """Argparse type: a number > 0 (``expected a positive number, got '0'``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """``--model`` (default ``smollm2-135m``)."""
+    parser.add_argument("--model", default="smollm2-135m",
+                        help="hub id, local folder, .gguf file or 'smollm2-135m' (default)")
+
+
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device`` (default CPU) and ``--dtype`` (default float32)."""
+    parser.add_argument("--device", default=None, help="torch device (default: CPU)")
+    parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16, float64")
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:

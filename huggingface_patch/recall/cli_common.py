@@ -7,36 +7,23 @@ import argparse
 import csv
 import logging
 import os
-import sys
 from typing import Sequence
 
-from ..cli import UsageError, atomic_path
+from ..cli import (
+    ArgumentParser,  # noqa: F401  (moved to huggingface_patch.cli; re-exported for older imports)
+    UsageError,
+    add_device_arguments,
+    add_model_argument,
+    atomic_path,
+    positive_int,
+)
 from .queries import DEFAULT_FACTS, FILTERS, FactsError, load_facts, prepare_queries
 
 logger = logging.getLogger(__name__)
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``prog: error: message`` on stderr and exit code 2 (no usage dump)."""
-
-    def error(self, message):
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def add_common_arguments(parser: argparse.ArgumentParser, default_output: str) -> None:
-    parser.add_argument("--model", default="smollm2-135m",
-                        help="hub id, local folder, .gguf file or 'smollm2-135m' (default)")
+    add_model_argument(parser)
     parser.add_argument("--facts", default=DEFAULT_FACTS,
                         help="JSON list of facts with 'subject' and 'prompt' (default: the shipped known_1000.json)")
     parser.add_argument("--limit", type=positive_int, default=None,
@@ -49,8 +36,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_output: str) -
     parser.add_argument("--batch-rows", type=positive_int, default=256,
                         help="maximum rows per forward pass (default 256)")
     parser.add_argument("--output-dir", default=default_output, help=f"output folder (default {default_output})")
-    parser.add_argument("--device", default=None, help="torch device (default: CPU)")
-    parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16, float64")
+    add_device_arguments(parser)
     parser.add_argument("--verbose", action="store_true", help="debug logging")
 
 
