@@ -186,3 +186,82 @@ def bias_only_lp(bias: torch.Tensor, proj: torch.Tensor, ids: torch.Tensor, base
     dtype = torch.float64 if bias.dtype == torch.float64 else torch.float32
     logits = bias[:-1].to(dtype) @ proj.to(dtype).t()
     return torch.log_softmax(logits, -1).gather(-1, ids[1:].long()[:, None])[:, 0] / math.log(base)
+
+
+@torch.no_grad()
+def stream_deltalp(model, input_ids: torch.Tensor, window: int, base: float = 2.0, block_size: int | None = None,
+                   max_memory: int | str | None = None, mlp_path: str = "auto",
+                   max_chunk_bytes: int = 64 * 2**20, progress: bool = False) -> DeltaLP:
+    """ΔLP of one sequence computed block by block, never holding the ``(W, T, H)`` decomposition.
+
+    ``model``: a decomposing causal-LM class; ``input_ids`` ``(T,)`` or ``(1, T)``. Each finished block of
+    sources (see :func:`~huggingface_patch.engine.decompose.run_decomposition`'s ``consumer``) is turned
+    into LPs at once: for source ``s`` and target ``t`` the logits of ``state[t] - n[s, t]`` are computed in
+    chunks of at most ``max_chunk_bytes``. ``state`` is the real state the LM head reads. Returns the same
+    :class:`DeltaLP` as :func:`compute_deltalp` on the full decomposition (``ablated`` ``(min(W, T), T-1)``).
+    Memory: the frozen coefficients, one block and one chunk of logits (see ``max_memory``);
+    ``progress`` shows a tqdm bar over the sources.
+    """
+    ids = input_ids.reshape(-1)
+    length = ids.numel()
+    if length < 2:
+        raise ValueError("ΔLP needs at least 2 tokens")
+    head = model.get_output_embeddings()
+    proj = head.weight
+    vocab = proj.shape[0]
+    scale = 1.0 / math.log(base)
+    seen: dict[str, torch.Tensor] = {}
+    handle = head.register_forward_pre_hook(lambda module, args: seen.__setitem__("state", args[0].detach()))
+    w = min(window, length)
+    ablated = torch.full((w, length - 1), float("nan"), dtype=torch.float64 if model.dtype == torch.float64 else torch.float32)
+    targets = ids[1:].long()
+    lp_box: dict[str, torch.Tensor] = {}
+
+    def log_probs(states: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+        logits = states @ proj.to(states.dtype).t()
+        return (logits.gather(-1, gold[:, None])[:, 0] - torch.logsumexp(logits, -1)) * scale
+
+    def rows_per_chunk(dtype) -> int:
+        return max(1, int(max_chunk_bytes // max(1, vocab * torch.empty((), dtype=dtype).element_size())))
+
+    def consume(start: int, block: torch.Tensor) -> None:
+        state = seen["state"][0].to(block.dtype)  # (T, H)
+        if "lp" not in lp_box:
+            chunk = rows_per_chunk(block.dtype)
+            parts = [log_probs(state[lo : min(length - 1, lo + chunk)], targets[lo : min(length - 1, lo + chunk)])
+                     for lo in range(0, length - 1, chunk)]
+            lp_box["lp"] = torch.cat(parts).cpu()
+        _, sources, bw, hidden = block.shape
+        i = torch.arange(sources, device=block.device)[:, None]
+        k = torch.arange(bw, device=block.device)[None, :]
+        target = (start + i + k).reshape(-1)
+        keep = target < length - 1  # the last token predicts nothing
+        rows = block[0].reshape(-1, hidden)[keep]
+        target, kk = target[keep], k.expand(sources, bw).reshape(-1)[keep]
+        chunk = rows_per_chunk(block.dtype)
+        for lo in range(0, rows.shape[0], chunk):
+            hi = min(rows.shape[0], lo + chunk)
+            t = target[lo:hi]
+            values = log_probs(state[t] - rows[lo:hi], targets[t.to(targets.device)].to(block.device))
+            ablated[kk[lo:hi].cpu(), t.cpu()] = values.cpu().to(ablated.dtype)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=length, desc="ΔLP sources", unit="source")
+
+    def consume_and_count(start: int, block: torch.Tensor) -> None:
+        consume(start, block)
+        if bar is not None:
+            bar.update(block.shape[1])
+
+    try:
+        model(ids[None].to(proj.device), decomposition_window=window, decomposition_block_size=block_size,
+              decomposition_max_memory=max_memory, decomposition_mlp_path=mlp_path,
+              decomposition_consumer=consume_and_count)
+    finally:
+        handle.remove()
+        if bar is not None:
+            bar.close()
+    return DeltaLP(lp_box["lp"].to(ablated.dtype), ablated)

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..compat import eager_attention, layer_output_tensor
 from ..architectures.spec import ModelSpec
+from ..compat import eager_attention, layer_output_tensor
+from .packed import PackedCausal
 
 
 @dataclass
@@ -33,8 +34,15 @@ class Captured:
 
 
 @contextlib.contextmanager
-def capture(model: nn.Module, spec: ModelSpec):
-    """Context manager yielding a :class:`Captured` filled by the forward passes run inside it."""
+def capture(model: nn.Module, spec: ModelSpec, pack_attention: bool = False, valid: torch.Tensor | None = None,
+            dtype: torch.dtype | None = None):
+    """Context manager yielding a :class:`Captured` filled by the forward passes run inside it.
+
+    With ``pack_attention`` each layer's probabilities are stored as their lower triangle
+    (:class:`~.packed.PackedCausal`, in ``dtype``) as soon as the layer has run, with the rows and columns
+    of padding positions (``valid`` ``(B, T)`` False) zeroed: the full ``(B, h, T, T)`` tensors are never
+    all held at once.
+    """
     record = Captured()
     n = len(spec.layers)
     record.layer_inputs = [None] * n
@@ -59,6 +67,13 @@ def capture(model: nn.Module, spec: ModelSpec):
             probs = output[1] if isinstance(output, tuple) and len(output) > 1 else None
             if probs is None:
                 raise RuntimeError("attention probabilities were not returned; the decomposition needs eager attention")
+            if pack_attention:
+                probs = probs.detach()
+                if valid is not None and not bool(valid.all()):
+                    keep = valid.to(probs.device)
+                    keep = keep[:, None, :, None] & keep[:, None, None, :]
+                    probs = torch.where(keep, probs, torch.zeros((), dtype=probs.dtype, device=probs.device))
+                probs = PackedCausal.pack(probs, dtype=dtype)
             record.attention[index] = probs
 
         return hook

@@ -1,52 +1,42 @@
 """Propagate the bias term and every block of sources through all layers (DESIGN.md §1-3).
 
 Sources never interact, so they are processed in blocks of ``block_size`` sources; for a block only the
-targets inside each source's window are computed. Memory in flight is ``block_size x window x F`` per
-block regardless of the document length.
+targets inside each source's window (and inside the sequence) are computed. Memory in flight is about
+``block_size x window x F`` per block regardless of the document length; in streaming mode each finished
+block goes to a consumer instead of a ``(B, W, T, H)`` output.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from .frozen import FrozenModel
 from .layouts import block_scatter_index
+from .memory import MemoryEstimate, choose_block_size, estimate
 from .propagate import BlockLayout, FullLayout, finalize, propagate_layer
+from .sparse import SPARSE_MIN_ROWS, plan_sparse
 
-#: default memory budget for one block's intermediates (bytes)
-DEFAULT_BLOCK_MEMORY = 512 * 2**20
-
+log = logging.getLogger(__name__)
 
 @dataclass
 class DecompositionResult:
     """Contributions in relative layout and the explicitly tracked bias term.
 
     ``decomposition``: ``(B, W, T, H)`` with ``W = min(window, T)``, entry ``[b, k, t]`` = contribution of
-    source ``t - k`` to the state the LM head reads at target ``t``; ``bias``: ``(B, T, H)``.
-    ``layer_decompositions`` / ``layer_biases``: one entry per residual-stream state, index 0 = the
-    embeddings (input of layer 0), index ``l`` = output of layer ``l`` (before the final norm), or None.
-    Padding positions are zero everywhere.
+    source ``t - k`` to the state the LM head reads at target ``t`` (None in streaming mode); ``bias``:
+    ``(B, T, H)``. ``layer_decompositions`` / ``layer_biases``: one entry per residual-stream state, index
+    0 = the embeddings (input of layer 0), index ``l`` = output of layer ``l`` (before the final norm), or
+    None. Padding positions are zero everywhere.
     """
 
-    decomposition: torch.Tensor
+    decomposition: torch.Tensor | None
     bias: torch.Tensor
     layer_decompositions: tuple[torch.Tensor, ...] | None = None
     layer_biases: tuple[torch.Tensor, ...] | None = None
-
-
-def choose_block_size(length: int, window: int, hidden: int, inner: int, itemsize: int,
-                      budget: int = DEFAULT_BLOCK_MEMORY) -> int:
-    """Sources per block so that one block's largest intermediates fit in ``budget`` bytes.
-
-    A block of S sources holds about ``S * W * (F + 4H)`` numbers (MLP inner activations, states, and the
-    attention rows spanning ``S + W - 1`` positions); S is also kept <= max(W, 64) so that the attention
-    rows are not mostly empty.
-    """
-    per_source = window * (inner + 4 * hidden) * itemsize
-    size = max(1, budget // max(per_source, 1))
-    return int(max(1, min(size, length, max(window, 64))))
 
 
 def bias_stream(frozen: FrozenModel, output_layers: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -66,23 +56,44 @@ def bias_stream(frozen: FrozenModel, output_layers: bool) -> tuple[torch.Tensor,
 
 
 def run_decomposition(frozen: FrozenModel, window: int, block_size: int | None = None,
-                      output_layers: bool = False, progress: bool = False) -> DecompositionResult:
-    """Decompose every target into per-source contributions within ``window`` plus the bias term."""
+                      output_layers: bool = False, progress: bool = False, mlp_path: str = "auto",
+                      max_memory: int | None = None, consumer: Callable | None = None,
+                      memory: MemoryEstimate | None = None) -> DecompositionResult:
+    """Decompose every target into per-source contributions within ``window`` plus the bias term.
+
+    ``mlp_path``: ``"auto"`` (sparse ReLU path where it pays off), ``"dense"`` or ``"sparse"``;
+    ``max_memory``: total budget in bytes that chooses ``block_size`` when it is not given, with the
+    estimate ``memory`` (computed here, without the model's weights, when not given).
+    ``consumer(start, block)``: streaming mode. Each finished block ``(B, S, w, H')`` (sources
+    ``start .. start+S-1``, entry ``[b, i, k]`` = contribution to target ``start+i+k``, zero past the end)
+    is handed over and dropped; no ``(B, W, T, H)`` output is allocated and ``decomposition`` is None.
+    """
     if window <= 0:
         raise ValueError(f"decomposition window must be a positive integer, got {window}")
     emb = frozen.embeddings
     batch, length, hidden = emb.shape
     window = min(window, length)
-    if window > frozen.pad:
-        raise ValueError("frozen coefficients were padded for a smaller window")
+    fractions = plan_sparse(frozen, mlp_path, emb.device)
+    sparse = any(b.sparse is not None for blocks in frozen.layers for b in blocks)
+    est = None
     if block_size is None:
-        inner = max(b.coefficient.shape[-1] for b in frozen.layers[0] if b.coefficient.dim() == 3)
-        block_size = choose_block_size(length, window, hidden, inner, emb.element_size())
+        est = memory or estimate(frozen.spec, batch, length, window, emb.element_size(),
+                                 output_layers=output_layers, streaming=consumer is not None)
+        block_size = choose_block_size(est, max_memory, sparse=sparse)
+    if sparse and mlp_path == "auto" and min(block_size, window) < SPARSE_MIN_ROWS:
+        # too few rows per target to pay for gathering each target's weight rows: stay dense
+        fractions = plan_sparse(frozen, "dense", emb.device)
+        sparse = False
+        if est is not None:
+            block_size = choose_block_size(est, max_memory, sparse=False)
     if block_size <= 0:
         raise ValueError(f"block_size must be positive, got {block_size}")
+    log.debug("decomposition: T=%d W=%d block=%d sparse MLP layers=%d/%d (active fractions %s)", length, window,
+              block_size, sum(b.sparse is not None for blocks in frozen.layers for b in blocks), len(fractions),
+              ", ".join(f"{f:.2f}" for f in fractions))
 
     bias, layer_biases = bias_stream(frozen, output_layers)
-    out = bias.new_zeros(batch, window, length, bias.shape[-1])
+    out = None if consumer is not None else bias.new_zeros(batch, window, length, bias.shape[-1])
     layer_outs = [emb.new_zeros(batch, window, length, hidden) for _ in range(len(frozen.layers) + 1)] if output_layers else []
     valid = frozen.valid.to(emb.device)
 
@@ -94,17 +105,22 @@ def run_decomposition(frozen: FrozenModel, window: int, block_size: int | None =
     for start in starts:
         sources = min(block_size, length - start)
         layout = BlockLayout(start, sources, window, length)
-        state = emb.new_zeros(batch, sources, window, hidden)
+        state = emb.new_zeros(batch, sources, layout.window, hidden)
         own = emb[:, start : start + sources]
         state[:, :, 0] = torch.where(valid[:, start : start + sources, None], own, torch.zeros((), dtype=emb.dtype, device=emb.device))
-        keep, flat = block_scatter_index(start, sources, window, length, emb.device)
+        keep, flat = block_scatter_index(start, sources, layout.window, length, emb.device)
         if output_layers:
             _scatter(layer_outs[0], state, keep, flat)
         for index, (layer_spec, blocks) in enumerate(zip(frozen.spec.layers, frozen.layers)):
             state = propagate_layer(state, layer_spec, blocks, layout)
             if output_layers:
                 _scatter(layer_outs[index + 1], state, keep, flat)
-        _scatter(out, finalize(state, frozen, layout), keep, flat)
+        final = finalize(state, frozen, layout)
+        if consumer is not None:
+            consumer(start, final)
+        else:
+            _scatter(out, final, keep, flat)
+        del state, final
 
     return DecompositionResult(
         decomposition=out,

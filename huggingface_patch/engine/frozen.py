@@ -4,9 +4,9 @@ For every layer the real stream is recomputed from the captured layer input with
 the contributions go through, and compared with Hugging Face's layer output: if a Transformers release
 changes a layer, this fails loudly instead of returning a wrong decomposition.
 
-Per-target coefficients are stored zero-padded to ``Tpad = T + pad`` rows so that the block layout can
-view them without copies (targets past the end, and padding positions, get coefficient 0 and so stay
-exactly zero).
+Per-target coefficients are stored per position ``(B, T, ...)``, zero at padding positions so that
+padding stays exactly zero; the block layout views them without copies (and zero-extends the few blocks
+whose window runs past the end).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 
 from ..architectures.spec import Affine, AttentionSpec, MLPSpec, ModelSpec, NormSpec
 from .conventions import DEFAULT, Conventions
+from .packed import PackedCausal
 
 # Largest allowed |recomputed - Hugging Face| relative to max|h|, per compute precision of the model.
 RECOMPUTE_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 5e-2, torch.bfloat16: 5e-2}
@@ -32,7 +33,7 @@ class DecompositionMismatchError(RuntimeError):
 
 @dataclass
 class FrozenNorm:
-    """One norm frozen at its real input: ``scale`` ``(B, Tpad)`` and ``correction`` ``(B, T, H)``, the
+    """One norm frozen at its real input: ``scale`` ``(B, T)`` and ``correction`` ``(B, T, H)``, the
     model's own output minus the linear formula (its round-off; it goes to the bias term)."""
 
     scale: torch.Tensor
@@ -41,10 +42,12 @@ class FrozenNorm:
 
 @dataclass
 class FrozenBlock:
-    """Coefficients of one residual block: its norms, and attention probabilities ``(B, h, T, T)`` or the
-    MLP's frozen per-target scaling ``(B, Tpad, F)`` between ``linear_in`` and ``linear_out`` (e.g.
+    """Coefficients of one residual block: its norms, and attention probabilities ``(B, h, T, T)`` (or packed,
+    :class:`~.packed.PackedCausal`) or the
+    MLP's frozen per-target scaling ``(B, T, F)`` between ``linear_in`` and ``linear_out`` (e.g.
     ``r = act(z)/z`` for plain MLPs, ``act(gate(x))`` for gated ones). ``intercept`` ``(B, T, F)``: what the
-    tangent convention sends to the bias term inside the MLP (None otherwise)."""
+    tangent convention sends to the bias term inside the MLP (None otherwise); ``sparse``: set by
+    :func:`~.sparse.plan_sparse` for layers that take the sparse MLP path."""
 
     pre_norm: FrozenNorm | None
     coefficient: torch.Tensor
@@ -52,6 +55,8 @@ class FrozenBlock:
     linear_in: Affine | None = None
     linear_out: Affine | None = None
     intercept: torch.Tensor | None = None
+    #: active-neuron index when source blocks take the sparse MLP path (see :mod:`.sparse`)
+    sparse: object | None = None
 
 
 @dataclass
@@ -70,7 +75,6 @@ class FrozenModel:
     final_norm: FrozenNorm | None
     layer_states: list[torch.Tensor]
     final_state: torch.Tensor
-    pad: int
     bias_init: torch.Tensor | None = None
     conventions: Conventions = DEFAULT
 
@@ -133,11 +137,12 @@ def mlp_ratio(spec: MLPSpec, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return activated, ratio
 
 
-def _pad_targets(x: torch.Tensor, valid: torch.Tensor, pad: int) -> torch.Tensor:
-    """Zero the coefficient at padding positions and append ``pad`` zero rows along dim 1."""
+def _zero_padding(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Zero a per-target coefficient ``(B, T, ...)`` at padding positions (no copy when nothing is padded)."""
+    if bool(valid.all()):
+        return x
     mask = valid.reshape(*valid.shape, *([1] * (x.dim() - 2)))
-    x = torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
-    return torch.cat([x, x.new_zeros(x.shape[0], pad, *x.shape[2:])], dim=1)
+    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 def _check(name: str, mine: torch.Tensor, theirs: torch.Tensor, valid: torch.Tensor, model_dtype: torch.dtype):
@@ -163,7 +168,6 @@ def freeze(
     attention: list[torch.Tensor],
     final_state: torch.Tensor,
     valid: torch.Tensor,
-    pad: int,
     model_dtype: torch.dtype,
     check: bool = True,
     conventions: Conventions = DEFAULT,
@@ -176,6 +180,7 @@ def freeze(
     """
     dtype = compute_dtype(model_dtype)
     layers: list[list[FrozenBlock]] = []
+    all_valid = bool(valid.all())
     for index, (layer, x_in) in enumerate(zip(spec.layers, layer_inputs)):
         device = layer.attention.value.device
         layer_valid = valid.to(device)
@@ -185,19 +190,21 @@ def freeze(
             pre = post = None
             y = x
             if block.pre_norm is not None:
-                y, pre = _freeze_norm(block.pre_norm, x, layer_valid, pad, model_dtype)
+                y, pre = _freeze_norm(block.pre_norm, x, layer_valid, model_dtype)
             if isinstance(block.sublayer, AttentionSpec):
-                probs = attention[index].to(device=device, dtype=dtype)
-                keep = layer_valid[:, None, :, None] & layer_valid[:, None, None, :]
-                coefficient = torch.where(keep, probs, torch.zeros((), dtype=dtype, device=device))
+                coefficient = attention[index].to(device=device, dtype=dtype)
+                attention[index] = None  # the caller's list: drop our reference early (T^2 per head)
+                if not all_valid and not isinstance(coefficient, PackedCausal):  # packed ones come masked
+                    keep = layer_valid[:, None, :, None] & layer_valid[:, None, None, :]
+                    coefficient = torch.where(keep, coefficient, torch.zeros((), dtype=dtype, device=device))
                 out = _attention_real(block.sublayer, y, coefficient)
                 frozen_block = FrozenBlock(pre, coefficient, None)
             else:
-                frozen_block, out = _freeze_mlp(block.sublayer, y, layer_valid, pad, conventions)
+                frozen_block, out = _freeze_mlp(block.sublayer, y, layer_valid, conventions)
                 frozen_block.pre_norm = pre
             x = x + out
             if block.post_norm is not None:
-                x, post = _freeze_norm(block.post_norm, x, layer_valid, pad, model_dtype)
+                x, post = _freeze_norm(block.post_norm, x, layer_valid, model_dtype)
             frozen_block.post_norm = post
             blocks.append(frozen_block)
         if check:
@@ -209,7 +216,7 @@ def freeze(
     x = last.to(dtype)
     final = None
     if spec.final_norm is not None:
-        x, final = _freeze_norm(spec.final_norm, x, valid.to(device), pad, model_dtype)
+        x, final = _freeze_norm(spec.final_norm, x, valid.to(device), model_dtype)
     if spec.project_out is not None:
         x = spec.project_out(x)
     if check:
@@ -230,11 +237,10 @@ def freeze(
         final_norm=final,
         layer_states=[o.to(dtype) for o in layer_outputs],
         final_state=x,
-        pad=pad,
     )
 
 
-def _freeze_norm(norm: NormSpec, x: torch.Tensor, valid: torch.Tensor, pad: int, model_dtype: torch.dtype):
+def _freeze_norm(norm: NormSpec, x: torch.Tensor, valid: torch.Tensor, model_dtype: torch.dtype):
     """Real output of a norm (the model's own) and its frozen scale and round-off correction."""
     scale = norm_scale(norm, x)
     linear = apply_norm_real(norm, x, scale)
@@ -244,7 +250,7 @@ def _freeze_norm(norm: NormSpec, x: torch.Tensor, valid: torch.Tensor, pad: int,
         real = norm.module(x.to(model_dtype)).to(x.dtype)
     zero = torch.zeros((), dtype=x.dtype, device=x.device)
     correction = torch.where(valid[..., None], real - linear, zero)
-    return real, FrozenNorm(_pad_targets(scale, valid, pad), correction)
+    return real, FrozenNorm(_zero_padding(scale, valid), correction)
 
 
 def _attention_real(spec: AttentionSpec, y: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -253,7 +259,7 @@ def _attention_real(spec: AttentionSpec, y: torch.Tensor, probs: torch.Tensor) -
     return spec.output(mix_full(spec.value(y), probs, spec))
 
 
-def _freeze_mlp(spec: MLPSpec, y: torch.Tensor, valid: torch.Tensor, pad: int, conventions: Conventions):
+def _freeze_mlp(spec: MLPSpec, y: torch.Tensor, valid: torch.Tensor, conventions: Conventions):
     """Frozen MLP block and the real MLP output, following the conventions."""
     intercept = None
     if spec.kind == "gated" and conventions.gated == "gate":
@@ -274,5 +280,5 @@ def _freeze_mlp(spec: MLPSpec, y: torch.Tensor, valid: torch.Tensor, pad: int, c
         linear_in, linear_out = spec.inp, spec.out
     if intercept is not None:
         intercept = torch.where(valid[..., None], intercept, torch.zeros((), dtype=intercept.dtype, device=intercept.device))
-    frozen = FrozenBlock(None, _pad_targets(coefficient, valid, pad), None, linear_in, linear_out, intercept)
+    frozen = FrozenBlock(None, _zero_padding(coefficient, valid), None, linear_in, linear_out, intercept)
     return frozen, out

@@ -8,6 +8,8 @@ window (argument or ``config.dec_len``) it calls the base ``forward`` untouched;
 from __future__ import annotations
 
 import inspect
+import logging
+from typing import Callable
 
 import torch
 
@@ -15,8 +17,11 @@ from ..architectures import get_adapter
 from ..engine.capture import capture
 from ..engine.conventions import DEFAULT, Conventions
 from ..engine.decompose import run_decomposition
-from ..engine.frozen import freeze
+from ..engine.frozen import compute_dtype, freeze
+from ..engine.memory import MemoryEstimate, choose_block_size, compute_itemsize, estimate, parse_memory, should_pack
 from .outputs import decomposed_output
+
+log = logging.getLogger(__name__)
 
 
 def _check_window(window) -> int:
@@ -30,24 +35,46 @@ class DecompositionMixin:
 
     def forward(self, *args, decomposition_window: int | None = None, output_layer_decompositions: bool = False,
                 decomposition_block_size: int | None = None, decomposition_conventions: Conventions | None = None,
-                **kwargs):
+                decomposition_max_memory: int | str | None = None, decomposition_mlp_path: str = "auto",
+                decomposition_consumer: Callable | None = None, **kwargs):
         """The base class's ``forward``; with ``decomposition_window`` (or ``config.dec_len``) the output also
         carries ``decomposition`` ``(B, W, T, H)`` and ``decomposition_bias`` ``(B, T, H)`` (see
         :class:`~huggingface_patch.modeling.outputs.DecomposedCausalLMOutputWithPast`).
 
-        ``decomposition_block_size``: sources per block (default: chosen from a memory budget);
-        ``decomposition_conventions``: a :class:`~huggingface_patch.engine.conventions.Conventions`.
+        ``decomposition_block_size``: sources per block (default: chosen from the memory budget);
+        ``decomposition_max_memory``: total memory budget (bytes, or ``"4GB"``, ``"3.5GiB"``); the block size
+        follows from it, and a budget that cannot be met raises
+        :class:`~huggingface_patch.engine.memory.MemoryBudgetError` before the forward pass;
+        ``decomposition_mlp_path``: ``"auto"`` (sparse ReLU path where it pays off), ``"dense"``, ``"sparse"``;
+        ``decomposition_conventions``: a :class:`~huggingface_patch.engine.conventions.Conventions`;
+        ``decomposition_consumer``: streaming mode, ``consumer(start, block)`` receives every finished block
+        of sources ``(B, S, w, H)`` (see :func:`~huggingface_patch.engine.decompose.run_decomposition`) and
+        ``decomposition`` is None.
         """
         window = decomposition_window if decomposition_window is not None else getattr(self.config, "dec_len", None)
         if window is None:
             if output_layer_decompositions:
                 raise ValueError("output_layer_decompositions=True needs decomposition_window (or config.dec_len)")
             return super().forward(*args, **kwargs)
+        options = dict(block_size=decomposition_block_size, conventions=decomposition_conventions or DEFAULT,
+                       max_memory=None if decomposition_max_memory is None else parse_memory(decomposition_max_memory),
+                       mlp_path=decomposition_mlp_path, consumer=decomposition_consumer)
         return self._decomposed_forward(super().forward, args, kwargs, _check_window(window),
-                                        output_layer_decompositions, decomposition_block_size,
-                                        decomposition_conventions or DEFAULT)
+                                        output_layer_decompositions, **options)
 
-    def _decomposed_forward(self, base_forward, args, kwargs, window, output_layers, block_size, conventions):
+    def decomposition_memory(self, batch: int, length: int, window: int, output_layers: bool = False,
+                             streaming: bool = False, max_memory: int | None = None) -> MemoryEstimate:
+        """Memory estimate of decomposing ``batch`` sequences of ``length`` tokens with ``window`` (see
+        :mod:`~huggingface_patch.engine.memory`); ``max_memory`` as in ``forward`` (a budget also makes the
+        attention probabilities be stored packed)."""
+        spec = get_adapter(self).spec(self)
+        model_bytes = sum(p.numel() * p.element_size() for p in self.parameters())
+        return estimate(spec, batch, length, window, compute_itemsize(self.dtype), model_bytes=model_bytes,
+                        vocab=self.config.vocab_size, output_layers=output_layers, streaming=streaming,
+                        packed=should_pack(spec, batch, length, compute_itemsize(self.dtype), max_memory))
+
+    def _decomposed_forward(self, base_forward, args, kwargs, window, output_layers, block_size, conventions,
+                            max_memory=None, mlp_path="auto", consumer=None):
         bound = inspect.signature(base_forward).bind(*args, **kwargs)
         call = dict(bound.arguments)
         call.update(call.pop("kwargs", {}))
@@ -76,26 +103,35 @@ class DecompositionMixin:
             # left padding: count positions from each sequence's first real token, as generate() does
             call["position_ids"] = (valid.long().cumsum(-1) - 1).clamp(min=0)
 
-        with capture(self, spec) as record:
+        est = None
+        if block_size is None and max_memory is not None:
+            # refuse before the forward pass allocates anything large
+            est = self.decomposition_memory(batch, length, window, output_layers, streaming=consumer is not None,
+                                            max_memory=max_memory)
+            log.debug("decomposition memory: %s", est.describe(choose_block_size(est, max_memory)))
+
+        pack = should_pack(spec, batch, length, compute_itemsize(self.dtype), max_memory)
+        with capture(self, spec, pack_attention=pack, valid=valid, dtype=compute_dtype(self.dtype)) as record:
             output = base_forward(**call)
         final_state = record.final_state
         if final_state is None:
             final_state = output.last_hidden_state
+        attention, record.attention = record.attention, []  # freeze() drops each layer's probabilities
 
         with torch.no_grad():
             frozen = freeze(
                 spec,
                 [x.detach() for x in record.layer_inputs],
                 [x.detach() for x in record.layer_outputs],
-                [a.detach() for a in record.attention],
+                attention,
                 final_state.detach(),
                 valid,
-                pad=min(window, length),
                 model_dtype=self.dtype,
                 conventions=conventions,
                 position_embeddings=None if record.position_embeddings is None else record.position_embeddings.detach(),
             )
-            result = run_decomposition(frozen, window, block_size=block_size, output_layers=output_layers)
+            result = run_decomposition(frozen, window, block_size=block_size, output_layers=output_layers,
+                                       mlp_path=mlp_path, max_memory=max_memory, consumer=consumer, memory=est)
         decomposed = decomposed_output(
             output,
             decomposition=result.decomposition,

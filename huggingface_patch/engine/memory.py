@@ -1,0 +1,158 @@
+"""Memory estimate of a decomposition, and the block size a memory budget allows.
+
+Everything is known before the forward pass (sizes from the model and the input), so a budget that cannot
+be met is refused before anything large is allocated. Figures count tensors only, not the Python/torch
+runtime (a few hundred MB).
+
+* fixed: the frozen coefficients (attention probabilities ``L x B x h x T x T``, MLP coefficients
+  ``L x B x T x F``), the captured real states, and the outputs (``B x W x T x H``, none when streaming);
+* forward: the capture forward pass's own transients (attention scores of one layer, the logits);
+* block: one block of ``S`` sources holds about ``S x w x (3F + 8H)`` numbers on the dense MLP path
+  (MLP inner activations, states), ``S x w x 10H`` on the sparse path, plus the block's square of
+  attention probabilities ``h x (S + w)^2`` (and its gather index when packed).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+#: block budget when no memory budget is given (bytes)
+DEFAULT_BLOCK_MEMORY = 512 * 2**20
+
+#: attention probabilities are stored packed (lower triangle, half the memory, a gather to read) when
+#: all layers' probabilities would take more than this, or whenever a memory budget is given
+PACK_ATTENTION_BYTES = 256 * 2**20
+
+
+def attention_bytes(spec, batch: int, length: int, itemsize: int) -> int:
+    """Memory of every layer's full attention probabilities ``L x B x h x T x T``."""
+    return len(spec.layers) * batch * spec.layers[0].attention.num_heads * length * length * itemsize
+
+
+def should_pack(spec, batch: int, length: int, itemsize: int, max_memory: int | None) -> bool:
+    return max_memory is not None or attention_bytes(spec, batch, length, itemsize) > PACK_ATTENTION_BYTES
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "kb": 10**3, "m": 2**20, "mib": 2**20, "mb": 10**6,
+          "g": 2**30, "gib": 2**30, "gb": 10**9, "t": 2**40, "tib": 2**40, "tb": 10**12}
+
+
+class MemoryBudgetError(ValueError):
+    """The requested decomposition cannot fit the memory budget (raised before allocating)."""
+
+
+def parse_memory(value) -> int:
+    """Bytes from ``4GB`` (10^9), ``4GiB`` / ``4G`` (2^30), ``512MiB``, ``1.5e9`` or an int."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number, unit = float(value), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(value))
+        if not match or match.group(2).lower() not in _UNITS:
+            raise ValueError(f"memory budget must look like 4GB, 3.5GiB, 512MiB or a number of bytes, got {value!r}")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    size = int(number * _UNITS[unit])
+    if size <= 0:
+        raise ValueError(f"memory budget must be positive, got {value!r}")
+    return size
+
+
+def format_bytes(size: float) -> str:
+    if size >= 2**30:
+        return f"{size / 2**30:.2f} GiB"
+    return f"{size / 2**20:.0f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes of one decomposition call; ``total(S)`` is the estimated peak with blocks of ``S`` sources."""
+
+    model: int
+    fixed: int
+    forward: int
+    per_source_dense: int
+    per_source_sparse: int
+    length: int
+    window: int
+    #: per-block square of attention probabilities: ``square * (S + w)^2`` bytes
+    square: int = 0
+
+    def per_source(self, sparse: bool = False) -> int:
+        return self.per_source_sparse if sparse else self.per_source_dense
+
+    def block_bytes(self, block_size: int, sparse: bool = False) -> int:
+        return block_size * self.per_source(sparse) + self.square * (block_size + self.window) ** 2
+
+    def total(self, block_size: int, sparse: bool = False) -> int:
+        return self.model + self.fixed + max(self.forward, self.block_bytes(block_size, sparse))
+
+    def describe(self, block_size: int, sparse: bool = False) -> str:
+        return (f"estimated peak {format_bytes(self.total(block_size, sparse))} = model {format_bytes(self.model)}"
+                f" + coefficients/states/outputs {format_bytes(self.fixed)} + max(forward pass "
+                f"{format_bytes(self.forward)}, block of {block_size} sources "
+                f"{format_bytes(self.block_bytes(block_size, sparse))})")
+
+
+def estimate(spec, batch: int, length: int, window: int, compute_itemsize: int, model_bytes: int = 0,
+             vocab: int = 0, output_layers: bool = False, streaming: bool = False, tangent: bool = False,
+             packed: bool = True) -> MemoryEstimate:
+    """Estimate the memory of decomposing ``batch`` sequences of ``length`` tokens with ``window``
+    (attention probabilities stored ``packed`` or in full)."""
+    c = compute_itemsize
+    layers = len(spec.layers)
+    attention = spec.layers[0].attention
+    heads = attention.num_heads
+    hidden = attention.output.weight.shape[1]
+    inner = 0
+    for block in spec.layers[0].blocks:
+        mlp = block.sublayer
+        if hasattr(mlp, "kind"):
+            inner = (mlp.up if mlp.kind == "gated" else mlp.inp).weight.shape[1]
+    w = min(window, length)
+    triangle = length * (length + 1) // 2 if packed else length * length
+    per_layer = batch * (heads * triangle + length * inner * (2 if tangent else 1) + 4 * length * hidden)
+    outputs = 0 if streaming else batch * w * length * hidden * (1 + (layers + 1 if output_layers else 0))
+    fixed = c * (layers * per_layer + outputs + 2 * batch * length * hidden)
+    forward = 4 * batch * heads * length * length * 3 + 4 * batch * length * max(vocab, hidden)
+    return MemoryEstimate(
+        model=model_bytes,
+        fixed=fixed,
+        forward=forward,
+        per_source_dense=c * batch * w * (3 * inner + 8 * hidden),
+        per_source_sparse=c * batch * w * 10 * hidden,
+        length=length,
+        window=w,
+        square=batch * (c * heads + (8 if packed else 0)),
+    )
+
+
+def choose_block_size(est: MemoryEstimate, budget: int | None = None, sparse: bool = False) -> int:
+    """Sources per block: as many as fit ``budget`` (total bytes) or, without a budget,
+    :data:`DEFAULT_BLOCK_MEMORY` for the block; at most ``T``. Raises :class:`MemoryBudgetError` if one source does
+    not fit."""
+    cap = max(1, est.length)
+    if budget is None:
+        limit, floor = DEFAULT_BLOCK_MEMORY, 0
+    else:
+        floor = est.model + est.fixed
+        limit = budget - floor
+        need = max(est.forward, est.block_bytes(1, sparse))
+        if need > limit:
+            raise MemoryBudgetError(
+                f"the decomposition needs at least {format_bytes(floor + need)} but the memory budget is "
+                f"{format_bytes(budget)}: raise the budget, or shorten the input (T = {est.length}) or the "
+                f"window (W = {est.window})"
+            )
+    low, high = 1, cap  # largest block that fits (block bytes grow with the size)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if est.block_bytes(mid, sparse) <= limit:
+            low = mid
+        else:
+            high = mid - 1
+    return int(low)
+
+
+def compute_itemsize(dtype: torch.dtype) -> int:
+    return 8 if dtype == torch.float64 else 4
