@@ -22,10 +22,10 @@ def identity_errors(model, ids, window):
     errors = []
     for layer in range(len(out.layer_decompositions) - 1):
         summed = out.layer_decompositions[layer].sum(1) + out.layer_decomposition_biases[layer]
-        real = out.hidden_states[layer].float()
-        errors.append(float((summed.float() - real).abs().max() / real.abs().max()))
-    final = (out.decomposition.sum(1) + out.decomposition_bias).float()
-    real = out.hidden_states[-1].float()
+        real = out.hidden_states[layer].double()
+        errors.append(float((summed.double() - real).abs().max() / real.abs().max()))
+    final = (out.decomposition.sum(1) + out.decomposition_bias).double()
+    real = out.hidden_states[-1].double()
     return errors, float((final - real).abs().max() / real.abs().max())
 
 

@@ -226,3 +226,17 @@ def test_half_precision_models_accumulate_in_fp32(kind, dtype):
     final = out.decomposition.sum(1) + out.decomposition_bias
     # the reference is the model's own half-precision state; its rounding bounds the agreement
     assert_close_rel(final, out.hidden_states[-1].float(), 5e-2, f"{kind} {dtype}: identity")
+
+
+def test_device_map_auto_loads_and_decomposes(tmp_path):
+    """``from_pretrained(..., device_map="auto")`` (Accelerate's dispatch) keeps the identity; on this
+    CPU-only machine every layer lands on the CPU, on GPUs each layer's part runs where the layer lives."""
+    from huggingface_patch import AutoDecomposedModelForCausalLM
+    from huggingface_patch.testing import save_tiny_model
+
+    folder = save_tiny_model("llama", str(tmp_path / "llama"))
+    model = AutoDecomposedModelForCausalLM.from_pretrained(folder, device_map="auto", dtype=torch.float32)
+    ids = _ids(1, 12, seed=10)
+    out = model(ids, decomposition_window=12, output_hidden_states=True)
+    final = out.decomposition.sum(1) + out.decomposition_bias
+    assert_close_rel(final, out.hidden_states[-1], 1e-4, "device_map='auto': identity")
