@@ -252,13 +252,11 @@ def decompose_piece(model, piece, number: int, *, corpus: str, model_name: str, 
 
 def write_piece_deltalp(model, tokenizer, ids, identifier, paths, window, block_size, max_memory, mlp_path):
     """Streaming mode: ΔLP of one piece (bits), its table and the paper's text, the text last."""
-    from huggingface_patch.cli import write_text
+    from huggingface_patch.cli import atomic_path, write_text
     from huggingface_patch.deltalp import paper_text, stream_deltalp
 
     result = stream_deltalp(model, ids, window, block_size=block_size, max_memory=max_memory, mlp_path=mlp_path)
     table = {"ids": ids.cpu(), "lp": result.lp, "ablated": result.ablated, "delta": result.delta, "unit": "bits"}
-    from huggingface_patch.cli import atomic_path
-
     with atomic_path(paths["pt"]) as tmp:
         torch.save(table, tmp)
     tokens = tokenizer.convert_ids_to_tokens(ids.tolist())

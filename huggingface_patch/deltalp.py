@@ -222,7 +222,7 @@ def stream_deltalp(model, input_ids: torch.Tensor, window: int, base: float = 2.
         return (logits.gather(-1, gold[:, None])[:, 0] - torch.logsumexp(logits, -1)) * scale
 
     def rows_per_chunk(dtype) -> int:
-        return max(1, int(max_chunk_bytes // max(1, vocab * torch.empty((), dtype=dtype).element_size())))
+        return max(1, int(max_chunk_bytes // (vocab * dtype.itemsize)))
 
     def consume(start: int, block: torch.Tensor) -> None:
         state = seen["state"][0].to(block.dtype)  # (T, H)

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..architectures.spec import ModelSpec
 from ..compat import eager_attention, layer_output_tensor
+from .frozen import mask_padding_attention
 from .packed import PackedCausal
 
 
@@ -69,10 +70,8 @@ def capture(model: nn.Module, spec: ModelSpec, pack_attention: bool = False, val
                 raise RuntimeError("attention probabilities were not returned; the decomposition needs eager attention")
             if pack_attention:
                 probs = probs.detach()
-                if valid is not None and not bool(valid.all()):
-                    keep = valid.to(probs.device)
-                    keep = keep[:, None, :, None] & keep[:, None, None, :]
-                    probs = torch.where(keep, probs, torch.zeros((), dtype=probs.dtype, device=probs.device))
+                if valid is not None:
+                    probs = mask_padding_attention(probs, valid)
                 probs = PackedCausal.pack(probs, dtype=dtype)
             record.attention[index] = probs
 

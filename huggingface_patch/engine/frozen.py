@@ -137,6 +137,16 @@ def mlp_ratio(spec: MLPSpec, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return activated, ratio
 
 
+def mask_padding_attention(probs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Zero the rows and columns of padding positions (``valid`` ``(B, T)`` False) of ``(B, h, T, T)``
+    probabilities (no copy when nothing is padded)."""
+    if bool(valid.all()):
+        return probs
+    keep = valid.to(probs.device)
+    keep = keep[:, None, :, None] & keep[:, None, None, :]
+    return torch.where(keep, probs, torch.zeros((), dtype=probs.dtype, device=probs.device))
+
+
 def _zero_padding(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Zero a per-target coefficient ``(B, T, ...)`` at padding positions (no copy when nothing is padded)."""
     if bool(valid.all()):
@@ -180,7 +190,6 @@ def freeze(
     """
     dtype = compute_dtype(model_dtype)
     layers: list[list[FrozenBlock]] = []
-    all_valid = bool(valid.all())
     for index, (layer, x_in) in enumerate(zip(spec.layers, layer_inputs)):
         device = layer.attention.value.device
         layer_valid = valid.to(device)
@@ -194,9 +203,8 @@ def freeze(
             if isinstance(block.sublayer, AttentionSpec):
                 coefficient = attention[index].to(device=device, dtype=dtype)
                 attention[index] = None  # the caller's list: drop our reference early (T^2 per head)
-                if not all_valid and not isinstance(coefficient, PackedCausal):  # packed ones come masked
-                    keep = layer_valid[:, None, :, None] & layer_valid[:, None, None, :]
-                    coefficient = torch.where(keep, coefficient, torch.zeros((), dtype=dtype, device=device))
+                if not isinstance(coefficient, PackedCausal):  # packed ones come masked from capture()
+                    coefficient = mask_padding_attention(coefficient, layer_valid)
                 out = _attention_real(block.sublayer, y, coefficient)
                 frozen_block = FrozenBlock(pre, coefficient, None)
             else:

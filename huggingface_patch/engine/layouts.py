@@ -40,30 +40,6 @@ def absolute_to_relative(absolute: torch.Tensor, window: int | None = None) -> t
     return out
 
 
-def skew(block: torch.Tensor) -> torch.Tensor:
-    """Block layout ``(B, S, W, D)`` -> per-source absolute rows ``(B, S, S + W - 1, D)``.
-
-    ``out[:, i, i + k] = block[:, i, k]``; everything else is zero. One strided copy, no loop.
-    """
-    batch, sources, window, dim = block.shape
-    span = sources + window - 1
-    out = block.new_zeros(batch, sources, span, dim)
-    _diagonal_view(out, window).copy_(block)
-    return out
-
-
-def unskew(rows: torch.Tensor, window: int) -> torch.Tensor:
-    """Inverse of :func:`skew`: ``(B, S, S + W - 1, D)`` -> ``(B, S, W, D)`` (a view when contiguous)."""
-    return _diagonal_view(rows.contiguous(), window)
-
-
-def _diagonal_view(rows: torch.Tensor, window: int) -> torch.Tensor:
-    batch, sources, span, dim = rows.shape
-    return rows.as_strided(
-        (batch, sources, window, dim), (sources * span * dim, (span + 1) * dim, dim, 1), rows.storage_offset()
-    )
-
-
 def window_view(per_target: torch.Tensor, start: int, sources: int, window: int) -> torch.Tensor:
     """View a per-target tensor ``(B, Tpad, *rest)`` in block layout ``(B, S, W, *rest)``.
 

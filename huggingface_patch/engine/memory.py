@@ -17,8 +17,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import torch
-
 #: block budget when no memory budget is given (bytes)
 DEFAULT_BLOCK_MEMORY = 512 * 2**20
 
@@ -33,7 +31,9 @@ def attention_bytes(spec, batch: int, length: int, itemsize: int) -> int:
 
 
 def should_pack(spec, batch: int, length: int, itemsize: int, max_memory: int | None) -> bool:
+    """Whether to store the attention probabilities packed (see :data:`PACK_ATTENTION_BYTES`)."""
     return max_memory is not None or attention_bytes(spec, batch, length, itemsize) > PACK_ATTENTION_BYTES
+
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "kb": 10**3, "m": 2**20, "mib": 2**20, "mb": 10**6,
           "g": 2**30, "gib": 2**30, "gb": 10**9, "t": 2**40, "tib": 2**40, "tb": 10**12}
@@ -94,12 +94,13 @@ class MemoryEstimate:
                 f"{format_bytes(self.block_bytes(block_size, sparse))})")
 
 
-def estimate(spec, batch: int, length: int, window: int, compute_itemsize: int, model_bytes: int = 0,
+def estimate(spec, batch: int, length: int, window: int, itemsize: int, model_bytes: int = 0,
              vocab: int = 0, output_layers: bool = False, streaming: bool = False, tangent: bool = False,
              packed: bool = True) -> MemoryEstimate:
     """Estimate the memory of decomposing ``batch`` sequences of ``length`` tokens with ``window``
-    (attention probabilities stored ``packed`` or in full)."""
-    c = compute_itemsize
+    (attention probabilities stored ``packed`` or in full); ``itemsize``: bytes per number of the
+    compute dtype; ``tangent``: the tangent convention also keeps an MLP intercept per target."""
+    c = itemsize
     layers = len(spec.layers)
     attention = spec.layers[0].attention
     heads = attention.num_heads
@@ -152,7 +153,3 @@ def choose_block_size(est: MemoryEstimate, budget: int | None = None, sparse: bo
         else:
             high = mid - 1
     return int(low)
-
-
-def compute_itemsize(dtype: torch.dtype) -> int:
-    return 8 if dtype == torch.float64 else 4

@@ -61,18 +61,6 @@ class PackedCausal:
                 raise ValueError(f"attention probabilities are not causal (mass {float(lost):.3g} above the diagonal)")
         return packed
 
-    @property
-    def shape(self):
-        return (*self.data.shape[:2], self.length, self.length)
-
-    @property
-    def dtype(self):
-        return self.data.dtype
-
-    @property
-    def device(self):
-        return self.data.device
-
     def to(self, device=None, dtype=None) -> "PackedCausal":
         return PackedCausal(self.data.to(device=device, dtype=dtype), self.length)
 

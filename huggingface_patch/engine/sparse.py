@@ -39,7 +39,6 @@ class SparseMLP:
     offsets: list[list[int]]
     rows_in: torch.Tensor
     rows_out: torch.Tensor
-    fraction: float
 
 
 def active_fraction(coefficient: torch.Tensor, valid: torch.Tensor) -> float:
@@ -48,10 +47,10 @@ def active_fraction(coefficient: torch.Tensor, valid: torch.Tensor) -> float:
     return float(nonzero.sum()) / max(1, nonzero.numel() * coefficient.shape[-1])
 
 
-def build_sparse(frozen_block, valid: torch.Tensor) -> SparseMLP:
+def build_sparse(frozen_block) -> SparseMLP:
     """Index the active neurons of one frozen MLP block."""
     coefficient = frozen_block.coefficient
-    batch, length, inner = coefficient.shape
+    batch, length, _ = coefficient.shape
     mask = coefficient != 0
     counts = mask.sum(-1)  # (B, T)
     index = mask.nonzero()[:, 2]  # row-major: grouped by (b, t), ascending neuron
@@ -65,7 +64,6 @@ def build_sparse(frozen_block, valid: torch.Tensor) -> SparseMLP:
         offsets=per_item,
         rows_in=frozen_block.linear_in.weight.t().contiguous(),
         rows_out=frozen_block.linear_out.weight.contiguous(),
-        fraction=float(counts[valid.to(counts.device)].sum()) / max(1, int(valid.sum()) * inner),
     )
 
 
@@ -86,7 +84,7 @@ def plan_sparse(frozen_model, path: str, device: torch.device) -> list[float]:
             use = path == "sparse" or (path == "auto" and torch.device(device).type == "cpu"
                                        and fraction <= SPARSE_MAX_ACTIVE)
             if use and fraction < 1.0:
-                block.sparse = build_sparse(block, frozen_model.valid)
+                block.sparse = build_sparse(block)
     return fractions
 
 

@@ -18,7 +18,7 @@ from ..engine.capture import capture
 from ..engine.conventions import DEFAULT, Conventions
 from ..engine.decompose import run_decomposition
 from ..engine.frozen import compute_dtype, freeze
-from ..engine.memory import MemoryEstimate, choose_block_size, compute_itemsize, estimate, parse_memory, should_pack
+from ..engine.memory import MemoryEstimate, choose_block_size, estimate, parse_memory, should_pack
 from .outputs import decomposed_output
 
 log = logging.getLogger(__name__)
@@ -63,15 +63,18 @@ class DecompositionMixin:
                                         output_layer_decompositions, **options)
 
     def decomposition_memory(self, batch: int, length: int, window: int, output_layers: bool = False,
-                             streaming: bool = False, max_memory: int | None = None) -> MemoryEstimate:
+                             streaming: bool = False, max_memory: int | None = None,
+                             conventions: Conventions | None = None) -> MemoryEstimate:
         """Memory estimate of decomposing ``batch`` sequences of ``length`` tokens with ``window`` (see
         :mod:`~huggingface_patch.engine.memory`); ``max_memory`` as in ``forward`` (a budget also makes the
         attention probabilities be stored packed)."""
         spec = get_adapter(self).spec(self)
         model_bytes = sum(p.numel() * p.element_size() for p in self.parameters())
-        return estimate(spec, batch, length, window, compute_itemsize(self.dtype), model_bytes=model_bytes,
+        itemsize = compute_dtype(self.dtype).itemsize
+        return estimate(spec, batch, length, window, itemsize, model_bytes=model_bytes,
                         vocab=self.config.vocab_size, output_layers=output_layers, streaming=streaming,
-                        packed=should_pack(spec, batch, length, compute_itemsize(self.dtype), max_memory))
+                        tangent=(conventions or DEFAULT).activation == "tangent",
+                        packed=should_pack(spec, batch, length, itemsize, max_memory))
 
     def _decomposed_forward(self, base_forward, args, kwargs, window, output_layers, block_size, conventions,
                             max_memory=None, mlp_path="auto", consumer=None):
@@ -105,12 +108,12 @@ class DecompositionMixin:
 
         est = None
         if block_size is None and max_memory is not None:
-            # refuse before the forward pass allocates anything large
             est = self.decomposition_memory(batch, length, window, output_layers, streaming=consumer is not None,
-                                            max_memory=max_memory)
-            log.debug("decomposition memory: %s", est.describe(choose_block_size(est, max_memory)))
+                                            max_memory=max_memory, conventions=conventions)
+            planned = choose_block_size(est, max_memory)  # raises MemoryBudgetError before the forward pass
+            log.debug("decomposition memory: %s", est.describe(planned))
 
-        pack = should_pack(spec, batch, length, compute_itemsize(self.dtype), max_memory)
+        pack = should_pack(spec, batch, length, compute_dtype(self.dtype).itemsize, max_memory)
         with capture(self, spec, pack_attention=pack, valid=valid, dtype=compute_dtype(self.dtype)) as record:
             output = base_forward(**call)
         final_state = record.final_state
