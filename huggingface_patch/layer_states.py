@@ -11,7 +11,7 @@ import contextlib
 import torch
 from torch import nn
 
-from .architectures import model_parts
+from .architectures import model_parts, readout
 from .compat import layer_output_tensor
 
 
@@ -60,8 +60,11 @@ def final_norm_and_projection(model: nn.Module, states: torch.Tensor) -> torch.T
 
 
 @torch.no_grad()
-def project_to_vocab(model: nn.Module, states: torch.Tensor, apply_final_norm: bool = True) -> torch.Tensor:
-    """Logits ``(..., V)`` of residual states ``(..., H)`` through the (optional) final norm and the LM head.
+def project_to_vocab(model: nn.Module, states: torch.Tensor, apply_final_norm: bool = True,
+                     softcap: bool = True) -> torch.Tensor:
+    """Logits ``(..., V)`` of residual states ``(..., H)`` through the (optional) final norm and the model's
+    read-out (LM head weight and bias; final-logit softcapping where the model has it, unless ``softcap``
+    is False).
 
     Without the final norm (the Geva et al. convention), OPT-350m's ``project_out`` is still applied so that
     the dimensions match the head.
@@ -72,5 +75,6 @@ def project_to_vocab(model: nn.Module, states: torch.Tensor, apply_final_norm: b
         project_out = model_parts(model).project_out
         if project_out is not None:
             states = project_out(states)
-    head = model.get_output_embeddings()
-    return head(states.to(head.weight.dtype))
+    head = readout(model)
+    raw = head.raw(states.to(head.weight.dtype))
+    return head.cap(raw) if softcap else raw

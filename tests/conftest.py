@@ -35,15 +35,23 @@ def tiny_model(tiny_kind):
     return build_tiny_model(tiny_kind)
 
 
+def _real_model(name: str):
+    """A bundled real model, loaded once (decomposing class, fp32, eager). A missing package fails the test:
+    CI installs both packages, so a skip here would hide a broken set-up."""
+    from huggingface_patch.loading import load_model_and_tokenizer
+
+    torch.manual_seed(0)
+    model, tokenizer, _ = load_model_and_tokenizer(name, dtype="float32")
+    return model, tokenizer
+
+
 @pytest.fixture(scope="session")
 def smollm2():
-    """``(model, tokenizer)`` of the real SmolLM2-135M (decomposing class, fp32, eager), loaded once."""
-    try:
-        from huggingface_patch.loading import load_model_and_tokenizer, smollm2_folder
+    """``(model, tokenizer)`` of the real SmolLM2-135M-Instruct."""
+    return _real_model("smollm2-135m")
 
-        smollm2_folder()
-    except Exception as exc:  # pragma: no cover - only when the package is missing
-        pytest.skip(f"SmolLM2 unavailable: {exc}")
-    torch.manual_seed(0)
-    model, tokenizer, _ = load_model_and_tokenizer("smollm2-135m", dtype="float32")
-    return model, tokenizer
+
+@pytest.fixture(scope="session")
+def gemma3():
+    """``(model, tokenizer)`` of the real Gemma 3 270M (base)."""
+    return _real_model("gemma3-270m")

@@ -22,3 +22,19 @@ def assert_close_rel(actual: torch.Tensor, expected: torch.Tensor, tolerance: fl
     assert worst <= tolerance * max(scale, 1e-30), (
         f"{what}: largest difference {worst:.3e} at index {where} exceeds {tolerance:g} x scale = {tolerance * scale:.3e}"
     )
+
+
+def save_unsupported_model(folder) -> str:
+    """Save a tiny BLOOM model (a causal-LM family without an adapter) with the byte-level tokenizer."""
+    import os
+    import shutil
+
+    from transformers import BloomConfig, BloomForCausalLM
+
+    from huggingface_patch.testing import tokenizer_folder
+
+    folder = str(folder)
+    BloomForCausalLM(BloomConfig(vocab_size=260, hidden_size=32, n_layer=1, n_head=2)).save_pretrained(folder)
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+        shutil.copy(os.path.join(tokenizer_folder(), name), os.path.join(folder, name))
+    return folder

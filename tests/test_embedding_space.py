@@ -265,14 +265,17 @@ def test_top_tokens_respects_the_allowed_mask():
 
 @pytest.mark.parametrize("kind", TINY_KINDS)
 def test_output_embedding_matches_the_lm_head(plain_models, kind):
-    """Output embedding matches the lm head."""
+    """``h @ E`` is the LM head's output without its bias (GPT-J's head has one; E is the weight alone)."""
     model = plain_models[kind]
     states = torch.randn(5, model.config.hidden_size)
-    assert_close_rel(states @ embedding_matrix(model), project_to_vocab(model, states, apply_final_norm=False),
-                     TOLERANCE, f"{kind}: h @ E vs LM head")
+    head = model.get_output_embeddings()
+    expected = project_to_vocab(model, states, apply_final_norm=False, softcap=False)
+    if head.bias is not None:
+        expected = expected - head.bias
+    assert_close_rel(states @ embedding_matrix(model), expected, TOLERANCE, f"{kind}: h @ E vs LM head")
     e_in = embedding_matrix(model, "input")
     assert e_in.shape == embedding_matrix(model).shape
-    if kind in ("llama", "mistral", "qwen2"):  # untied heads: the two sides really differ
+    if not model.config.tie_word_embeddings and model_parts(model).project_in is None:  # the two sides differ
         assert torch.equal(e_in, model.get_input_embeddings().weight.t())
         assert not torch.allclose(e_in, embedding_matrix(model))
 
@@ -300,32 +303,36 @@ def _attention_capture(model, layer, input_ids, **kwargs):
 
 
 @pytest.mark.parametrize("kind", TINY_KINDS)
-def test_head_weights_reproduce_the_attention_module(plain_models, kind):
+def test_head_weights_reproduce_the_attention_module(kind):
     """Per-head weights reproduce the module's output and probabilities.
 
     Σ_h P_h (x W_V,h + b_V,h) W_O,h + b_O equals the module's output, and softmax of
-    (x W_Q,h + b_Q,h)(x W_K,h + b_K,h)ᵀ/√d equals its probabilities (RoPE made the identity with position 0).
+    (x W_Q,h + b_Q,h)(x W_K,h + b_K,h)ᵀ/√d equals its probabilities. Everything else that shapes the
+    probabilities is switched off so that the check is about the query/key slicing of fused projections:
+    positions all 0 (RoPE the identity), q/k norms replaced by the identity, no softcapping, a sliding
+    window longer than the input.
     """
-    model = plain_models[kind]
+    model = build_tiny_model(kind, decomposed=False, attn_logit_softcapping=None, sliding_window=64)
+    for module in model.modules():
+        for name in ("q_norm", "k_norm"):
+            if isinstance(getattr(module, name, None), torch.nn.Module):
+                setattr(module, name, torch.nn.Identity())
     ids = torch.randint(4, 260, (1, 7), generator=torch.Generator().manual_seed(3))
-    extra = {"position_ids": torch.zeros_like(ids)} if kind in ("llama", "mistral", "qwen2") else {}
+    positions = {} if model.config.model_type in ("opt", "gpt2") else {"position_ids": torch.zeros_like(ids)}
     layer = 1
-    seen = _attention_capture(model, layer, ids, **extra)
+    seen = _attention_capture(model, layer, ids, **positions)
     x, probs = seen["x"][0], seen["probs"][0]
-    output_bias = None
     total = torch.zeros_like(seen["out"][0])
     causal = torch.ones(7, 7, dtype=torch.bool).tril()
+    scaling = getattr(model.config, "query_pre_attn_scalar", None)
     for head in range(num_heads(model, layer)):
         w = head_weights(model, layer, head)
         total += probs[head] @ w.value(x) @ w.output.weight
         d = w.query.weight.shape[1]
-        scores = (w.query(x) @ w.key(x).t()) / d**0.5
+        scores = (w.query(x) @ w.key(x).t()) / (scaling or d) ** 0.5
         expected = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
         assert_close_rel(expected, probs[head], TOLERANCE, f"{kind}: head {head} probabilities from W_Q,h/W_K,h")
-    attn = model_parts(model).layers[layer].attention
-    for name in ("o_proj", "out_proj", "c_proj"):
-        if hasattr(attn, name):
-            output_bias = getattr(attn, name).bias
+    output_bias = model_parts(model).layers[layer].attention_output.bias
     if output_bias is not None:
         total = total + output_bias
     assert_close_rel(total, seen["out"][0], TOLERANCE, f"{kind}: Σ_h P_h x W_V,h W_O,h vs module output")
@@ -346,18 +353,26 @@ def test_head_map_factors_are_the_vocab_maps(plain_models, kind):
 
 
 #: test-only lookup of the module whose input is the MLP's input, to check the keys independently
-_MLP_INPUT = {"opt": "fc1", "gpt2": "mlp.c_fc", "llama": "mlp.up_proj", "mistral": "mlp.up_proj",
-              "qwen2": "mlp.up_proj"}
+_MLP_INPUT = {"opt": "fc1", "gpt2": "mlp.c_fc", "gptj": "mlp.fc_in", "gpt_neox": "mlp.dense_h_to_4h",
+              "phi3": "mlp.gate_up_proj"}
+
+
+def _gated_inner(mlp, x):
+    """The gated MLP's inner activation written out from its own modules (fused Phi-3 split by halves)."""
+    if hasattr(mlp, "gate_up_proj"):
+        gate, up = mlp.gate_up_proj(x).chunk(2, dim=-1)
+        return mlp.activation_fn(gate) * up
+    return mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x)
 
 
 @pytest.mark.parametrize("kind", TINY_KINDS)
 def test_ff_keys_and_values_reproduce_the_mlp(plain_models, kind):
-    """Ff keys and values reproduce the mlp."""
+    """Σ_i a_i value_i is the MLP output, and the keys (gate/up) reproduce the inner activation."""
     model = plain_models[kind]
     parts = model_parts(model)
     layer = parts.layers[1]
     seen = {}
-    mlp_input = layer.layer.get_submodule(_MLP_INPUT[model.config.model_type])
+    mlp_input = layer.layer.get_submodule(_MLP_INPUT.get(model.config.model_type, "mlp.up_proj"))
     handles = [mlp_input.register_forward_pre_hook(lambda m, a: seen.__setitem__("x", a[0])),
                layer.mlp_down.register_forward_pre_hook(lambda m, a: seen.__setitem__("a", a[0])),
                layer.mlp_down.register_forward_hook(lambda m, a, o: seen.__setitem__("y", o))]
@@ -374,15 +389,16 @@ def test_ff_keys_and_values_reproduce_the_mlp(plain_models, kind):
     if "key" in vectors[0]:
         keys = torch.stack([v["key"] for v in vectors], 1)
         act = layer.layer.activation_fn if hasattr(layer.layer, "activation_fn") else layer.layer.mlp.act
-        bias = layer.layer.get_submodule(_MLP_INPUT[model.config.model_type]).bias
-        assert_close_rel(act(x @ keys + bias), a, TOLERANCE, f"{kind}: act(x·key_i) vs inner activation")
+        assert_close_rel(act(x @ keys + mlp_input.bias), a, TOLERANCE, f"{kind}: act(x·key_i) vs inner activation")
     else:
         mlp = layer.layer.mlp
         gate = torch.stack([v["gate"] for v in vectors], 1)
         up = torch.stack([v["up"] for v in vectors], 1)
-        gb = mlp.gate_proj.bias if mlp.gate_proj.bias is not None else 0
-        ub = mlp.up_proj.bias if mlp.up_proj.bias is not None else 0
-        assert_close_rel(mlp.act_fn(x @ gate + gb) * (x @ up + ub), a, TOLERANCE, f"{kind}: gated activation")
+        gb = mlp.gate_proj.bias if getattr(mlp, "gate_proj", None) is not None and mlp.gate_proj.bias is not None else 0
+        ub = mlp.up_proj.bias if getattr(mlp, "up_proj", None) is not None and mlp.up_proj.bias is not None else 0
+        act = mlp.act_fn if hasattr(mlp, "act_fn") else mlp.activation_fn
+        assert_close_rel(act(x @ gate + gb) * (x @ up + ub), a, TOLERANCE, f"{kind}: gated activation")
+        assert_close_rel(_gated_inner(mlp, x), a, TOLERANCE, f"{kind}: gated activation from the modules")
 
 
 def test_index_errors_name_the_range(plain_models):

@@ -12,6 +12,7 @@ import os
 import pytest
 
 from analysis.embedding_space import main
+from helpers import save_unsupported_model
 from huggingface_patch.testing import save_tiny_model
 
 SUBCOMMANDS = ("ff", "vo", "qk", "tsne", "align")
@@ -26,17 +27,8 @@ def saved(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def unsupported(tmp_path_factory):
-    """A saved GPT-NeoX model (a causal LM family without an architecture adapter)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig
-
-    from huggingface_patch.testing import tokenizer_folder
-
-    folder = str(tmp_path_factory.mktemp("neox"))
-    config = GPTNeoXConfig(vocab_size=260, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           intermediate_size=64)
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tokenizer_folder()).save_pretrained(folder)
-    return folder
+    """A saved BLOOM model (a causal LM family without an architecture adapter)."""
+    return save_unsupported_model(tmp_path_factory.mktemp("bloom"))
 
 
 def _run(capsys, *argv):
@@ -175,7 +167,7 @@ def test_unsupported_model_is_an_error(unsupported, tmp_path, capsys, command):
     extra = {"ff": ["--layer", "0", "--neuron", "0"], "vo": ["--layer", "0", "--head", "0"],
              "qk": ["--layer", "0", "--head", "0"], "tsne": ["--layer", "0", "--neuron", "0"], "align": []}[command]
     code, _, err = _run(capsys, command, "--model", unsupported, "--output-dir", tmp_path, *extra)
-    _assert_one_line_error(code, err, "unsupported architecture 'gpt_neox'")
+    _assert_one_line_error(code, err, "unsupported architecture 'bloom'")
 
 
 def test_missing_model_folder_is_an_error(tmp_path, capsys):

@@ -51,7 +51,8 @@ def test_last_layer_equals_model_logits(models, kind, sublayers):
 @pytest.mark.parametrize("kind", TINY_KINDS)
 def test_mid_layer_rows(models, kind):
     """'residual' rows are the stream after the attention block: the pre-LN MLP norm's input, or for post-LN OPT
-    the tensor whose MLP residual add (then norm) gives the layer output."""
+    the tensor whose MLP residual add (then norm) gives the layer output; for parallel layers (whose MLP reads
+    the layer input) the layer input plus what the attention adds."""
     model = models[kind]
     parts = model_parts(model)
     ids = torch.tensor([SEQUENCES[0]])
@@ -66,9 +67,14 @@ def test_mid_layer_rows(models, kind):
     mids = read.states[[k == "attn" for k in read.kinds]]
     outs = lens_states(model, ids, None, "output")
     mlp_out = outs.states[[k == "mlp_out" for k in outs.kinds]]
+    attn_out = outs.states[[k == "attn_out" for k in outs.kinds]]
     layer_states = read.states[[k == "layer" for k in read.kinds]]
+    inputs = read.states[[k in ("embed", "layer") for k in read.kinds]]
     for index, mid in enumerate(mids):
-        if post:
+        if parts.layers[index].parallel:
+            assert_close_rel(mid, inputs[index] + attn_out[index], 1e-5, f"{kind} mid {index}")
+            assert_close_rel(mid + mlp_out[index], layer_states[index], 1e-5, f"{kind} layer {index}")
+        elif post:
             assert_close_rel(seen[index].reshape(mid.shape), mid + mlp_out[index], 1e-5, f"{kind} mid {index}")
             assert_close_rel(parts.layers[index].mlp_norm(mid + mlp_out[index]), layer_states[index], 1e-5, kind)
         else:
@@ -151,18 +157,9 @@ def test_cli_errors(tiny_folder, tmp_path, capsys):
 
 
 def test_cli_unsupported_architecture(tmp_path, capsys):
-    import shutil
+    from helpers import save_unsupported_model
 
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    from huggingface_patch.testing import tokenizer_folder
-
-    folder = tmp_path / "neox"
-    config = GPTNeoXConfig(vocab_size=260, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=64)
-    GPTNeoXForCausalLM(config).save_pretrained(folder)
-    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
-        shutil.copy(os.path.join(tokenizer_folder(), name), folder / name)
+    folder = save_unsupported_model(tmp_path / "bloom")
     err = _error(capsys, ["--model", str(folder), "--text", "hello", "--output-dir", str(tmp_path / "out")])
     assert "unsupported architecture" in err
 

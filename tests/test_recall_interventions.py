@@ -7,18 +7,18 @@ import pytest
 import torch
 
 from huggingface_patch.architectures import model_parts
+from huggingface_patch.compat import eager_attention
 from huggingface_patch.recall.interventions import (
     block_attention_edges,
     edge_mask,
     knockout_attention,
     knockout_mlp,
-    output_projection,
     patch_layer_input,
     record_sublayer_outputs,
 )
 from huggingface_patch.testing import TINY_KINDS, build_tiny_model
 
-FAMILIES = TINY_KINDS  # opt-pre, opt-post, gpt2, llama, mistral, qwen2
+FAMILIES = TINY_KINDS
 IDS = torch.tensor([[40, 71, 83, 90, 101, 36, 120, 55, 77, 64], [41, 72, 84, 91, 102, 37, 121, 56, 78, 65]])
 SUBJECT = (2, 5)  # token positions [2, 5)
 
@@ -134,20 +134,29 @@ def test_per_row_masks_match_single_rows(model):
 
 
 def test_uniform_quirk_gives_uniform_attention_over_the_causal_prefix(model):
+    """Uniform over every key the layer may attend to: the causal prefix, cut to the sliding window where the
+    layer has one (Gemma)."""
+    with eager_attention(model), torch.no_grad():
+        allowed = model(input_ids=IDS, use_cache=False, output_attentions=True).attentions[0] > 0
     with knockout_attention(model, [0], mode="uniform"), torch.no_grad():
         out = model(input_ids=IDS, use_cache=False, output_attentions=True)
     probs = out.attentions[0]  # (B, heads, T, T)
     T = IDS.shape[1]
-    expected = torch.tril(torch.ones(T, T)) / torch.arange(1, T + 1)[:, None]
-    torch.testing.assert_close(probs, expected.expand_as(probs), rtol=0, atol=1e-6)
+    if (getattr(model.config, "sliding_window", None) or T) >= T:
+        assert torch.equal(allowed[0, 0], torch.tril(torch.ones(T, T, dtype=torch.bool)))
+    expected = allowed.float() / allowed.sum(-1, keepdim=True)
+    torch.testing.assert_close(probs, expected, rtol=0, atol=1e-6)
 
 
 def test_zero_attention_leaves_only_the_output_bias(model):
     parts = model_parts(model)
     with knockout_attention(model, [1], mode="zero"), record_sublayer_outputs(model, position=-1) as rec:
         logits(model)
-    bias = output_projection(parts.layers[1].attention).bias
-    expected = torch.zeros(model.config.hidden_size) if bias is None else bias
+    layer = parts.layers[1]
+    bias = layer.attention_output.bias
+    expected = torch.zeros(model.config.hidden_size) if bias is None else bias.detach()
+    if layer.attention_update is not layer.attention:  # Gemma: the norm after the sublayer sees only the bias
+        expected = layer.attention_update(expected[None])[0]
     torch.testing.assert_close(rec["attention"][1], expected.expand_as(rec["attention"][1]), rtol=0, atol=1e-6)
 
 
@@ -155,8 +164,11 @@ def test_mlp_knockout_leaves_only_the_down_bias(model):
     parts = model_parts(model)
     with knockout_mlp(model, [0]), record_sublayer_outputs(model, position=-1) as rec:
         logits(model)
-    bias = parts.layers[0].mlp_down.bias
-    expected = torch.zeros(model.config.hidden_size) if bias is None else bias
+    layer = parts.layers[0]
+    bias = layer.mlp_down.bias
+    expected = torch.zeros(model.config.hidden_size) if bias is None else bias.detach()
+    if layer.mlp_update is not layer.mlp_down:  # Gemma: the norm after the MLP sees only the bias
+        expected = layer.mlp_update(expected[None])[0]
     torch.testing.assert_close(rec["mlp"][0], expected.expand_as(rec["mlp"][0]), rtol=0, atol=1e-6)
 
 

@@ -67,7 +67,7 @@ def test_sparse_path_really_skips_inactive_neurons():
     def spy(frozen, path, device):
         result = original(frozen, path, device)
         fractions.extend(result)
-        assert all(b.sparse is not None for blocks in frozen.layers for b in blocks if b.linear_in is not None)
+        assert all(mlp.sparse is not None for mlp in frozen.mlps())
         return result
 
     sparse_module_plan = pytest.MonkeyPatch()
@@ -98,7 +98,7 @@ def test_auto_path_chooses_sparse_only_when_it_pays(monkeypatch):
 
     def spy(frozen, path, device):
         result = original(frozen, path, device)
-        seen.setdefault("calls", []).append((path, any(b.sparse is not None for bl in frozen.layers for b in bl)))
+        seen.setdefault("calls", []).append((path, any(mlp.sparse is not None for mlp in frozen.mlps())))
         return result
 
     monkeypatch.setattr("huggingface_patch.engine.decompose.plan_sparse", spy)

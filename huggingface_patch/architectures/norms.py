@@ -12,9 +12,10 @@ def layer_norm_spec(module: nn.LayerNorm) -> NormSpec:
     return NormSpec("layer", module.weight, module.bias, float(module.eps), module)
 
 
-def rms_norm_spec(module: nn.Module) -> NormSpec:
-    """Llama-style RMSNorm (``weight * x / rms(x)``); the epsilon attribute name varies by family."""
+def rms_norm_spec(module: nn.Module, weight_offset: float = 0.0) -> NormSpec:
+    """RMSNorm (``gain * x / rms(x)``, gain = ``weight + weight_offset``: 1 for Gemma's ``1 + weight``); the
+    epsilon attribute name varies by family."""
     eps = getattr(module, "variance_epsilon", None)
     if eps is None:
         eps = getattr(module, "eps")
-    return NormSpec("rms", module.weight, None, float(eps), module)
+    return NormSpec("rms", module.weight, None, float(eps), module, weight_offset)

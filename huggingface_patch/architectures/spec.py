@@ -1,9 +1,24 @@
-"""Architecture-neutral description of the linear maps a decomposition needs.
+"""Architecture-neutral description of the linear maps a decomposition needs (``docs/design.md``).
 
-An architecture module (``opt.py``, ``gpt2.py``, ``llama.py``) only says *where* each weight lives in the
-Hugging Face module tree; it returns these small records and the engine (``huggingface_patch.engine``)
-does all the arithmetic. Shapes use ``H`` = hidden size, ``F`` = MLP inner size, ``h`` = query heads,
-``g`` = key/value heads, ``d`` = head size.
+An adapter (``opt.py``, ``gemma.py``, ...) only says *where* each weight lives in the Hugging Face module
+tree; it returns these small records and the engine (:mod:`huggingface_patch.engine`) does all the
+arithmetic. Shapes use ``H`` = hidden size, ``F`` = MLP inner size, ``h`` = query heads, ``g`` = key/value
+heads, ``d`` = head size, ``V`` = vocabulary.
+
+A decoder layer is a list of :class:`ResidualBlock`\\ s applied in order; each block is
+
+    y = post_norm(x + sum_b output_norm_b(sublayer_b(pre_norm_b(x))))
+
+with one :class:`Branch` per sublayer that reads the block input ``x``. Every arrangement in use is data
+of this one form:
+
+========================== =========================================================================
+pre-norm (GPT-2, Llama)     two blocks, one branch each, ``pre_norm`` set
+post-norm (OPT-350m)        two blocks, one branch each, ``post_norm`` set
+sandwich (Gemma 2/3)        two blocks, one branch each, ``pre_norm`` and ``output_norm`` set
+parallel (GPT-J, NeoX)      one block with two branches (attention and MLP) reading the same ``x``;
+                            GPT-J's branches share one norm, NeoX's have one each
+========================== =========================================================================
 """
 
 from __future__ import annotations
@@ -30,6 +45,16 @@ class Affine:
     def from_linear(cls, module: nn.Linear) -> "Affine":
         return cls(module.weight.t(), module.bias)
 
+    def columns(self, start: int, stop: int) -> "Affine":
+        """The map restricted to output columns ``start:stop`` (a view: fused projections, single heads)."""
+        bias = None if self.bias is None else self.bias[start:stop]
+        return Affine(self.weight[:, start:stop], bias)
+
+    def select(self, index: torch.Tensor) -> "Affine":
+        """The map restricted to the output columns ``index`` (a copy; for interleaved fused layouts)."""
+        bias = None if self.bias is None else self.bias.index_select(0, index)
+        return Affine(self.weight.index_select(1, index), bias)
+
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         """The map without its bias (what a token contribution goes through)."""
         return x @ self.weight.to(x.dtype)
@@ -37,6 +62,14 @@ class Affine:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         y = self.linear(x)
         return y if self.bias is None else y + self.bias.to(x.dtype)
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[1]
 
     @property
     def device(self) -> torch.device:
@@ -47,9 +80,10 @@ class Affine:
 class NormSpec:
     """LayerNorm (``kind='layer'``) or RMSNorm (``kind='rms'``) with optional gain and shift.
 
+    The gain is ``weight + weight_offset`` (Gemma's RMSNorm multiplies by ``1 + weight``: offset 1).
     ``module`` is the model's own norm; the engine compares its output with the linear formula and sends
-    the difference (the model's own round-off, e.g. Llama's RMSNorm computing in fp32 inside an fp64
-    model) to the bias term, so that the identity holds against the model's real states.
+    the difference (the model's own round-off, e.g. an RMSNorm that computes in fp32 inside an fp64 model)
+    to the bias term, so that the identity holds against the model's real states.
     """
 
     kind: str
@@ -57,6 +91,14 @@ class NormSpec:
     bias: torch.Tensor | None
     eps: float
     module: nn.Module | None = None
+    weight_offset: float = 0.0
+
+    def gain(self, dtype: torch.dtype) -> torch.Tensor | None:
+        """The multiplicative gain ``(H,)`` in ``dtype`` (None: no gain)."""
+        if self.weight is None:
+            return None
+        gain = self.weight.to(dtype)
+        return gain + self.weight_offset if self.weight_offset else gain
 
 
 @dataclass
@@ -64,7 +106,8 @@ class AttentionSpec:
     """Self-attention seen through its value/output path; the probabilities are captured from ``module``.
 
     ``value`` maps ``H -> g*d`` and ``output`` maps ``h*d -> H``. Query head ``j`` reads key/value head
-    ``j // (h // g)``, as Hugging Face's ``repeat_kv`` does.
+    ``j // (h // g)``, as Hugging Face's ``repeat_kv`` does. Everything that shapes the probabilities
+    (RoPE, ALiBi, scaling, masks, sliding windows, q/k norms, logit softcapping) lives inside them.
     """
 
     module: nn.Module
@@ -79,8 +122,9 @@ class AttentionSpec:
 class MLPSpec:
     """A feed-forward block.
 
-    ``kind='act'``: ``out(act(inp(x)))`` (OPT, GPT-2); ``kind='gated'``: ``down(act(gate(x)) * up(x))``
-    (Llama family). ``act_name`` is the Hugging Face activation name, used to pick the slope at 0.
+    ``kind='act'``: ``out(act(inp(x)))`` (OPT, GPT-2, GPT-J, NeoX); ``kind='gated'``:
+    ``down(act(gate(x)) * up(x))`` (Llama, Gemma, Phi-3 families). ``act_name`` is the Hugging Face
+    activation name, used to pick the slope at 0.
     """
 
     kind: str
@@ -92,14 +136,33 @@ class MLPSpec:
     up: Affine | None = None
     down: Affine | None = None
 
+    @property
+    def width(self) -> int:
+        """``F``, the number of neurons."""
+        return (self.up if self.kind == "gated" else self.inp).out_features
+
 
 @dataclass
-class ResidualBlock:
-    """``y = post_norm(x + sublayer(pre_norm(x)))``; either norm may be absent."""
+class Branch:
+    """One sublayer of a residual block: ``output_norm(sublayer(pre_norm(x)))`` (either norm may be absent)."""
 
     sublayer: AttentionSpec | MLPSpec
     pre_norm: NormSpec | None = None
+    output_norm: NormSpec | None = None
+
+
+@dataclass
+class ResidualBlock:
+    """``y = post_norm(x + sum of the branches' outputs)``, every branch reading the same ``x``."""
+
+    branches: list[Branch]
     post_norm: NormSpec | None = None
+
+    @classmethod
+    def single(cls, sublayer: AttentionSpec | MLPSpec, pre_norm: NormSpec | None = None,
+               output_norm: NormSpec | None = None, post_norm: NormSpec | None = None) -> "ResidualBlock":
+        """A block with one branch (every sequential arrangement)."""
+        return cls([Branch(sublayer, pre_norm, output_norm)], post_norm)
 
 
 @dataclass
@@ -109,9 +172,17 @@ class LayerSpec:
     module: nn.Module
     blocks: list[ResidualBlock] = field(default_factory=list)
 
+    def branches(self):
+        """Every branch of the layer, in order."""
+        return [branch for block in self.blocks for branch in block.branches]
+
     @property
     def attention(self) -> AttentionSpec:
-        return next(b.sublayer for b in self.blocks if isinstance(b.sublayer, AttentionSpec))
+        return next(b.sublayer for b in self.branches() if isinstance(b.sublayer, AttentionSpec))
+
+    @property
+    def mlp(self) -> MLPSpec:
+        return next(b.sublayer for b in self.branches() if isinstance(b.sublayer, MLPSpec))
 
 
 @dataclass
@@ -127,3 +198,46 @@ class ModelSpec:
     project_out: Affine | None
     positions_from_mask: bool
     position_module: nn.Module | None = None
+
+
+@dataclass
+class Readout:
+    """How a state the LM head reads becomes logits: ``cap(state @ weight.T + bias)``.
+
+    ``weight`` ``(V, H)`` (the paper's ``proj_weights``), ``bias`` ``(V,)`` or None (GPT-J's head has
+    one), ``softcap`` the final-logit softcapping ``c`` of ``tanh(z / c) * c`` (Gemma 2) or None. The
+    decomposition is of the state; softcapping is not linear, so it is applied to logits, never to
+    contributions.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+    softcap: float | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        return self.weight.shape[0]
+
+    def raw(self, states: torch.Tensor) -> torch.Tensor:
+        """Logits before softcapping ``(..., V)`` (in the states' dtype)."""
+        logits = states @ self.weight.to(states.device, states.dtype).t()
+        return logits if self.bias is None else logits + self.bias.to(states.device, states.dtype)
+
+    def cap(self, logits: torch.Tensor) -> torch.Tensor:
+        """Apply the final-logit softcapping (identity without one)."""
+        if self.softcap is None:
+            return logits
+        return torch.tanh(logits / self.softcap) * self.softcap
+
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        """``cap(raw(states))`` ``(..., V)``."""
+        return self.cap(self.raw(states))
+
+    def to(self, device=None, dtype=None) -> "Readout":
+        bias = None if self.bias is None else self.bias.detach().to(device=device, dtype=dtype)
+        return Readout(self.weight.detach().to(device=device, dtype=dtype), bias, self.softcap)
+
+    def describe(self) -> dict:
+        """What a result file records about the read-out."""
+        return {"vocab_size": self.vocab_size, "hidden_size": int(self.weight.shape[1]),
+                "bias": self.bias is not None, "final_logit_softcapping": self.softcap}

@@ -62,30 +62,16 @@ def _embedding_matrix(model: nn.Module, which: str) -> torch.Tensor:
             matrix = parts.project_out.weight.detach().t() @ matrix
         return matrix.contiguous()
     matrix = model.get_input_embeddings().weight.detach()  # (V, D)
-    project_in = getattr(parts.base, "project_in", None)
+    project_in = parts.project_in
     if project_in is not None:  # x = emb @ P_in^T
         matrix = matrix @ project_in.weight.detach().t()
     return matrix.t().contiguous()
 
 
-# --------------------------------------------------------------------------- per-family query/key lookup
-
-
 def query_key_affines(model: nn.Module, layer: int) -> tuple[Affine, Affine]:
-    """The query (``H -> h*d``) and key (``H -> g*d``) maps of one layer.
-
-    The only per-family lookup here (values and outputs come from the architecture adapter's spec).
-    """
-    family = get_adapter(model).name
-    attn = model_parts(model).layers[layer].attention
-    if family == "gpt2":  # Conv1D c_attn packs [query | key | value], weight (H, 3H)
-        hidden = model.config.hidden_size
-        weight, bias = attn.c_attn.weight, attn.c_attn.bias
-        query = Affine(weight[:, :hidden], bias[:hidden])
-        return query, Affine(weight[:, hidden : 2 * hidden], bias[hidden : 2 * hidden])
-    if family in ("opt", "llama"):
-        return Affine.from_linear(attn.q_proj), Affine.from_linear(attn.k_proj)
-    raise ValueError(f"no query/key lookup for architecture {family!r}")
+    """The query (``H -> h*d``) and key (``H -> g*d``) maps of one layer, as the family's adapter splits them
+    (fused projections included)."""
+    return get_adapter(model).query_key(model, layer)
 
 
 # --------------------------------------------------------------------------- per-head weights
@@ -161,10 +147,6 @@ def num_heads(model: nn.Module, layer: int = 0) -> int:
 # --------------------------------------------------------------------------- feed-forward keys and values
 
 
-#: parts of a feed-forward neuron: ``key`` (OPT/GPT-2 input row), ``gate``/``up`` (Llama keys), ``value``
-FF_PARTS = ("key", "gate", "up", "value")
-
-
 def ff_parts(model: nn.Module) -> tuple[str, ...]:
     """The parts a neuron of this model has: ``('key', 'value')`` or ``('gate', 'up', 'value')``."""
     mlp = _mlp_spec(model, 0)
@@ -173,16 +155,13 @@ def ff_parts(model: nn.Module) -> tuple[str, ...]:
 
 def ff_size(model: nn.Module, layer: int = 0) -> int:
     """``F``, the number of neurons of ``layer``'s MLP."""
-    mlp = _mlp_spec(model, layer)
-    return (mlp.up if mlp.kind == "gated" else mlp.inp).weight.shape[1]
+    return _mlp_spec(model, layer).width
 
 
 def _mlp_spec(model: nn.Module, layer: int):
-    from ..architectures import MLPSpec
-
     spec = get_adapter(model).spec(model)
     _check_index("layer", layer, len(spec.layers))
-    return next(b.sublayer for b in spec.layers[layer].blocks if isinstance(b.sublayer, MLPSpec))
+    return spec.layers[layer].mlp
 
 
 @torch.no_grad()

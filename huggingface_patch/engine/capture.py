@@ -15,7 +15,7 @@ from torch import nn
 
 from ..architectures.spec import ModelSpec
 from ..compat import eager_attention, layer_output_tensor
-from .frozen import mask_padding_attention
+from .attention import mask_padding_attention
 from .packed import PackedCausal
 
 

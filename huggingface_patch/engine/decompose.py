@@ -15,9 +15,9 @@ from typing import Callable
 import torch
 
 from .frozen import FrozenModel
-from .layouts import block_scatter_index
+from .layouts import BlockLayout, FullLayout, block_scatter_index
 from .memory import MemoryEstimate, choose_block_size, estimate
-from .propagate import BlockLayout, FullLayout, finalize, propagate_layer
+from .residual import finalize, propagate_layer
 from .sparse import SPARSE_MIN_ROWS, plan_sparse
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def run_decomposition(frozen: FrozenModel, window: int, block_size: int | None =
     batch, length, hidden = emb.shape
     window = min(window, length)
     fractions = plan_sparse(frozen, mlp_path, emb.device)
-    sparse = any(b.sparse is not None for blocks in frozen.layers for b in blocks)
+    sparse = any(mlp.sparse is not None for mlp in frozen.mlps())
     est = None
     if block_size is None:
         est = memory or estimate(frozen.spec, batch, length, window, emb.element_size(),
@@ -89,7 +89,7 @@ def run_decomposition(frozen: FrozenModel, window: int, block_size: int | None =
     if block_size <= 0:
         raise ValueError(f"block_size must be positive, got {block_size}")
     log.debug("decomposition: T=%d W=%d block=%d sparse MLP layers=%d/%d (active fractions %s)", length, window,
-              block_size, sum(b.sparse is not None for blocks in frozen.layers for b in blocks), len(fractions),
+              block_size, sum(mlp.sparse is not None for mlp in frozen.mlps()), len(fractions),
               ", ".join(f"{f:.2f}" for f in fractions))
 
     bias, layer_biases = bias_stream(frozen, output_layers)

@@ -7,6 +7,7 @@
   ``s0 + i + k``, so every row is one source followed through its own window.
 
 All conversions are single vectorised copies (strided views or one advanced-indexing assignment).
+:class:`FullLayout` and :class:`BlockLayout` align per-target coefficients ``(B, T, ...)`` to a stream.
 """
 
 from __future__ import annotations
@@ -72,3 +73,56 @@ def block_scatter_index(start: int, sources: int, window: int, length: int, devi
     keep = (target < length).reshape(-1)
     flat = (k * length + target).reshape(-1)[keep]
     return keep, flat
+
+
+class FullLayout:
+    """Sequence layout ``(B, T, H)``: the bias term (and the real stream)."""
+
+    is_bias = True
+
+    def __init__(self, length: int):
+        self.length = length
+
+    def align(self, per_target: torch.Tensor) -> torch.Tensor:
+        return per_target[:, : self.length]
+
+
+class BlockLayout:
+    """Block layout ``(B, S, w, H)`` for sources ``start .. start+S-1`` of a sequence of length ``T``.
+
+    ``w = min(W, T - start)``: a block near the end never computes targets past the sequence (with a full
+    window this halves the work).
+    """
+
+    is_bias = False
+
+    def __init__(self, start: int, sources: int, window: int, length: int):
+        self.start, self.sources, self.length = start, sources, length
+        self.window = min(window, length - start)
+        # targets reachable from this block that exist in the sequence
+        self.span = min(sources + self.window - 1, length - start)
+        self._order = None
+
+    def align(self, per_target: torch.Tensor) -> torch.Tensor:
+        """``(B, T, *rest)`` -> ``(B, S, w, *rest)`` view; zero-extended past the end of the sequence."""
+        needed = self.sources + self.window - 1
+        if self.start + needed <= per_target.shape[1]:
+            return window_view(per_target, self.start, self.sources, self.window)
+        tail = per_target[:, self.start :]
+        extended = tail.new_zeros(tail.shape[0], needed, *tail.shape[2:])
+        extended[:, : tail.shape[1]] = tail
+        return window_view(extended, 0, self.sources, self.window)
+
+    def target_order(self):
+        """Rows of the flattened block ``(S*w)`` grouped by target: ``(order, bounds)`` with the rows of
+        relative target ``r`` (absolute ``start + r``) at ``order[bounds[r]:bounds[r+1]]``, ``r < span``."""
+        if self._order is None:
+            i = torch.arange(self.sources)[:, None]
+            k = torch.arange(self.window)[None, :]
+            relative = (i + k).reshape(-1)
+            order = torch.argsort(relative, stable=True)
+            counts = torch.bincount(relative, minlength=self.sources + self.window - 1)[: self.span]
+            bounds = torch.zeros(self.span + 1, dtype=torch.long)
+            bounds[1:] = counts.cumsum(0)
+            self._order = (order[: int(bounds[-1])], bounds.tolist())
+        return self._order

@@ -104,12 +104,8 @@ def estimate(spec, batch: int, length: int, window: int, itemsize: int, model_by
     layers = len(spec.layers)
     attention = spec.layers[0].attention
     heads = attention.num_heads
-    hidden = attention.output.weight.shape[1]
-    inner = 0
-    for block in spec.layers[0].blocks:
-        mlp = block.sublayer
-        if hasattr(mlp, "kind"):
-            inner = (mlp.up if mlp.kind == "gated" else mlp.inp).weight.shape[1]
+    hidden = attention.output.out_features
+    inner = spec.layers[0].mlp.width
     w = min(window, length)
     triangle = length * (length + 1) // 2 if packed else length * length
     per_layer = batch * (heads * triangle + length * inner * (2 if tangent else 1) + 4 * length * hidden)

@@ -47,9 +47,9 @@ def active_fraction(coefficient: torch.Tensor, valid: torch.Tensor) -> float:
     return float(nonzero.sum()) / max(1, nonzero.numel() * coefficient.shape[-1])
 
 
-def build_sparse(frozen_block) -> SparseMLP:
-    """Index the active neurons of one frozen MLP block."""
-    coefficient = frozen_block.coefficient
+def build_sparse(frozen_mlp) -> SparseMLP:
+    """Index the active neurons of one :class:`~.mlp.FrozenMLP`."""
+    coefficient = frozen_mlp.coefficient
     batch, length, _ = coefficient.shape
     mask = coefficient != 0
     counts = mask.sum(-1)  # (B, T)
@@ -62,8 +62,8 @@ def build_sparse(frozen_block) -> SparseMLP:
         index=index,
         values=coefficient[mask],
         offsets=per_item,
-        rows_in=frozen_block.linear_in.weight.t().contiguous(),
-        rows_out=frozen_block.linear_out.weight.contiguous(),
+        rows_in=frozen_mlp.linear_in.weight.t().contiguous(),
+        rows_out=frozen_mlp.linear_out.weight.contiguous(),
     )
 
 
@@ -74,23 +74,20 @@ def plan_sparse(frozen_model, path: str, device: torch.device) -> list[float]:
     if path not in ("auto", "dense", "sparse"):
         raise ValueError(f"mlp_path must be 'auto', 'dense' or 'sparse', got {path!r}")
     fractions = []
-    for blocks in frozen_model.layers:
-        for block in blocks:
-            block.sparse = None
-            if block.linear_in is None or block.coefficient.dim() != 3:
-                continue
-            fraction = active_fraction(block.coefficient, frozen_model.valid)
-            fractions.append(fraction)
-            use = path == "sparse" or (path == "auto" and torch.device(device).type == "cpu"
-                                       and fraction <= SPARSE_MAX_ACTIVE)
-            if use and fraction < 1.0:
-                block.sparse = build_sparse(block)
+    for mlp in frozen_model.mlps():
+        mlp.sparse = None
+        fraction = active_fraction(mlp.coefficient, frozen_model.valid)
+        fractions.append(fraction)
+        use = path == "sparse" or (path == "auto" and torch.device(device).type == "cpu"
+                                   and fraction <= SPARSE_MAX_ACTIVE)
+        if use and fraction < 1.0:
+            mlp.sparse = build_sparse(mlp)
     return fractions
 
 
-def sparse_mlp(state: torch.Tensor, frozen_block, layout) -> torch.Tensor:
+def sparse_mlp(state: torch.Tensor, frozen_mlp, layout) -> torch.Tensor:
     """MLP of a source block ``(B, S, w, H)`` through the active neurons only -> ``(B, S, w, H')``."""
-    sparse: SparseMLP = frozen_block.sparse
+    sparse: SparseMLP = frozen_mlp.sparse
     batch, sources, window, hidden = state.shape
     order, bounds = layout.target_order()
     order = order.to(state.device)

@@ -8,12 +8,14 @@
 Optional sub-layer rows (``sublayers=``):
 
 * ``'residual'``: the residual stream in the middle of each layer, after the attention sub-layer
-  (``h_{l-1} + attn_l`` for pre-norm models). For post-LN OPT (350m) the stream that flows on after the
-  attention block is ``LN_attn(h_{l-1} + attn_l)`` (the input of the MLP block and of its residual add), so
-  that is the row. The residual after the MLP sub-layer *is* the layer output, the row ``L{l}``.
-* ``'output'``: the sub-layer outputs themselves, before the residual add (attention output with its
-  output bias; the MLP's down projection output), each read through the same final norm and head (a "direct"
-  reading of what the sub-layer writes).
+  (``h_{l-1} + attn_l``, with ``attn_l`` what the attention adds to the stream: Gemma's normed output). For
+  post-LN OPT (350m) the stream that flows on after the attention block is ``LN_attn(h_{l-1} + attn_l)``
+  (the input of the MLP block and of its residual add), so that is the row. For parallel layers (GPT-J,
+  NeoX) the MLP does not read this state; the row is still ``h_{l-1} + attn_l``. The residual after the
+  MLP sub-layer *is* the layer output, the row ``L{l}``.
+* ``'output'``: what each sub-layer adds to the stream, before the residual add (attention output with its
+  output bias; the MLP's down projection output; after Gemma's post norms), each read through the same
+  final norm and head (a "direct" reading of what the sub-layer writes).
 
 Shapes: ``R`` rows, ``B`` batch, ``T`` positions, ``H`` hidden size, ``V`` vocabulary.
 """
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..architectures import get_adapter, model_parts
+from ..architectures import model_parts
 from ..compat import layer_output_tensor
 from ..layer_states import project_to_vocab, residual_states
 
@@ -62,16 +64,13 @@ def run_with_residual(model: nn.Module, input_ids: torch.Tensor, attention_mask:
     return states, output.logits
 
 
-def _is_post_norm(model: nn.Module) -> bool:
-    spec = get_adapter(model).spec(model)
-    return spec.layers[0].blocks[0].post_norm is not None
-
-
 @contextlib.contextmanager
 def _record_sublayers(model: nn.Module, mode: str):
-    """Record per layer, during the block, ``{'attn': [...], 'mlp': [...], 'mid': [...]}`` of ``(B, T, H)``."""
+    """Record per layer, during the block, ``{'attn': [...], 'mlp': [...], 'mid': [...]}`` of ``(B, T, H)``:
+    what the attention and MLP branches add to the residual stream (the adapter's ``attention_update`` /
+    ``mlp_update``) and, for post-norm layers, the stream between the sublayers."""
     parts = model_parts(model)
-    post_norm = mode == "residual" and _is_post_norm(model)
+    post_norm = mode == "residual" and parts.layers[0].attention_post_norm is not None
     record: dict[str, list[torch.Tensor]] = {"attn": [], "mlp": [], "mid": []}
     handles = []
 
@@ -83,10 +82,10 @@ def _record_sublayers(model: nn.Module, mode: str):
 
     try:
         for layer in parts.layers:
-            handles.append(layer.attention.register_forward_hook(keep("attn")))
-            handles.append(layer.mlp_down.register_forward_hook(keep("mlp")))
+            handles.append(layer.attention_update.register_forward_hook(keep("attn")))
+            handles.append(layer.mlp_update.register_forward_hook(keep("mlp")))
             if post_norm:
-                handles.append(layer.attention_norm.register_forward_hook(keep("mid")))
+                handles.append(layer.attention_post_norm.register_forward_hook(keep("mid")))
         yield record, post_norm
     finally:
         for handle in handles:

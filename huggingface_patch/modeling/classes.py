@@ -1,72 +1,72 @@
-"""Decomposing subclasses of the Hugging Face model classes (same names with a ``Decomposed`` prefix).
+"""Decomposing subclasses of the Hugging Face model classes, made from the architecture registry.
 
-Each class only adds :class:`DecompositionMixin`; weights, ``from_pretrained`` arguments, config and
-outputs are the base class's.
+For every registered family the classes are ``Decomposed`` + the Hugging Face class name
+(``DecomposedOPTForCausalLM``, ``DecomposedGemma3ForCausalLM``, ...): the Hugging Face class with
+:class:`~.mixin.DecompositionMixin` first in its bases, nothing else. There is no table of them to keep in
+step: they are created on first use from the adapter's :meth:`model_classes`, and these names resolve
+from this module and from ``huggingface_patch`` (``from huggingface_patch import DecomposedOPTModel``).
 """
 
 from __future__ import annotations
 
-from transformers import (
-    GPT2LMHeadModel,
-    GPT2Model,
-    LlamaForCausalLM,
-    LlamaModel,
-    MistralForCausalLM,
-    MistralModel,
-    OPTForCausalLM,
-    OPTModel,
-    Qwen2ForCausalLM,
-    Qwen2Model,
-)
-
+from ..architectures import get_adapter, registered_adapters
 from .mixin import DecompositionMixin
 
-
-class DecomposedOPTForCausalLM(DecompositionMixin, OPTForCausalLM):
-    """``OPTForCausalLM`` whose ``forward`` can also return a token-wise decomposition."""
-
-
-class DecomposedOPTModel(DecompositionMixin, OPTModel):
-    """``OPTModel`` whose ``forward`` can also return a token-wise decomposition."""
+PREFIX = "Decomposed"
+_CLASSES: dict[type, type] = {}
 
 
-class DecomposedGPT2LMHeadModel(DecompositionMixin, GPT2LMHeadModel):
-    """``GPT2LMHeadModel`` whose ``forward`` can also return a token-wise decomposition."""
+def decomposed_class(base: type) -> type:
+    """The decomposing subclass of a Hugging Face model class (one per base class)."""
+    if issubclass(base, DecompositionMixin):
+        return base
+    if base not in _CLASSES:
+        _CLASSES[base] = type(f"{PREFIX}{base.__name__}", (DecompositionMixin, base), {
+            "__module__": __name__,
+            "__doc__": f"``{base.__name__}`` whose ``forward`` can also return a token-wise decomposition.",
+        })
+    return _CLASSES[base]
 
 
-class DecomposedGPT2Model(DecompositionMixin, GPT2Model):
-    """``GPT2Model`` whose ``forward`` can also return a token-wise decomposition."""
+def decomposed_class_for(config, head: bool = True) -> type:
+    """The decomposing class for ``config`` (with LM head by default); clear error when unsupported."""
+    causal_lm, bare = get_adapter(config).model_classes(config)
+    return decomposed_class(causal_lm if head else bare)
 
 
-class DecomposedLlamaForCausalLM(DecompositionMixin, LlamaForCausalLM):
-    """``LlamaForCausalLM`` whose ``forward`` can also return a token-wise decomposition."""
+def _config_classes():
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    for adapter in registered_adapters():
+        for model_type in adapter.model_types:
+            if model_type in CONFIG_MAPPING:
+                yield adapter, CONFIG_MAPPING[model_type]
 
 
-class DecomposedLlamaModel(DecompositionMixin, LlamaModel):
-    """``LlamaModel`` whose ``forward`` can also return a token-wise decomposition."""
+def builtin_class_names() -> list[str]:
+    """Names of the decomposing classes of every registered family."""
+    names = []
+    for adapter, config_class in _config_classes():
+        try:
+            names.extend(PREFIX + cls.__name__ for cls in adapter.model_classes(config_class))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return sorted(set(names))
 
 
-class DecomposedMistralForCausalLM(DecompositionMixin, MistralForCausalLM):
-    """``MistralForCausalLM`` whose ``forward`` can also return a token-wise decomposition."""
+def __getattr__(name: str):
+    if name.startswith(PREFIX):
+        wanted = name[len(PREFIX):]
+        for adapter, config_class in _config_classes():
+            try:
+                classes = adapter.model_classes(config_class)
+            except (KeyError, TypeError, ValueError):
+                continue
+            for cls in classes:
+                if cls.__name__ == wanted:
+                    return decomposed_class(cls)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class DecomposedMistralModel(DecompositionMixin, MistralModel):
-    """``MistralModel`` whose ``forward`` can also return a token-wise decomposition."""
-
-
-class DecomposedQwen2ForCausalLM(DecompositionMixin, Qwen2ForCausalLM):
-    """``Qwen2ForCausalLM`` whose ``forward`` can also return a token-wise decomposition."""
-
-
-class DecomposedQwen2Model(DecompositionMixin, Qwen2Model):
-    """``Qwen2Model`` whose ``forward`` can also return a token-wise decomposition."""
-
-
-#: config.model_type -> (causal LM class, bare model class)
-DECOMPOSED_CLASSES = {
-    "opt": (DecomposedOPTForCausalLM, DecomposedOPTModel),
-    "gpt2": (DecomposedGPT2LMHeadModel, DecomposedGPT2Model),
-    "llama": (DecomposedLlamaForCausalLM, DecomposedLlamaModel),
-    "mistral": (DecomposedMistralForCausalLM, DecomposedMistralModel),
-    "qwen2": (DecomposedQwen2ForCausalLM, DecomposedQwen2Model),
-}
+def __dir__():
+    return sorted(list(globals()) + builtin_class_names())

@@ -3,7 +3,7 @@
 Every context manager registers hooks (never replaces modules or forwards), switches the model to eager
 attention when it needs the attention mask, and removes everything in ``finally``: the model is exactly
 as before, even when the block raises. Works for every family of :mod:`huggingface_patch.architectures`
-(OPT, GPT-2, Llama/Mistral/Qwen2).
+(every hook point comes from the family's adapter: :class:`~huggingface_patch.architectures.LayerParts`).
 
 Shapes: ``R`` rows of the batch, ``T`` tokens (no cache: keys = queries = ``T``), ``H`` hidden size.
 """
@@ -17,9 +17,6 @@ import torch
 
 from ..architectures import model_parts
 from ..compat import eager_attention
-
-#: names of the attention output projection in the supported families (OPT, GPT-2, Llama)
-_OUTPUT_PROJECTIONS = ("out_proj", "c_proj", "o_proj", "dense")
 
 #: ``mode`` values of :func:`knockout_attention`
 ATTENTION_KNOCKOUT_MODES = ("uniform", "zero")
@@ -171,15 +168,6 @@ def knockout_mlp(model, layers: Iterable[int], positions=None, rows: torch.Tenso
         yield
 
 
-def output_projection(attention: torch.nn.Module) -> torch.nn.Module:
-    """The attention module's output projection (``out_proj`` / ``c_proj`` / ``o_proj``)."""
-    for name in _OUTPUT_PROJECTIONS:
-        module = getattr(attention, name, None)
-        if isinstance(module, torch.nn.Module):
-            return module
-    raise ValueError(f"cannot find the output projection of {attention.__class__.__name__}")
-
-
 @contextlib.contextmanager
 def knockout_attention(model, layers: Iterable[int], mode: str = "uniform", rows: torch.Tensor | None = None):
     """Knock out the attention sublayer of ``layers`` at every position.
@@ -188,7 +176,8 @@ def knockout_attention(model, layers: Iterable[int], mode: str = "uniform", rows
     cells stay masked), which under eager attention makes the attention *uniform over the causal prefix*
     (scores are absorbed by ``finfo.min``), not zero. ``mode="zero"`` — **true zero attention**: all
     attention weights are 0, so the sublayer outputs only its output-projection bias (like the MLP
-    knockout, which leaves the bias of its last linear). ``rows`` restricts it to some batch rows.
+    knockout, which leaves the bias of its last linear; Gemma's norm after the sublayer then sees only that
+    bias). ``rows`` restricts it to some batch rows.
     """
     if mode not in ATTENTION_KNOCKOUT_MODES:
         raise ValueError(f"unknown attention knockout mode {mode!r}: choose from {', '.join(ATTENTION_KNOCKOUT_MODES)}")
@@ -214,7 +203,7 @@ def knockout_attention(model, layers: Iterable[int], mode: str = "uniform", rows
             if mode == "uniform":
                 handles.append(attention.register_forward_pre_hook(uniform_hook, with_kwargs=True))
             else:
-                handles.append(output_projection(attention).register_forward_pre_hook(zero_hook))
+                handles.append(parts.layers[layer].attention_output.register_forward_pre_hook(zero_hook))
 
     with contextlib.ExitStack() as stack:
         if mode == "uniform":
@@ -247,7 +236,9 @@ def patch_layer_input(model, layer: int, source: torch.Tensor, positions, rows: 
 
 @contextlib.contextmanager
 def record_sublayer_outputs(model, position: int = -1):
-    """Record, for every layer, the attention sublayer output and the MLP output at ``position``.
+    """Record, for every layer, what the attention sublayer and the MLP add to the residual stream at
+    ``position`` (the outputs of the adapter's ``attention_update`` and ``mlp_update``: the attention module
+    and the MLP's last linear, or Gemma's norms after them).
 
     Yields a dict ``{"attention": [L tensors (R, H)], "mlp": [L tensors (R, H)]}`` filled by the next
     forward pass (cleared at its start).
@@ -274,8 +265,8 @@ def record_sublayer_outputs(model, position: int = -1):
     def register(handles):
         _track_layer_shapes(parts, range(L), handles, shapes)
         for i, layer in enumerate(parts.layers):
-            handles.append(layer.attention.register_forward_hook(attention_hook(i)))
-            handles.append(layer.mlp_down.register_forward_hook(mlp_hook(i)))
+            handles.append(layer.attention_update.register_forward_hook(attention_hook(i)))
+            handles.append(layer.mlp_update.register_forward_hook(mlp_hook(i)))
 
     with _hooks(register):
         yield record

@@ -1,0 +1,82 @@
+"""Residual blocks: a stream through one decoder layer, block by block, branch by branch.
+
+A block is ``y = post_norm(x + sum_b output_norm_b(sublayer_b(pre_norm_b(x))))``
+(:class:`~huggingface_patch.architectures.spec.ResidualBlock`); pre-norm, post-norm, sandwich and parallel
+layers are all this one loop. A *stream* is either the bias term, in sequence layout ``(B, T, H)``, or a
+block of sources in block layout ``(B, S, w, H)`` (:mod:`.layouts`); the layout aligns the frozen
+per-target coefficients to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..architectures.spec import AttentionSpec, Branch, LayerSpec
+from .attention import apply_attention
+from .mlp import FrozenMLP, apply_mlp
+from .norms import FrozenNorm, apply_norm
+
+
+@dataclass
+class FrozenBranch:
+    """One branch's frozen parts: its norms, and the attention probabilities ``(B, h, T, T)`` (or
+    :class:`~.packed.PackedCausal`) or the :class:`~.mlp.FrozenMLP`."""
+
+    pre_norm: FrozenNorm | None
+    sublayer: torch.Tensor | FrozenMLP
+    output_norm: FrozenNorm | None = None
+
+
+@dataclass
+class FrozenBlock:
+    """One residual block's frozen branches and its post norm."""
+
+    branches: list[FrozenBranch]
+    post_norm: FrozenNorm | None = None
+
+
+def apply_branch(x: torch.Tensor, branch: Branch, frozen: FrozenBranch, layout, normed: dict) -> torch.Tensor:
+    """``output_norm(sublayer(pre_norm(x)))`` for a stream; ``normed`` caches ``pre_norm(x)`` per norm, so
+    branches that share a norm (GPT-J) normalise once."""
+    y = x
+    if branch.pre_norm is not None:
+        key = id(branch.pre_norm)
+        if key not in normed:
+            normed[key] = apply_norm(x, branch.pre_norm, frozen.pre_norm, layout)
+        y = normed[key]
+    if isinstance(branch.sublayer, AttentionSpec):
+        out = apply_attention(y, branch.sublayer, frozen.sublayer, layout)
+    else:
+        out = apply_mlp(y, frozen.sublayer, layout)
+    if branch.output_norm is not None:
+        out = apply_norm(out, branch.output_norm, frozen.output_norm, layout)
+    return out
+
+
+def propagate_layer(state: torch.Tensor, layer_spec: LayerSpec, frozen_blocks: list[FrozenBlock], layout) -> torch.Tensor:
+    """Push a stream through one decoder layer (its residual blocks in order)."""
+    # with device_map="auto" each layer runs where its weights live
+    state = state.to(layer_spec.attention.value.device)
+    for block, frozen in zip(layer_spec.blocks, frozen_blocks):
+        normed: dict = {}
+        update = None
+        for branch, frozen_branch in zip(block.branches, frozen.branches):
+            out = apply_branch(state, branch, frozen_branch, layout, normed)
+            update = out if update is None else update + out
+        state = state + update
+        if block.post_norm is not None:
+            state = apply_norm(state, block.post_norm, frozen.post_norm, layout)
+    return state
+
+
+def finalize(state: torch.Tensor, frozen, layout) -> torch.Tensor:
+    """Final norm (if any) and ``project_out`` (if any): the state the LM head reads."""
+    spec = frozen.spec
+    if frozen.final_norm is not None:
+        state = state.to(frozen.final_norm.scale.device)
+        state = apply_norm(state, spec.final_norm, frozen.final_norm, layout)
+    if spec.project_out is not None:
+        state = spec.project_out.linear(state)
+    return state
