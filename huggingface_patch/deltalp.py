@@ -2,7 +2,10 @@
 token's contribution is removed from the final state.
 
 ``LP(t) = log p(x[t+1] | state[t])`` and ``LP_{-s}(t)`` uses ``state[t] - n[s, t]``; ``ΔLP = LP - LP_{-s}``.
-Logits are ``state @ proj.T`` with ``proj`` the LM head weight ``(V, H)`` (the paper's ``proj_weights``).
+Logits are the model's read-out of a state (:class:`~huggingface_patch.architectures.Readout`):
+``state @ proj.T`` with ``proj`` the LM head weight ``(V, H)`` (the paper's ``proj_weights``), plus the
+head's bias where it has one (GPT-J), then final-logit softcapping where the model has it (Gemma 2). Every
+function taking ``proj`` accepts the bare weight or a ``Readout``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from .architectures.spec import Readout
 
 LN2 = math.log(2.0)
 
@@ -46,20 +51,20 @@ def compute_deltalp(final_state: torch.Tensor, decomposition: torch.Tensor, proj
     ``base`` 2 gives bits (the paper), ``math.e`` nats.
     """
     window, length, _ = decomposition.shape
-    vocab = proj.shape[0]
     dtype = torch.float64 if final_state.dtype == torch.float64 else torch.float32
-    proj = proj.to(dtype)
+    head = Readout.of(proj).to(dtype=dtype)
+    weight = head.weight
     scale = 1.0 / math.log(base)
     targets = ids[1:].long()
     lp = torch.empty(length - 1, dtype=dtype)
     ablated = torch.full((window, length - 1), float("nan"), dtype=dtype)
-    chunk = max(1, int(max_chunk_bytes // max(1, (window + 1) * vocab * proj.element_size())))
+    chunk = max(1, int(max_chunk_bytes // max(1, (window + 1) * head.vocab_size * weight.element_size())))
     for lo in range(0, length - 1, chunk):
         hi = min(length - 1, lo + chunk)
-        logits = final_state[lo:hi].to(dtype) @ proj.t()  # (C, V)
+        logits = head.raw(final_state[lo:hi].to(dtype))  # (C, V) before softcapping
         gold = targets[lo:hi]
-        lp[lo:hi] = torch.log_softmax(logits, -1).gather(-1, gold[:, None])[:, 0].cpu() * scale
-        removed = logits[None] - decomposition[:, lo:hi].to(dtype) @ proj.t()  # (W, C, V)
+        lp[lo:hi] = torch.log_softmax(head.cap(logits), -1).gather(-1, gold[:, None])[:, 0].cpu() * scale
+        removed = head.cap(logits[None] - decomposition[:, lo:hi].to(dtype) @ weight.t())  # (W, C, V)
         values = torch.log_softmax(removed, -1).gather(-1, gold[None, :, None].expand(window, -1, 1))[..., 0]
         ablated[:, lo:hi] = values.cpu() * scale
     k = torch.arange(window)[:, None]
@@ -137,14 +142,14 @@ def compute_group_deltalp(final_state: torch.Tensor, decomposition: torch.Tensor
     summed = group_contributions(decomposition, groups)  # (G, T, H)
     dtype = torch.float64 if final_state.dtype == torch.float64 else torch.float32
     scale = 1.0 / math.log(base)
-    proj = proj.to(dtype)
+    head = Readout.of(proj).to(dtype=dtype)
     targets = ids[1:].long()
-    logits = final_state[: length - 1].to(dtype) @ proj.t()  # (T-1, V)
-    lp = torch.log_softmax(logits, -1).gather(-1, targets[:, None])[:, 0] * scale
+    logits = head.raw(final_state[: length - 1].to(dtype))  # (T-1, V) before softcapping
+    lp = torch.log_softmax(head.cap(logits), -1).gather(-1, targets[:, None])[:, 0] * scale
     ablated = torch.full((len(groups), length - 1), float("nan"), dtype=dtype)
     t = torch.arange(length - 1)
     for g, group in enumerate(groups):
-        removed = logits - summed[g, : length - 1].to(dtype) @ proj.t()
+        removed = head.cap(logits - summed[g, : length - 1].to(dtype) @ head.weight.t())
         values = torch.log_softmax(removed, -1).gather(-1, targets[:, None])[:, 0] * scale
         members = torch.tensor(sorted(set(int(s) for s in group)) or [length], dtype=torch.long)
         present = ((t[:, None] - members[None, :] >= 0) & (t[:, None] - members[None, :] < window)).any(1)
@@ -160,19 +165,33 @@ def compute_contrastive_deltalp(final_state: torch.Tensor, decomposition: torch.
     ``foil`` is one token id (used at every target) or ``(T-1,)`` ids. The returned ``lp`` is the contrast
     ``log p(target) - log p(foil)`` ``(T-1,)``; ``ablated`` ``(W, T-1)`` the contrast without source ``t-k``;
     ``delta`` = the contrastive ΔLP, which equals ``ΔLP(target) - ΔLP(foil)``. The softmax normaliser cancels,
-    so this is ``(n[s, t] @ (proj[target] - proj[foil])) / ln(base)``.
+    so only the two logits matter: without softcapping this is ``(n[s, t] @ (proj[target] - proj[foil])) /
+    ln(base)``; with it, each of the two logits is capped before the difference.
     """
     window, length, _ = decomposition.shape
     dtype = torch.float64 if final_state.dtype == torch.float64 else torch.float32
     scale = 1.0 / math.log(base)
-    proj = proj.to(dtype)
+    head = Readout.of(proj).to(dtype=dtype)
     targets = ids[1:].long()
     foils = torch.as_tensor(foil, dtype=torch.long).expand(length - 1) if torch.as_tensor(foil).dim() == 0 \
         else torch.as_tensor(foil, dtype=torch.long)
-    direction = proj[targets] - proj[foils]  # (T-1, H)
-    contrast = (final_state[: length - 1].to(dtype) * direction).sum(-1) * scale
-    parts = (decomposition[:, : length - 1].to(dtype) * direction[None]).sum(-1) * scale  # (W, T-1)
-    ablated = contrast[None, :] - parts
+    state = final_state[: length - 1].to(dtype)
+    parts = decomposition[:, : length - 1].to(dtype)
+    if head.softcap is None:
+        direction = head.weight[targets] - head.weight[foils]  # (T-1, H); the head bias adds a constant
+        offset = 0.0 if head.bias is None else head.bias[targets] - head.bias[foils]
+        contrast = ((state * direction).sum(-1) + offset) * scale
+        ablated = contrast[None, :] - (parts * direction[None]).sum(-1) * scale  # (W, T-1)
+    else:
+        def pair(states):  # (..., T-1, H) -> capped logit(target) - capped logit(foil)
+            def logit(ids):
+                value = (states * head.weight[ids]).sum(-1)
+                return value if head.bias is None else value + head.bias[ids]
+
+            return (head.cap(logit(targets)) - head.cap(logit(foils))) * scale
+
+        contrast = pair(state)
+        ablated = pair(state[None] - parts)
     k = torch.arange(window)[:, None]
     t = torch.arange(length - 1)[None, :]
     ablated[(t - k) < 0] = float("nan")
@@ -184,7 +203,7 @@ def bias_only_lp(bias: torch.Tensor, proj: torch.Tensor, ids: torch.Tensor, base
     ``bias @ proj.T``.
     """
     dtype = torch.float64 if bias.dtype == torch.float64 else torch.float32
-    logits = bias[:-1].to(dtype) @ proj.to(dtype).t()
+    logits = Readout.of(proj).to(dtype=dtype).logits(bias[:-1].to(dtype))
     return torch.log_softmax(logits, -1).gather(-1, ids[1:].long()[:, None])[:, 0] / math.log(base)
 
 
@@ -206,19 +225,22 @@ def stream_deltalp(model, input_ids: torch.Tensor, window: int, base: float = 2.
     length = ids.numel()
     if length < 2:
         raise ValueError("ΔLP needs at least 2 tokens")
-    head = model.get_output_embeddings()
+    from .architectures import readout
+
+    module = model.get_output_embeddings()
+    head = readout(model)
     proj = head.weight
     vocab = proj.shape[0]
     scale = 1.0 / math.log(base)
     seen: dict[str, torch.Tensor] = {}
-    handle = head.register_forward_pre_hook(lambda module, args: seen.__setitem__("state", args[0].detach()))
+    handle = module.register_forward_pre_hook(lambda module, args: seen.__setitem__("state", args[0].detach()))
     w = min(window, length)
     ablated = torch.full((w, length - 1), float("nan"), dtype=torch.float64 if model.dtype == torch.float64 else torch.float32)
     targets = ids[1:].long()
     lp_box: dict[str, torch.Tensor] = {}
 
     def log_probs(states: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
-        logits = states @ proj.to(states.dtype).t()
+        logits = head.logits(states)
         return (logits.gather(-1, gold[:, None])[:, 0] - torch.logsumexp(logits, -1)) * scale
 
     def rows_per_chunk(dtype) -> int:

@@ -118,10 +118,19 @@ def tokenizer_folder() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "byte_tokenizer")
 
 
-def save_tiny_model(kind: str, folder: str, *, seed: int = 0, **overrides) -> str:
-    """Save a tiny random model of ``kind`` plus the byte-level tokenizer to ``folder``; returns it."""
-    model = build_tiny_model(kind, decomposed=False, seed=seed, **overrides)
+def save_with_tokenizer(model, folder: str) -> str:
+    """Save ``model`` plus the byte-level tokenizer to ``folder`` (loadable by every command-line tool)."""
+    from transformers import AutoTokenizer
+
     model.save_pretrained(folder)
     for name in _TOKENIZER_FILES:
         shutil.copy(os.path.join(tokenizer_folder(), name), os.path.join(folder, name))
+    # also the fast tokenizer's own file: some families (Mistral, Phi-3) resolve their tokenizer class from
+    # the model config and need it
+    AutoTokenizer.from_pretrained(tokenizer_folder()).save_pretrained(folder)
     return folder
+
+
+def save_tiny_model(kind: str, folder: str, *, seed: int = 0, **overrides) -> str:
+    """Save a tiny random model of ``kind`` plus the byte-level tokenizer to ``folder``; returns it."""
+    return save_with_tokenizer(build_tiny_model(kind, decomposed=False, seed=seed, **overrides), folder)

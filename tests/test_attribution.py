@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 import random
@@ -135,7 +137,7 @@ def test_single_source_groups_equal_token_deltalp(tiny_case):
 def test_word_deltalp_equals_joint_removal(tiny_case):
     _, analysis = tiny_case
     tokens = ["</s>", "T", "h", "e", "Ġc", "a", "t", "Ġs", "a", "t", "."] + ["x"] * (len(analysis.ids) - 11)
-    analysis = PieceAnalysis(**{**analysis.__dict__, "tokens": tokens})
+    analysis = dataclasses.replace(analysis, tokens=tokens)
     groups = word_groups(tokens)
     assert groups[:4] == [[0], [1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 11, 12]]
     rows = word_rows(analysis)

@@ -214,6 +214,11 @@ class Readout:
     bias: torch.Tensor | None = None
     softcap: float | None = None
 
+    @classmethod
+    def of(cls, head: "Readout | torch.Tensor") -> "Readout":
+        """A :class:`Readout` as it is, or a bare ``(V, H)`` weight as one (no bias, no softcapping)."""
+        return head if isinstance(head, Readout) else cls(head)
+
     @property
     def vocab_size(self) -> int:
         return self.weight.shape[0]

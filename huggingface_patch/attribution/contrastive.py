@@ -26,5 +26,5 @@ def resolve_foil(tokenizer, foil: str) -> int:
 
 def contrastive_deltalp(analysis: PieceAnalysis, foil: int, base: float = 2.0) -> DeltaLP:
     """Contrastive :class:`DeltaLP` of a piece: ``lp`` = ``log p(target) - log p(foil)``; ``delta`` per source."""
-    return compute_contrastive_deltalp(analysis.final_state, analysis.decomposition, analysis.proj, analysis.ids,
+    return compute_contrastive_deltalp(analysis.final_state, analysis.decomposition, analysis.readout, analysis.ids,
                                        foil, base=base)

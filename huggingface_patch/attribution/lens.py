@@ -3,8 +3,10 @@ the vocabulary through the *frozen* final norm and the LM head.
 
 At layer ``l`` the frozen final norm uses the real residual state ``x_l`` of that layer (as the logit lens does):
 LayerNorm ``(c - mean(c)) / sqrt(var(x_l) + eps) * gamma`` (``beta`` belongs to the bias term), RMSNorm
-``c / sqrt(mean(x_l^2) + eps) * gamma``; OPT-350m's ``project_out`` is applied. At the last layer this equals
-the model's own decomposition, so the source vectors plus the bias term give the real logits.
+``c / sqrt(mean(x_l^2) + eps) * gamma``; OPT-350m's ``project_out`` is applied. The projection is the LM
+head's weight alone: a head bias (GPT-J) belongs to no source, and final-logit softcapping (Gemma 2) is
+not linear, so it applies to whole logits, not to per-source pieces. At the last layer this equals the
+model's own decomposition, so the source vectors plus the bias term give the logits before softcapping.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..architectures import get_adapter, model_parts
+from ..architectures import get_adapter, readout
+from ..engine.norms import norm_scale, normalize
 from ..layer_states import residual_states
 
 
@@ -36,22 +39,14 @@ class LensResult:
 
 def frozen_final_norm(model, contributions: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
     """Apply the final norm frozen at the real pre-norm ``state`` ``(H,)`` to ``contributions`` ``(..., H)``
-    (no shift: ``beta`` is part of the bias term), then ``project_out`` if the model has one.
-    """
+    (no shift: it is part of the bias term), then ``project_out`` if the model has one; in fp64 on the CPU.
+    The norm is the engine's own (:func:`huggingface_patch.engine.norms.normalize`)."""
     spec = get_adapter(model).spec(model)
-    norm = spec.final_norm
-    c = contributions.double()
-    x = state.double()
-    if norm is not None:
-        if norm.kind == "layer":
-            c = (c - c.mean(-1, keepdim=True)) / torch.sqrt(x.var(unbiased=False) + norm.eps)
-        else:
-            c = c / torch.sqrt((x * x).mean() + norm.eps)
-        if norm.weight is not None:
-            c = c * norm.weight.detach().double().cpu()
-    project_out = model_parts(model).project_out
-    if project_out is not None:
-        c = c @ project_out.weight.detach().double().cpu().t()
+    c = contributions.double().cpu()
+    if spec.final_norm is not None:
+        c = normalize(c, spec.final_norm, norm_scale(spec.final_norm, state.double().cpu()))
+    if spec.project_out is not None:
+        c = spec.project_out.linear(c.to(spec.project_out.weight.device)).double().cpu()
     return c
 
 
@@ -68,7 +63,7 @@ def decomposition_lens(model, ids: torch.Tensor, target: int, window: int | None
     device = next(model.parameters()).device
     states, out = residual_states(model, ids[None].to(device), decomposition_window=window,
                                   output_layer_decompositions=True)
-    proj = model.get_output_embeddings().weight.detach().double().cpu()
+    proj = readout(model).weight.detach().double().cpu()
     ks = list(range(min(window, target + 1)))
     sources = [target - k for k in ks][::-1]
     layers = []

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..architectures import Readout, readout
 from ..cli import atomic_path
 from ..deltalp import DeltaLP, compute_deltalp
 
@@ -38,7 +39,8 @@ class PieceAnalysis:
 
     ``ids`` ``(T,)`` starts with BOS; ``start`` = article index of ``ids[1]``; ``final_state`` ``(T, H)`` is what
     the LM head reads; ``decomposition`` ``(W, T, H)`` relative layout; ``bias`` ``(T, H)`` or None (files);
-    ``proj`` ``(V, H)``; ``tokens`` the token strings.
+    ``readout`` the model's read-out (a :class:`~huggingface_patch.architectures.Readout`, or the bare LM head
+    weight ``(V, H)``); ``tokens`` the token strings.
     """
 
     document: int | str
@@ -48,9 +50,17 @@ class PieceAnalysis:
     tokens: list[str]
     final_state: torch.Tensor
     decomposition: torch.Tensor
-    proj: torch.Tensor
+    readout: Readout
     bias: torch.Tensor | None = None
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.readout = Readout.of(self.readout)
+
+    @property
+    def proj(self) -> torch.Tensor:
+        """The LM head weight ``(V, H)`` (the paper's ``proj_weights``)."""
+        return self.readout.weight
 
     def position(self, index: int) -> int:
         """Article index of piece token ``index`` (-1 for the BOS at 0)."""
@@ -58,7 +68,7 @@ class PieceAnalysis:
 
     def deltalp(self, base: float = 2.0) -> DeltaLP:
         """Token-level ΔLP of this piece (:func:`huggingface_patch.deltalp.compute_deltalp`)."""
-        return compute_deltalp(self.final_state, self.decomposition, self.proj, self.ids, base=base)
+        return compute_deltalp(self.final_state, self.decomposition, self.readout, self.ids, base=base)
 
 
 @torch.no_grad()
@@ -86,12 +96,12 @@ def head_input(model, ids: torch.Tensor, window: int, conventions=None):
 
 def decompose_piece(model, tokenizer, ids: list[int] | torch.Tensor, window: int, *, document=0, piece: int = 0,
                     start: int = 0, conventions=None) -> PieceAnalysis:
-    """Decompose one piece (BOS first) and package it with its tokens and the LM head weight."""
+    """Decompose one piece (BOS first) and package it with its tokens and the model's read-out."""
     ids = torch.as_tensor(ids, dtype=torch.long)
     final_state, decomposition, bias = head_input(model, ids, window, conventions)
-    proj = model.get_output_embeddings().weight.detach().cpu()
+    head = readout(model).to("cpu")
     tokens = tokenizer.convert_ids_to_tokens(ids.tolist())
-    return PieceAnalysis(document, piece, start, ids, tokens, final_state, decomposition, proj, bias)
+    return PieceAnalysis(document, piece, start, ids, tokens, final_state, decomposition, head, bias)
 
 
 def stitch_targets(pieces) -> dict[tuple, tuple[int, int]]:

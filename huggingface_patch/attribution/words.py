@@ -41,7 +41,7 @@ def word_text(tokens: list[str], group: list[int], tokenizer=None, ids=None) -> 
 
 def span_deltalp(analysis: PieceAnalysis, spans: list[list[int]] | list[range], base: float = 2.0) -> DeltaLP:
     """ΔLP of removing each set or span of piece positions jointly: ``ablated`` / ``delta`` are ``(G, T-1)``."""
-    return compute_group_deltalp(analysis.final_state, analysis.decomposition, analysis.proj, analysis.ids,
+    return compute_group_deltalp(analysis.final_state, analysis.decomposition, analysis.readout, analysis.ids,
                                  [list(span) for span in spans], base=base)
 
 

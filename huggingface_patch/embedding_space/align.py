@@ -40,7 +40,14 @@ class Activations:
 @torch.no_grad()
 def collect_activations(model: nn.Module, tokenizer, texts: list[str], n_neurons: int = 5, max_positions: int = 1000,
                         skip_first: bool = True, max_length: int = 512) -> Activations:
-    """Run the texts one at a time; keep up to ``max_positions`` positions (``skip_first``: not position 0)."""
+    """Run the texts one at a time, each cut to ``max_length`` tokens and to the model's context; keep up to
+    ``max_positions`` positions (``skip_first``: not position 0)."""
+    from ..corpus import CorpusError, context_size
+
+    try:
+        max_length = min(max_length, context_size(model.config))
+    except CorpusError:
+        pass
     parts = model_parts(model)
     device = next(model.parameters()).device
     tops: list[list[torch.Tensor]] = [[] for _ in parts.layers]
