@@ -1,6 +1,7 @@
-"""Shims for Transformers version drift, each with what it does and when it can go.
+"""Shims for Transformers version drift and internals, each with what it does and when it can go.
 
-Tested floor: transformers 5.0 (developed against 5.23).
+Tested range: the Transformers release CI installs (5.24 at the time of writing; ``setup.py`` allows 5.x).
+The floor of the range is not tested; see ``docs/architecture.md``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,25 @@ from torch import nn
 
 
 def layer_output_tensor(output) -> torch.Tensor:
-    """Decoder layers return a bare tensor in Transformers 5 and a tuple in 4.x; accept both.
-
-    Can go once 4.x support is formally dropped (it is not tested).
-    """
+    """The tensor a hooked module returned: decoder layers and norms return a bare tensor, attention modules
+    a tuple whose first element is the output."""
     return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def inherit_checkpoint_conversions(cls: type, base: type) -> None:
+    """Let the decomposing subclass ``cls`` load checkpoints exactly as ``base`` does.
+
+    Transformers 5 renames checkpoint keys while loading by looking up the model's *class name* (e.g.
+    ``GPTNeoXForCausalLM`` maps ``embed_out`` to ``lm_head``) and skips the lookup for classes defined outside
+    ``transformers`` unless their name was registered: without this a ``DecomposedGPTNeoXForCausalLM``
+    would load Pythia checkpoints with a freshly initialised LM head. Registers ``base``'s mapping under
+    ``cls``'s name; goes when Transformers looks conversions up along the class hierarchy.
+    """
+    from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+
+    mapping = get_checkpoint_conversion_mapping(base.__name__)
+    if mapping is not None:
+        register_checkpoint_conversion_mapping(cls.__name__, mapping, overwrite=True)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""The decomposing classes behave like their Hugging Face bases and load through from_pretrained."""
+"""The decomposing classes behave like their Hugging Face bases and load through from_pretrained, for every
+family; unsupported families get one clear error."""
 
 from __future__ import annotations
 
@@ -7,52 +8,51 @@ import torch
 import transformers
 
 import huggingface_patch as hp
-from huggingface_patch.testing import build_tiny_model, save_tiny_model, tiny_config
-
-PAIRS = [
-    (hp.DecomposedOPTForCausalLM, transformers.OPTForCausalLM),
-    (hp.DecomposedOPTModel, transformers.OPTModel),
-    (hp.DecomposedGPT2LMHeadModel, transformers.GPT2LMHeadModel),
-    (hp.DecomposedGPT2Model, transformers.GPT2Model),
-    (hp.DecomposedLlamaForCausalLM, transformers.LlamaForCausalLM),
-    (hp.DecomposedLlamaModel, transformers.LlamaModel),
-]
+from helpers import assert_close_rel
+from huggingface_patch.modeling.classes import builtin_class_names, decomposed_class_for
+from huggingface_patch.testing import TINY_KINDS, build_tiny_model, save_tiny_model, tiny_config
 
 
-@pytest.mark.parametrize("cls,base", PAIRS, ids=[p[0].__name__ for p in PAIRS])
-def test_subclass_of_base(cls, base):
-    assert issubclass(cls, base)
-
-
-@pytest.mark.parametrize("kind", ["opt-pre", "opt-post", "gpt2", "llama"])
-def test_auto_from_pretrained_picks_class(kind, tmp_path):
+@pytest.mark.parametrize("kind", TINY_KINDS)
+def test_auto_from_pretrained_picks_the_family_class(kind, tmp_path):
+    """The Auto class loads ``Decomposed`` + the class Transformers itself picks, with the same logits with and
+    without a window, and ``from huggingface_patch import Decomposed...`` names that same class."""
     folder = save_tiny_model(kind, str(tmp_path / kind))
-    model = hp.AutoDecomposedModelForCausalLM.from_pretrained(folder, attn_implementation="eager")
-    expected = {"opt-pre": "DecomposedOPTForCausalLM", "opt-post": "DecomposedOPTForCausalLM",
-                "gpt2": "DecomposedGPT2LMHeadModel", "llama": "DecomposedLlamaForCausalLM"}[kind]
-    assert type(model).__name__ == expected
-    plain = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager")
+    plain = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    model = hp.AutoDecomposedModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    assert type(model).__name__ == "Decomposed" + type(plain).__name__
+    assert type(model).__mro__[2] is type(plain)
+    assert getattr(hp, type(model).__name__) is type(model)
     ids = torch.randint(3, 260, (1, 7))
     assert torch.equal(model(ids).logits, plain(ids).logits)
     assert torch.equal(model(ids, decomposition_window=3).logits, plain(ids).logits)
 
 
-@pytest.mark.parametrize("kind,cls", [("opt-post", hp.DecomposedOPTModel), ("gpt2", hp.DecomposedGPT2Model),
-                                      ("llama", hp.DecomposedLlamaModel)])
-def test_bare_models_decompose_last_hidden_state(kind, cls, tmp_path):
+@pytest.mark.parametrize("kind", TINY_KINDS)
+def test_bare_models_decompose_last_hidden_state(kind, tmp_path):
+    """The bare decoder class of every family decomposes its ``last_hidden_state``."""
     folder = save_tiny_model(kind, str(tmp_path / kind))
-    model = cls.from_pretrained(folder).eval()
-    out = model(torch.randint(3, 260, (2, 6)), decomposition_window=6)
-    recon = out.decomposition.sum(1) + out.decomposition_bias
-    assert float((recon - out.last_hidden_state).abs().max()) < 1e-4 * float(out.last_hidden_state.abs().max())
+    cls = decomposed_class_for(tiny_config(kind), head=False)
+    model = cls.from_pretrained(folder, attn_implementation="eager").eval()
+    assert type(model).__name__ in builtin_class_names()
+    with torch.no_grad():
+        out = model(torch.randint(3, 260, (2, 6)), decomposition_window=6)
+    assert_close_rel(out.decomposition.sum(1) + out.decomposition_bias, out.last_hidden_state, 1e-4,
+                     f"{kind} bare model")
 
 
 def test_unsupported_architecture_names_supported_ones():
-    config = transformers.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    config = transformers.BloomConfig(hidden_size=32, n_layer=1, n_head=2)
     with pytest.raises(ValueError) as info:
         hp.AutoDecomposedModelForCausalLM.from_config(config)
     message = str(info.value)
-    assert "bert" in message and "opt" in message and "gpt2" in message and "llama" in message
+    assert "bloom" in message and all(name in message for name in hp.list_architectures())
+    assert len(message.splitlines()) == 1
+
+
+def test_unknown_class_name_is_an_attribute_error():
+    with pytest.raises(AttributeError):
+        hp.DecomposedNoSuchModel
 
 
 def test_without_window_behaves_as_base_class():
@@ -98,3 +98,4 @@ def test_return_dict_false_gives_tuple():
 def test_tiny_config_kinds():
     assert tiny_config("opt-post").do_layer_norm_before is False
     assert tiny_config("llama").num_key_value_heads < tiny_config("llama").num_attention_heads
+    assert tiny_config("neox-parallel").use_parallel_residual and not tiny_config("neox-sequential").use_parallel_residual

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from huggingface_patch.engine.conventions import Conventions
-from huggingface_patch.testing import build_tiny_model
+from huggingface_patch.testing import TINY_KINDS, build_tiny_model
 
 from helpers import assert_close_rel
 
 
 @pytest.mark.parametrize("conventions", Conventions.all_variants(), ids=lambda c: c.name)
-@pytest.mark.parametrize("kind", ["opt-pre", "gpt2", "llama"])
+@pytest.mark.parametrize("kind", TINY_KINDS)
 def test_identity_holds_for_every_convention(kind, conventions):
     model = build_tiny_model(kind).double()
     ids = torch.randint(3, 260, (1, 10), generator=torch.Generator().manual_seed(6))

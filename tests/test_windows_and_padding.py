@@ -1,4 +1,4 @@
-"""DESIGN.md §2: windows keep exactly the in-window contributions; padding changes nothing; layouts convert."""
+"""``docs/design.md`` §2: windows keep exactly the in-window contributions; padding changes nothing; layouts convert."""
 
 from __future__ import annotations
 
@@ -34,13 +34,14 @@ def test_window_larger_than_sequence_is_full_decomposition():
     assert_close_rel(big.decomposition, model(ids, decomposition_window=9).decomposition, 0.0, "window >= T")
 
 
-@pytest.mark.parametrize("block", [1, 2, 5, 7, 64])
-def test_block_sizes_agree(block):
-    model = build_tiny_model("gpt2")
+@pytest.mark.parametrize("kind", TINY_KINDS)
+def test_block_sizes_agree(kind):
+    model = build_tiny_model(kind)
     ids = torch.randint(3, 260, (1, 19), generator=torch.Generator().manual_seed(4))
     reference = model(ids, decomposition_window=6, decomposition_block_size=19)
-    out = model(ids, decomposition_window=6, decomposition_block_size=block)
-    assert_close_rel(out.decomposition, reference.decomposition, WINDOW_TOLERANCE, f"block size {block}")
+    for block in (1, 2, 5, 7, 64):
+        out = model(ids, decomposition_window=6, decomposition_block_size=block)
+        assert_close_rel(out.decomposition, reference.decomposition, WINDOW_TOLERANCE, f"{kind} block size {block}")
 
 
 @pytest.mark.parametrize("side", ["left", "right"])

@@ -10,6 +10,7 @@ from this module and from ``huggingface_patch`` (``from huggingface_patch import
 from __future__ import annotations
 
 from ..architectures import get_adapter, registered_adapters
+from ..compat import inherit_checkpoint_conversions
 from .mixin import DecompositionMixin
 
 PREFIX = "Decomposed"
@@ -21,10 +22,12 @@ def decomposed_class(base: type) -> type:
     if issubclass(base, DecompositionMixin):
         return base
     if base not in _CLASSES:
-        _CLASSES[base] = type(f"{PREFIX}{base.__name__}", (DecompositionMixin, base), {
+        cls = type(f"{PREFIX}{base.__name__}", (DecompositionMixin, base), {
             "__module__": __name__,
             "__doc__": f"``{base.__name__}`` whose ``forward`` can also return a token-wise decomposition.",
         })
+        inherit_checkpoint_conversions(cls, base)
+        _CLASSES[base] = cls
     return _CLASSES[base]
 
 

@@ -62,6 +62,14 @@ class DecompositionMixin:
         return self._decomposed_forward(super().forward, args, kwargs, _check_window(window),
                                         output_layer_decompositions, **options)
 
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """As the Hugging Face class this one extends: same weights, so the same checkpoint handling (Transformers
+        skips key conversions and changes weight initialisation for classes it takes for custom code)."""
+        base = next(c for c in cls.__mro__ if c is not cls and not issubclass(c, DecompositionMixin)
+                    and hasattr(c, "is_custom_code"))
+        return base.is_custom_code()
+
     def decomposition_memory(self, batch: int, length: int, window: int, output_layers: bool = False,
                              streaming: bool = False, max_memory: int | None = None,
                              conventions: Conventions | None = None) -> MemoryEstimate:
