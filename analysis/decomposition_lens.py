@@ -4,113 +4,88 @@ vocabulary through the frozen final norm and the LM head: which output tokens ea
     python -m analysis.decomposition_lens --model smollm2-135m --text "The capital of France is" --target -1
 
 Outputs in ``--output-dir``: ``lens.csv`` (layer, source, rank, promoted token, logit; plus the source's
-contribution to the actual next token's logit), ``lens.json`` (settings and top token per layer and source)
-and ``lens.png`` (heatmap layers × sources of the contribution to the next token's logit, or to the token
-the model predicts at the last position).
+contribution to the actual next token's logit), ``lens.json`` (settings and top token per layer and source),
+``lens.png`` (heatmap layers × sources of the contribution to the next token's logit, or to the token the model
+predicts at the last position) and ``run.json``. The library is :mod:`huggingface_patch.attribution.lens`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 
-from huggingface_patch.cli import ArgumentParser, UsageError, run_cli, setup_logging, write_json
+from huggingface_patch.cli import (
+    ArgumentParser,
+    UsageError,
+    add_model_arguments,
+    check_device,
+    non_negative_int,
+    positive_int,
+    run_cli,
+    setup_logging,
+)
 
-logger = logging.getLogger("analysis.decomposition_lens")
+log = logging.getLogger("analysis.decomposition_lens")
+PROG = "python -m analysis.decomposition_lens"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="python -m analysis.decomposition_lens", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="smollm2-135m", help="hub id, folder, .gguf file or smollm2-135m (default)")
+    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    add_model_arguments(parser)
     parser.add_argument("--text", default=None, help="input text (default: a document of --corpus)")
     parser.add_argument("--corpus", default="examples/corpus.sentitems", help="sentitems or plain-text corpus")
-    parser.add_argument("--document", type=int, default=0, help="document of --corpus (default 0)")
-    parser.add_argument("--max-tokens", type=int, default=64, help="tokens of the document used (default 64)")
+    parser.add_argument("--document", type=non_negative_int, default=0, help="document of --corpus (default 0)")
+    parser.add_argument("--max-tokens", type=positive_int, default=64, help="tokens of the document used (default 64)")
     parser.add_argument("--target", type=int, default=-1,
-                        help="target position in the input, BOS = 0 (default -1: last)")
-    parser.add_argument("--window", type=int, default=None, help="sources kept (default: all)")
-    parser.add_argument("--top-k", type=int, default=5, help="promoted tokens per layer and source (default 5)")
+                        help="target position in the input, start token = 0 (default -1: last)")
+    parser.add_argument("--window", type=positive_int, default=None, help="sources kept (default: all)")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="promoted tokens per layer and source (default 5)")
     parser.add_argument("--output-dir", default="results/decomposition_lens", help="output folder")
-    parser.add_argument("--device", default=None, help="torch device (default cpu)")
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    args = build_parser().parse_args(argv)
 
     def body():
         import torch
 
-        from huggingface_patch.attribution.lens import decomposition_lens
-        from huggingface_patch.attribution.plots import plot_lens_heatmap
-        from huggingface_patch.attribution.tables import write_rows
-        from huggingface_patch.corpus import CorpusError, bos_token_id, read_corpus
+        from huggingface_patch.attribution.lens import lens_table
+        from huggingface_patch.corpus import document_start, read_corpus
+        from huggingface_patch.files import ResultFolder, check_output_dir
+        from huggingface_patch.loading import load_model_and_tokenizer
+        from huggingface_patch.records import analysis_record, describe_file, text_sha256
 
-        if args.window is not None and args.window <= 0:
-            raise UsageError(f"--window must be a positive integer, got {args.window}")
-        if args.top_k <= 0 or args.max_tokens < 2:
-            raise UsageError("--top-k must be positive and --max-tokens at least 2")
+        setup_logging(args.verbose)
+        if args.max_tokens < 2:
+            raise UsageError("--max-tokens must be at least 2")
+        check_output_dir(args.output_dir)
+        check_device(args.device)
         text = args.text
+        inputs = {"text_sha256": text_sha256(text)} if text is not None else {"corpus": describe_file(args.corpus)}
         if text is None:
-            try:
-                documents = read_corpus(args.corpus)
-            except CorpusError as exc:
-                raise UsageError(str(exc)) from None
-            if not 0 <= args.document < len(documents):
-                raise UsageError(f"--document {args.document} out of range: {args.corpus} has "
-                                 f"{len(documents)} documents")
+            documents = read_corpus(args.corpus)
+            if not args.document < len(documents):
+                raise UsageError(f"--document {args.document} out of range: {args.corpus} has {len(documents)} "
+                                 "documents")
             text = documents[args.document]
         if not text.strip():
             raise UsageError("--text is empty")
-        from huggingface_patch.loading import load_model_and_tokenizer
-
-        model, tokenizer, source = load_model_and_tokenizer(args.model, device=args.device)
-        try:
-            bos = bos_token_id(model.config, tokenizer)
-        except CorpusError as exc:
-            raise UsageError(str(exc)) from None
-        ids = torch.tensor([bos] + tokenizer(text, add_special_tokens=False)["input_ids"][: args.max_tokens - 1])
+        model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
+        start = document_start(model.config, tokenizer, args.bos, bundled=source.name)
+        ids = torch.tensor(start.prepend(tokenizer(text, add_special_tokens=False)["input_ids"])[: args.max_tokens])
         target = args.target if args.target >= 0 else len(ids) + args.target
         if not 0 <= target < len(ids):
-            raise UsageError(f"--target {args.target} outside the input of {len(ids)} tokens (BOS = 0)")
-        result = decomposition_lens(model, ids, target, args.window)
-        tokens = tokenizer.convert_ids_to_tokens(ids.tolist())
-        if result.next_id < 0:  # last position: follow the token the model predicts
-            predicted = int(result.logits[-1].sum(0).argmax())
-            column, label = result.logits[..., predicted], tokenizer.convert_ids_to_tokens([predicted])[0]
-        else:
-            column, label = result.target_logit, tokens[target + 1]
-        values, top_ids = result.top(args.top_k)
-        rows, top = [], []
-        for layer in range(values.shape[0]):
-            for j, src in enumerate(result.sources):
-                names = tokenizer.convert_ids_to_tokens(top_ids[layer, j].tolist())
-                top.append(dict(layer=layer, source_index=src, source_token=tokens[src], top_tokens=names,
-                                top_logits=[round(float(v), 4) for v in values[layer, j]],
-                                next_token_logit=float(column[layer, j])))
-                for rank in range(args.top_k):
-                    rows.append(dict(layer=layer, source_index=src, source_token=tokens[src], rank=rank + 1,
-                                     promoted_token=names[rank], promoted_id=int(top_ids[layer, j, rank]),
-                                     logit=float(values[layer, j, rank]), next_token=label,
-                                     next_token_logit=float(column[layer, j])))
-        out = args.output_dir
-        write_rows(rows, os.path.join(out, "lens.csv"))
-        write_json(dict(model=source.name, tokens=tokens, target=target, target_token=tokens[target],
-                        next_token=label, window=args.window, top_k=args.top_k,
-                        layers="0 = embeddings, l = output of layer l; frozen final norm at that layer's state",
-                        entries=top), os.path.join(out, "lens.json"))
-        plot_lens_heatmap(column.numpy(), ["emb"] + [str(i) for i in range(1, column.shape[0])],
-                          [tokens[s] for s in result.sources], os.path.join(out, "lens.png"),
-                          title=f"{source.name}: contribution of each source to the logit of {label!r} "
-                                f"at position {target}",
-                          colorbar="logit contribution")
-        logger.info("wrote %s", out)
+            raise UsageError(f"--target {args.target} outside the input of {len(ids)} tokens (start token = 0)")
+        table = lens_table(model, tokenizer, ids, target, args.window, args.top_k)
+        record = analysis_record(PROG, dict(table.settings, target=target, start=start.describe(), dtype=args.dtype,
+                                            max_tokens=args.max_tokens), model=model, model_name=source.name,
+                                 model_argument=args.model, tokenizer=tokenizer, inputs=inputs)
+        with ResultFolder(args.output_dir, record) as out:
+            table.write(out, source.name)
+        log.info("wrote %s", args.output_dir)
 
-    return run_cli(body, parser.prog)
+    return run_cli(body, PROG)
 
 
 if __name__ == "__main__":

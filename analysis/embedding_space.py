@@ -13,25 +13,20 @@ Outputs (in ``--output-dir``): ``ff_L{l}_N{n}.csv/.json/.png``, ``{vo,qk}_L{l}_H
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
-import os
 import time
 
 from huggingface_patch.cli import (
     ArgumentParser,
     UsageError,
-    add_device_arguments,
-    add_model_argument,
-    atomic_path,
+    add_bos_argument,
+    add_model_arguments,
+    check_device,
     non_negative_int,
     positive_float,
     positive_int,
     run_cli,
-    save_figure,
     setup_logging,
-    write_json,
-    write_text,
 )
 
 logger = logging.getLogger("analysis.embedding_space")
@@ -39,9 +34,8 @@ PROG = "python -m analysis.embedding_space"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    add_model_argument(parser)
+    add_model_arguments(parser, bos=False)
     parser.add_argument("--output-dir", default="results/embedding_space", help="output folder (default %(default)s)")
-    add_device_arguments(parser)
     parser.add_argument("--embedding", choices=("output", "input"), default="output",
                         help="embedding for the read side (FF keys, VO rows, QK both sides): 'output' = LM head "
                              "(the paper, default) or 'input' = input embedding")
@@ -54,7 +48,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
                          help="keep only token ids below this (BPE ids are ordered roughly by frequency)")
     parser.add_argument("--normalize", action="store_true",
                         help="unit-norm columns of E (not the paper's default for ff/vo/qk; an option of its t-SNE)")
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Recall of the hidden state's top tokens among the top tokens of the most "
                                     "activated neurons' keys/values, per layer, against a random position.")
     _common(al)
+    add_bos_argument(al)
     al.add_argument("--corpus", default="examples/corpus.sentitems",
                     help="sentitems or plain text (default %(default)s)")
     al.add_argument("--layers", type=non_negative_int, nargs="+", default=None, help="layers (default all)")
@@ -121,15 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def _write_csv(rows: list[dict], path: str) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["empty"])
-            writer.writeheader()
-            writer.writerows(rows)
+# --------------------------------------------------------------------------- the subcommands
 
 
 def _token_filter(args):
@@ -140,209 +126,65 @@ def _token_filter(args):
                        keep_special=args.keep_special, max_id=args.max_id)
 
 
-def _load(args):
-    from huggingface_patch.architectures import model_parts
-    from huggingface_patch.embedding_space import vocabulary
-    from huggingface_patch.loading import load_model_and_tokenizer
+def report_for(args, model, tokenizer, vocab, token_filter):
+    """The subcommand's report (see :mod:`huggingface_patch.embedding_space.reports`)."""
+    from huggingface_patch.embedding_space import reports
 
-    model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device,
-                                                        decomposed=False)
-    model_parts(model)  # UnsupportedArchitectureError names the supported families
-    vocab = vocabulary(tokenizer, model.get_output_embeddings().weight.shape[0])
-    return model, tokenizer, source, vocab
+    common = dict(embedding=args.embedding, normalize=args.normalize)
+    if args.command == "ff":
+        return reports.ff_report(model, vocab, args.layer, args.neuron, args.k, token_filter, bottom=args.bottom,
+                                 **common)
+    if args.command in ("vo", "qk"):
+        return reports.pairs_report(model, vocab, args.command, args.layer, args.head, token_filter,
+                                    pair_exclusion=args.pairs, min_k=args.min_k, max_k=args.max_k, th0=args.th0,
+                                    max_iters=args.max_iters, block_bytes=args.block_mb * 2**20, show=args.show,
+                                    progress=not args.no_progress, **common)
+    if args.command == "tsne":
+        return reports.tsne_report(model, vocab, args.layer, args.neuron, args.part, args.k, token_filter,
+                                   components=args.components, perplexity=args.perplexity,
+                                   learning_rate=args.learning_rate, seed=args.seed, **common)
+    from huggingface_patch.corpus import read_corpus
 
-
-def _out(args, name: str) -> str:
-    return os.path.join(args.output_dir, name)
-
-
-def _bar_panels(panels: dict[str, list[tuple[str, float]]], title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 6), squeeze=False)
-    for ax, (name, items) in zip(axes[0], panels.items()):
-        labels = [t for t, _ in items][::-1]
-        ax.barh(range(len(items)), [v for _, v in items][::-1], color="C0")
-        ax.set_yticks(range(len(items)), labels, fontsize=8)
-        ax.set_title(name, fontsize=10)
-        ax.tick_params(axis="x", labelsize=8)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return fig
-
-
-# --------------------------------------------------------------------------- subcommands
-
-
-def run_ff(args, model, vocab, source) -> None:
-    """``ff``: a neuron's key(s) and value top tokens, side by side."""
-    from huggingface_patch.embedding_space import neuron_top_tokens
-
-    allowed = _token_filter(args).allowed(vocab)
-    tops = neuron_top_tokens(model, args.layer, args.neuron, args.k, allowed=allowed, embedding=args.embedding,
-                             normalize=args.normalize, largest=not args.bottom)
-    n = max(len(ids) for ids, _ in tops.values())
-    rows = []
-    for rank in range(n):
-        row = {"rank": rank + 1}
-        for part, (ids, values) in tops.items():
-            row[f"{part}_token"] = vocab.display(int(ids[rank])) if rank < len(ids) else ""
-            row[f"{part}_score"] = round(float(values[rank]), 6) if rank < len(ids) else ""
-        for part, (ids, _) in tops.items():
-            row[f"{part}_id"] = int(ids[rank]) if rank < len(ids) else ""
-        rows.append(row)
-    stem = f"ff_L{args.layer}_N{args.neuron}"
-    _write_csv(rows, _out(args, stem + ".csv"))
-    write_json(dict(model=source.name, layer=args.layer, neuron=args.neuron, k=args.k, embedding=args.embedding,
-                    normalize=args.normalize, bottom=args.bottom,
-                    filters=_token_filter(args).describe(),
-                    top={part: [vocab.display(int(i)) for i in ids[:20]] for part, (ids, _) in tops.items()}),
-               _out(args, stem + ".json"))
-    panels = {part: [(vocab.display(int(i)), float(v)) for i, v in zip(ids[:25], values[:25])]
-              for part, (ids, values) in tops.items()}
-    save_figure(_bar_panels(panels, f"{source.name}: layer {args.layer}, neuron {args.neuron} (part · E)"),
-                _out(args, stem + ".png"))
-
-
-def _pair_heatmap(result, vocab, show: int, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
-    from huggingface_patch.embedding_space import head_map_factors  # noqa: F401  (documented link)
-
-    n = min(show, len(result.entries))
-    rows = list(dict.fromkeys(int(i) for i in result.entries.rows[:n]))[:20]
-    cols = list(dict.fromkeys(int(j) for j in result.entries.cols[:n]))[:20]
-    grid = torch.full((len(rows), len(cols)), float("nan"))
-    entries = result.entries
-    lookup = {(int(i), int(j)): float(v) for i, j, v in zip(entries.rows, entries.cols, entries.values)}
-    for a, i in enumerate(rows):
-        for b, j in enumerate(cols):
-            grid[a, b] = lookup.get((i, j), float("nan"))
-    fig, ax = plt.subplots(figsize=(0.45 * len(cols) + 3, 0.35 * len(rows) + 2.5))
-    image = ax.imshow(grid.numpy(), cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(cols)), [vocab.display(j) for j in cols], rotation=90, fontsize=8)
-    ax.set_yticks(range(len(rows)), [vocab.display(i) for i in rows], fontsize=8)
-    first, second = ("token attended to (row)", "token written (column)") if result.kind == "vo" else \
-        ("query token (row)", "key token (column)")
-    ax.set_ylabel(first)
-    ax.set_xlabel(second)
-    fig.colorbar(image, ax=ax, shrink=0.8, label="entry (blank: below threshold)")
-    ax.set_title(title, fontsize=10)
-    return fig
-
-
-def run_pairs(args, model, vocab, source) -> None:
-    """``vo`` / ``qk``: a head's top token pairs."""
-    from huggingface_patch.embedding_space import top_head_pairs
-
-    if args.min_k > args.max_k:
-        raise UsageError(f"--min-k ({args.min_k}) must not exceed --max-k ({args.max_k})")
-    token_filter = _token_filter(args)
-    result = top_head_pairs(model, vocab, args.layer, args.head, args.command, token_filter=token_filter,
-                            pair_exclusion=args.pairs, embedding=args.embedding, min_k=args.min_k, max_k=args.max_k,
-                            th0=args.th0, max_iters=args.max_iters, max_block_bytes=args.block_mb * 2**20,
-                            progress=not args.no_progress, normalize=args.normalize)
-    stem = f"{args.command}_L{args.layer}_H{args.head}"
-    rows = result.rows(vocab)
-    _write_csv(rows, _out(args, stem + ".csv"))
-    write_json(dict(model=source.name, map=args.command, layer=args.layer, head=args.head, embedding=args.embedding,
-                    normalize=args.normalize,
-                    filters=token_filter.describe(), pair_exclusion=args.pairs, tokens_allowed=result.allowed_tokens,
-                    pairs_returned=len(result.entries), search=result.entries.stats, top=rows[: args.show]),
-               _out(args, stem + ".json"))
-    what = "Eᵀ W_VO E" if args.command == "vo" else "Eᵀ W_QK E"
-    save_figure(_pair_heatmap(result, vocab, args.show, f"{source.name}: {what}, layer {args.layer}, head {args.head}"),
-                _out(args, stem + ".png"))
-
-
-def run_tsne(args, model, vocab, source) -> None:
-    """``tsne``: t-SNE of a neuron part's top tokens."""
-    from huggingface_patch.embedding_space import embedding_matrix, ff_vectors
-    from huggingface_patch.embedding_space.tsne import plot_tsne, tsne_html, tsne_top_tokens
-
-    vectors = ff_vectors(model, args.layer, args.neuron)
-    if args.part not in vectors:
-        raise UsageError(f"--part {args.part} does not exist in this model: choose from {', '.join(vectors)}")
-    which = "output" if args.part == "value" else args.embedding
-    result = tsne_top_tokens(vectors[args.part], embedding_matrix(model, which), vocab, args.k,
-                             allowed=_token_filter(args).allowed(vocab), normalize=args.normalize,
-                             n_components=args.components, perplexity=args.perplexity,
-                             learning_rate=args.learning_rate, seed=args.seed)
-    stem = f"tsne_L{args.layer}_N{args.neuron}_{args.part}"
-    title = f"{source.name}: top {len(result.ids)} tokens of layer {args.layer} neuron {args.neuron} {args.part} · E"
-    _write_csv(result.rows(), _out(args, stem + ".csv"))
-    save_figure(plot_tsne(result, title), _out(args, stem + ".png"))
-    write_text(tsne_html(result, title), _out(args, stem + ".html"))
-
-
-def run_align(args, model, tokenizer, vocab, source) -> None:
-    """``align``: parameters vs hidden states."""
-    from huggingface_patch.corpus import CorpusError, read_corpus
-    from huggingface_patch.embedding_space import num_layers
-    from huggingface_patch.embedding_space.align import parameter_alignment, plot_alignment
-
-    try:
-        texts = read_corpus(args.corpus)
-    except CorpusError as exc:
-        raise UsageError(str(exc)) from None
-    n = num_layers(model)
-    for layer in args.layers or []:
-        if layer >= n:
-            raise UsageError(f"layer {layer} is out of range: the model has {n} (layers 0..{n - 1})")
-    start = time.perf_counter()
-    result = parameter_alignment(model, tokenizer, texts, layers=args.layers, n_neurons=args.neurons,
-                                 k_tokens=args.tokens, max_positions=args.max_positions, target=args.target,
-                                 allowed=_token_filter(args).allowed(vocab), embedding=args.embedding, seed=args.seed,
-                                 normalize=args.normalize)
-    _write_csv(result.rows, _out(args, "align.csv"))
-    write_json(dict(model=source.name, corpus=args.corpus, texts=result.texts, positions=result.positions,
-                    neurons=args.neurons, tokens=args.tokens, target=args.target, embedding=args.embedding,
-                    filters=_token_filter(args).describe(), seconds=round(time.perf_counter() - start, 1),
-                    recall="|A ∩ B| / |B|: A = union of top tokens of the top neurons' part · E, "
-                           "B = top tokens of final_norm(h) · E; baseline: A from a random other position",
-                    rows=result.rows), _out(args, "align.json"))
-    save_figure(plot_alignment(result, f"{source.name}: top-{args.neurons} neurons vs hidden state "
-                                       f"(top-{args.tokens} tokens, {result.positions} positions)"),
-                _out(args, "align.png"))
+    return reports.alignment_report(model, tokenizer, vocab, read_corpus(args.corpus), token_filter, layers=args.layers,
+                                    neurons=args.neurons, tokens=args.tokens, max_positions=args.max_positions,
+                                    target=args.target, seed=args.seed, **common)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    args = build_parser().parse_args(argv)
     prog = f"{PROG} {args.command}"
 
     def body():
-        from huggingface_patch.embedding_space import ParameterIndexError, WordListError
+        from huggingface_patch.architectures import get_adapter, readout
+        from huggingface_patch.embedding_space import vocabulary
+        from huggingface_patch.files import ResultFolder, check_output_dir
+        from huggingface_patch.loading import load_model_and_tokenizer
+        from huggingface_patch.records import analysis_record, describe_file
 
+        setup_logging(args.verbose)
         start = time.perf_counter()
-        try:
-            _token_filter(args)  # a bad word list fails before the model loads
-            model, tokenizer, source, vocab = _load(args)
-            if args.command == "ff":
-                run_ff(args, model, vocab, source)
-            elif args.command in ("vo", "qk"):
-                run_pairs(args, model, vocab, source)
-            elif args.command == "tsne":
-                run_tsne(args, model, vocab, source)
-            else:
-                run_align(args, model, tokenizer, vocab, source)
-        except (ParameterIndexError, WordListError) as exc:
-            raise UsageError(str(exc)) from None
-        except ValueError as exc:
-            if exc.__class__.__name__ in ("ModelLoadError", "UnsupportedArchitectureError"):
-                raise
-            if "filters leave" in str(exc) or "needs at least" in str(exc) or "no position" in str(exc):
-                raise UsageError(str(exc)) from None
-            raise
+        check_output_dir(args.output_dir)
+        check_device(args.device)
+        token_filter = _token_filter(args)  # a bad word list fails before the model loads
+        if args.command in ("vo", "qk") and args.min_k > args.max_k:
+            raise UsageError(f"--min-k ({args.min_k}) must not exceed --max-k ({args.max_k})")
+        if args.command == "align":
+            from huggingface_patch.corpus import read_corpus
+
+            read_corpus(args.corpus)
+        model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device,
+                                                            decomposed=False)
+        get_adapter(model)  # UnsupportedArchitectureError names the supported families
+        vocab = vocabulary(tokenizer, readout(model).vocab_size)
+        report = report_for(args, model, tokenizer, vocab, token_filter)
+        settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "verbose", "device", "model",
+                                                                   "no_progress")}
+        inputs = {"corpus": describe_file(args.corpus)} if args.command == "align" else {}
+        record = analysis_record(prog, settings, model=model, model_name=source.name, model_argument=args.model,
+                                 tokenizer=tokenizer, inputs=inputs)
+        with ResultFolder(args.output_dir, record) as out:
+            report.write(out, source.name)
         logger.info("wrote %s in %.1f s", args.output_dir, time.perf_counter() - start)
 
     return run_cli(body, prog)

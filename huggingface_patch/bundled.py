@@ -27,6 +27,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
+from .errors import HuggingfacePatchError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ RECORD = "huggingface_patch.json"
 CONVERSION_VERSION = 1
 
 
-class BundledModelError(ValueError):
+class BundledModelError(HuggingfacePatchError):
     """A bundled model whose package is missing or whose conversion failed; the message says the fix."""
 
 

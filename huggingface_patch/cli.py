@@ -1,26 +1,26 @@
-"""Shared helpers for command-line tools: one-line errors with exit code 2, options, atomic writes, logging.
+"""The command-line layer: options every tool shares, one-line errors with exit code 2, logging.
 
-Every tool builds its options with :class:`ArgumentParser` (bad options: one line, exit code 2), raises
-:class:`UsageError` in ``main(argv)`` (or lets a known library error through) and wraps its body with
-:func:`run_cli`, which prints ``prog: error: <message>`` on one line and exits with 2.
+Every tool builds its options with :class:`ArgumentParser` (a bad option: one line, exit code 2), checks
+its arguments, output folder and device *before* loading a model, calls the library, and wraps that body
+with :func:`run_cli`, which turns every :class:`~huggingface_patch.errors.HuggingfacePatchError` (and a
+missing file) into ``prog: error: <message>`` on one line with exit code 2, and Ctrl-C into one line with
+exit code 130. Only entry points import this module; the library raises library errors.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import logging
-import os
 import sys
-import tempfile
 from typing import Callable
 
 import torch
 
+from .errors import HuggingfacePatchError
 
-class UsageError(Exception):
-    """Bad input: the message names the problem and the fix; shown as one line, exit code 2."""
+
+class UsageError(HuggingfacePatchError):
+    """Bad command-line input: the message names the problem and the fix; shown as one line, exit code 2."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -65,80 +65,67 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_model_argument(parser: argparse.ArgumentParser) -> None:
-    """``--model`` (default ``smollm2-135m``)."""
-    parser.add_argument("--model", default="smollm2-135m",
-                        help="hub id, local folder, .gguf file or 'smollm2-135m' (default)")
+def add_model_arguments(parser: argparse.ArgumentParser, *, model: bool = True, bos: bool = True,
+                        dtype: str = "float32") -> None:
+    """``--model`` (default ``smollm2-135m``), ``--device``, ``--dtype``, ``--bos`` and ``--verbose``."""
+    if model:
+        parser.add_argument("--model", default="smollm2-135m",
+                            help="hub id, local folder, .gguf file, or a bundled model: smollm2-135m (default), "
+                                 "gemma3-270m")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument("--dtype", default=dtype, help=f"model dtype: {dtype} (default), float32, float64, bfloat16, "
+                                                        "float16")
+    if bos:
+        add_bos_argument(parser)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
-def add_device_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--device`` (default CPU) and ``--dtype`` (default float32)."""
-    parser.add_argument("--device", default=None, help="torch device (default: CPU)")
-    parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16, float64")
+def add_bos_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bos", default="auto", metavar="TOKEN",
+                        help="start token of every input: auto (default: the model's document start), a token "
+                             "string or id, or none")
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from .architectures import UnsupportedArchitectureError
-    from .loading import ModelLoadError
+def check_device(device: str | None) -> None:
+    """Refuse, before loading, a device this machine does not have."""
+    if device is None:
+        return
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {device!r} is not a torch device: use cpu, cuda or cuda:N") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    if kind == "cuda" and torch.device(device).index is not None and torch.device(device).index >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device}: MPS is not available on this machine; use --device cpu")
 
-    return (UsageError, ModelLoadError, UnsupportedArchitectureError, FileNotFoundError)
 
-
-def run_cli(body: Callable[[], int | None], prog: str) -> int:
-    """Run ``body``; turn known input errors into ``prog: error: message`` on stderr and exit code 2."""
+def run_cli(body: Callable[[], int | None], prog: str,
+            on_interrupt: Callable[[], str] | None = None) -> int:
+    """Run ``body``; turn the library's errors into ``prog: error: message`` on stderr and exit code 2, and
+    Ctrl-C into one line (``on_interrupt()`` says what is complete) and exit code 130."""
     try:
         result = body()
-    except _known_errors() as exc:
+    except (HuggingfacePatchError, FileNotFoundError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         if isinstance(exc, FileNotFoundError) and exc.filename:
             message = f"file not found: {exc.filename}"
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        detail = on_interrupt() if on_interrupt is not None else "nothing was written"
+        print(f"{prog}: interrupted: {detail}", file=sys.stderr)
+        return 130
     return 0 if result is None else int(result)
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """Configure logging for an entry point (never at import time)."""
+    """Configure logging for an entry point (never at import time); Transformers' own progress bars and
+    warnings are turned off so that an error stays one line."""
+    import transformers
+
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
-
-@contextlib.contextmanager
-def atomic_path(path: str):
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=folder)
-    os.close(handle)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def save_tensor(tensor: torch.Tensor, path: str) -> None:
-    """``torch.save`` a detached, compact copy (never a view of a larger storage) atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(tensor.detach().clone().contiguous(), tmp)
-
-
-def write_text(text: str, path: str) -> None:
-    """Write text atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-
-
-def write_json(data, path: str) -> None:
-    """Write JSON (indented, UTF-8) atomically."""
-    write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", path)
-
-
-def save_figure(fig, path: str, dpi: int = 150) -> None:
-    """Save a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-    plt.close(fig)
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()

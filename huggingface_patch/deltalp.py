@@ -85,8 +85,10 @@ def paper_argmax(result: DeltaLP, target: int, exclude_first: bool = True) -> in
     return argmax
 
 
-def paper_text(identifier: str, tokens: list[str], result: DeltaLP) -> str:
-    """The exact text the paper's ``representations_to_deltalp.py`` prints for one batch."""
+def paper_text(identifier: str, tokens: list[str], result: DeltaLP, exclude_first: bool = True) -> str:
+    """The exact text the paper's ``representations_to_deltalp.py`` prints for one batch (``tokens``: the
+    tokenizer's raw pieces, as the paper prints them). ``exclude_first``: position 0 is a start token and
+    never the argmax (the paper's rule); False for inputs without a start token."""
     length = len(tokens)
     lines: list[str] = []
     distances = []
@@ -101,7 +103,7 @@ def paper_text(identifier: str, tokens: list[str], result: DeltaLP) -> str:
         best, argmax = 0.0, -1
         for source in range(j - stride + 1, j + 1):
             value = ablated32[j - source, j]
-            if source != 0 and float(value) < best:
+            if (source != 0 or not exclude_first) and float(value) < best:
                 argmax, best = source, float(value)
             lines.append(f"-{tokens[source]} = {float(value)};\tDelta LP: {float(final_lp - value)}")
         lines.append(f"Timestep {j + 1}, argmax: {argmax}, distance: {j - argmax + 1}")

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
+from .errors import HuggingfacePatchError
 
 _DTYPES = {
     "float32": torch.float32,
@@ -23,7 +24,7 @@ _DTYPES = {
 }
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(HuggingfacePatchError):
     """A MODEL argument that cannot be resolved or loaded; the message says how to fix it."""
 
 
@@ -77,14 +78,29 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     return _DTYPES[name]
 
 
-def load_tokenizer(source: ModelSource):
+def tokenizer_of(source: ModelSource):
     """The tokenizer that belongs to ``source`` (GGUF files carry their own)."""
     from transformers import AutoTokenizer
 
+    _check_folder(source)
     try:
         return AutoTokenizer.from_pretrained(source.path, **source.kwargs)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"could not load the tokenizer of {source.path!r}: {_first_line(exc)}") from exc
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ModelLoadError(f"could not load the tokenizer of {source.path!r}: {_reason(exc)}") from exc
+
+
+def load_tokenizer(model: str):
+    """The tokenizer of a MODEL argument (bundled name, folder, hub id or ``.gguf`` file)."""
+    return tokenizer_of(resolve_model(model))
+
+
+def _check_folder(source: ModelSource) -> None:
+    """Refuse a local folder that holds no model, with the fix (Transformers' own message is a paragraph)."""
+    if source.kwargs.get("gguf_file") or not os.path.isdir(source.path):
+        return
+    if not os.path.isfile(os.path.join(source.path, "config.json")):
+        raise ModelLoadError(f"model folder {source.path} has no config.json: give a folder written by "
+                             "save_pretrained (config, weights and tokenizer files)")
 
 
 def load_model_and_tokenizer(
@@ -96,15 +112,25 @@ def load_model_and_tokenizer(
     attn_implementation: str | None = "eager",
     **kwargs,
 ):
-    """Load a model (decomposing class by default) and its tokenizer from a MODEL argument.
+    """Load a model (decomposing class by default, in eval mode) and its tokenizer from a MODEL argument.
 
     Returns ``(model, tokenizer, source)``. ``attn_implementation='eager'`` is the default because the
     decomposition and the attention interventions read the real attention probabilities.
     """
+    source = resolve_model(model)
+    tokenizer = tokenizer_of(source)
+    return load_model(source, dtype=dtype, device=device, decomposed=decomposed,
+                      attn_implementation=attn_implementation, **kwargs), tokenizer, source
+
+
+def load_model(model: "str | ModelSource", *, dtype: str | torch.dtype | None = "float32", device: str | None = None,
+               decomposed: bool = True, attn_implementation: str | None = "eager", **kwargs):
+    """The model of a MODEL argument (or :class:`ModelSource`): the decomposing class unless
+    ``decomposed=False``, in eval mode, on ``device``."""
     from transformers import AutoModelForCausalLM
 
-    source = resolve_model(model)
-    tokenizer = load_tokenizer(source)
+    source = model if isinstance(model, ModelSource) else resolve_model(model)
+    _check_folder(source)
     load_kwargs = dict(source.kwargs)
     load_kwargs.update(kwargs)
     torch_dtype = parse_dtype(dtype)
@@ -118,16 +144,23 @@ def load_model_and_tokenizer(
         loader = AutoModelForCausalLM
     try:
         loaded = loader.from_pretrained(source.path, **load_kwargs)
-    except (OSError, ValueError, KeyError) as exc:
-        if exc.__class__.__name__ == "UnsupportedArchitectureError":
-            raise
-        raise ModelLoadError(f"could not load model {model!r}: {_first_line(exc)}") from exc
+    except HuggingfacePatchError:
+        raise
+    except Exception as exc:  # damaged files surface as many exception types (safetensors, zip, OS errors)
+        raise ModelLoadError(f"could not load model {source.name!r} from {source.path}: {_reason(exc)}") from exc
     loaded.eval()
     if device is not None:
         loaded.to(device)
-    return loaded, tokenizer, source
+    return loaded
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__
+def _reason(exc: BaseException) -> str:
+    """A short, complete reason for a loading failure (Transformers' messages run over several lines)."""
+    text = " ".join(str(exc).split())
+    lowered = text.lower()
+    if "safetensors" in lowered or "header" in lowered or "deserializ" in lowered or "incomplete" in lowered:
+        return "its weights file is damaged or incomplete (re-download or re-save the model)"
+    if not text:
+        return exc.__class__.__name__
+    first = text.split(". ")[0].rstrip(".")
+    return first if len(first) <= 200 else first[:197].rsplit(" ", 1)[0] + " ..."

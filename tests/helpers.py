@@ -14,6 +14,9 @@ def assert_close_rel(actual: torch.Tensor, expected: torch.Tensor, tolerance: fl
     gives the largest difference and where it is."""
     actual, expected = actual.detach().double(), expected.detach().double()
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    missing = torch.isnan(actual) | torch.isnan(expected)
+    assert torch.equal(torch.isnan(actual), torch.isnan(expected)), f"{what}: NaN at different places"
+    actual, expected = actual[~missing], expected[~missing]
     diff = (actual - expected).abs()
     worst = float(diff.max()) if diff.numel() else 0.0
     if scale is None:
@@ -38,3 +41,11 @@ def save_unsupported_model(folder) -> str:
     for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
         shutil.copy(os.path.join(tokenizer_folder(), name), os.path.join(folder, name))
     return folder
+
+
+def exit_code(main, argv) -> int:
+    """What a command-line ``main(argv)`` exits with (argparse errors raise ``SystemExit``)."""
+    try:
+        return main([str(a) for a in argv])
+    except SystemExit as exc:
+        return exc.code

@@ -18,7 +18,7 @@ from huggingface_patch.attribution.contrastive import contrastive_deltalp
 from huggingface_patch.attribution.lens import decomposition_lens
 from huggingface_patch.attribution.tables import (
     PieceAnalysis,
-    decompose_piece,
+    analyse_piece,
     deltalp_rows,
     head_input,
     infer_pieces,
@@ -42,6 +42,9 @@ class _Tokens:
     def convert_ids_to_tokens(self, ids):
         return [f"t{i}" for i in ids]
 
+    def decode(self, ids, **kwargs):
+        return "".join(f" t{i}" for i in ids)
+
 
 def _parse_paper(path):
     """``[(lp, [(lp_without, delta), ...], argmax, distance), ...]`` per timestep of a paper .deltalp file."""
@@ -61,11 +64,13 @@ def _parse_paper(path):
 
 
 def _fixture_analysis(fixtures_dir, number):
-    from representations_to_deltalp import load_batch
+    from huggingface_patch.pipeline import read_piece
 
     folder = os.path.join(fixtures_dir, "paper-reference")
-    ids, dec, out, proj = load_batch(folder, f"stories_opt-tiny_{number}", "opt-tiny")
-    return PieceAnalysis(0, number, 0, ids.long(), _Tokens().convert_ids_to_tokens(ids.tolist()), out, dec, proj)
+    piece = read_piece(folder, f"stories_opt-tiny_{number}", "opt-tiny", allow_unrecorded=True)
+    ids = piece.ids.long()
+    return PieceAnalysis(0, number, 0, ids, _Tokens().convert_ids_to_tokens(ids.tolist()), piece.final_state,
+                         piece.decomposition, piece.readout)
 
 
 @pytest.mark.parametrize("number", [0, 1, 2, 3])
@@ -97,7 +102,7 @@ def test_deltalp_rows_match_paper_reference(fixtures_dir, number):
 def tiny_case(request):
     model = build_tiny_model(request.param)
     ids = torch.tensor([2, 84, 104, 101, 32, 99, 97, 116, 32, 115, 97, 116, 46])
-    analysis = decompose_piece(model, _Tokens(), ids, window=len(ids))
+    analysis = analyse_piece(model, _Tokens(), ids, window=len(ids))
     return model, analysis
 
 
@@ -225,7 +230,7 @@ def test_ablation_agreement_on_smollm2(smollm2):
     model, tokenizer = smollm2
     text = "The capital of France is Paris, and the capital of Italy is Rome."
     ids = torch.tensor([model.config.bos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"])
-    analysis = decompose_piece(model, tokenizer, ids, window=8)  # a short window keeps the test fast
+    analysis = analyse_piece(model, tokenizer, ids, window=8)  # a short window keeps the test fast
     pairs = sample_pairs(len(ids), 8, 10**6, random.Random(0))  # every pair: one re-run per source anyway
     delta = analysis.deltalp().delta
     for pair in pairs:

@@ -84,7 +84,7 @@ def test_deltalp_compare_conventions(tiny_folder, small_corpus, tmp_path):
 def test_deltalp_from_files_matches_fixture(fixtures_dir, tmp_path):
     folder = os.path.join(fixtures_dir, "paper-reference")
     assert deltalp_cli.main(["--from-files", folder, "--identifiers", "stories_opt-tiny_*", "--model",
-                             os.path.join(fixtures_dir, "opt-tiny"), "--window", "8",
+                             os.path.join(fixtures_dir, "opt-tiny"), "--window", "8", "--allow-unrecorded",
                              "--output-dir", str(tmp_path)]) == 0
     rows = _csv(tmp_path / "deltalp.csv")
     first = [r for r in rows if r["document"] == "0" and r["target_index"] == "1"]
@@ -92,7 +92,11 @@ def test_deltalp_from_files_matches_fixture(fixtures_dir, tmp_path):
 
 
 def _error(module, argv, capsys, needle):
-    assert module.main(argv) == 2
+    try:
+        code = module.main(argv)
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    assert code == 2
     err = capsys.readouterr().err
     lines = [line for line in err.replace("\r", "\n").splitlines() if "error:" in line]
     assert len(lines) == 1 and "Traceback" not in err and needle in lines[0], err
@@ -107,16 +111,17 @@ def test_deltalp_errors(tiny_folder, small_corpus, fixtures_dir, tmp_path, capsy
     _error(deltalp_cli, ["--model", tiny_folder, "--corpus", small_corpus, "--foil", "not one token"] + out, capsys,
            "unknown foil token")
     _error(deltalp_cli, ["--model", tiny_folder, "--corpus", small_corpus, "--plot-range", "7:0-3"] + out, capsys,
-           "--plot-range")
+           "plot range 7:0-3 selects no targets")
     broken = tmp_path / "files"
     shutil.copytree(os.path.join(fixtures_dir, "paper-reference"), broken)
     opt = os.path.join(fixtures_dir, "opt-tiny")
-    _error(deltalp_cli, ["--from-files", str(broken), "--identifiers", "stories_opt-tiny_9", "--model", opt] + out,
-           capsys, "missing")
+    _error(deltalp_cli, ["--from-files", str(broken), "--model", opt] + out, capsys, "--allow-unrecorded")
+    unrecorded = ["--from-files", str(broken), "--model", opt, "--allow-unrecorded"] + out
+    _error(deltalp_cli, unrecorded + ["--identifiers", "stories_opt-tiny_9"], capsys, "no piece")
     torch.save(torch.zeros(1, 5, 16), broken / "o_stories_opt-tiny_1.pt")
-    _error(deltalp_cli, ["--from-files", str(broken), "--model", opt] + out, capsys, "do not belong together")
+    _error(deltalp_cli, unrecorded, capsys, "do not belong together")
     os.remove(broken / "opt-tiny_proj_weights.pt")
-    _error(deltalp_cli, ["--from-files", str(broken), "--model", opt] + out, capsys, "missing")
+    _error(deltalp_cli, unrecorded, capsys, "missing")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), "partial output written"
 
 

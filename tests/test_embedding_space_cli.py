@@ -140,7 +140,7 @@ def _assert_one_line_error(code, err, *fragments):
     (["vo", "--layer", "0", "--head", "4"], "head 4 is out of range"),
     (["qk", "--layer", "9", "--head", "0"], "layer 9 is out of range"),
     (["tsne", "--layer", "0", "--neuron", "1000"], "neuron 1000 is out of range"),
-    (["tsne", "--layer", "0", "--neuron", "1", "--part", "key"], "--part key does not exist"),
+    (["tsne", "--layer", "0", "--neuron", "1", "--part", "key"], "part 'key' does not exist"),
     (["align", "--layers", "0", "7"], "layer 7 is out of range"),
     (["vo", "--layer", "0", "--head", "0", "--min-k", "50", "--max-k", "10"], "--min-k (50) must not exceed"),
     (["ff", "--layer", "0", "--neuron", "0", "--word-list", "/nonexistent/words.txt"], "word-list file not found"),

@@ -138,7 +138,9 @@ def test_cli_writes_outputs(tiny_folder, tmp_path):
 
 
 def _error(capsys, argv) -> str:
-    assert main(argv) == 2
+    from helpers import exit_code
+
+    assert exit_code(main, argv) == 2
     err = capsys.readouterr().err  # progress bars of transformers may precede the message
     lines = [line for line in err.splitlines() if "error:" in line]
     assert len(lines) == 1 and "Traceback" not in err, err

@@ -31,8 +31,9 @@ def decomposed_fixture(tmp_path_factory):
 
 def test_files_match_paper_reference(decomposed_fixture):
     names = sorted(os.listdir(decomposed_fixture))
-    expected = sorted(f"{p}_stories_opt-tiny_{i}.pt" for p in "bdio" for i in range(4)) + ["opt-tiny_proj_weights.pt"]
-    assert names == sorted(expected)
+    expected = [f"{p}_stories_opt-tiny_{i}.pt" for p in "bdio" for i in range(4)] + ["opt-tiny_proj_weights.pt"]
+    records = [f"r_stories_opt-tiny_{i}.json" for i in range(4)] + ["run.json"]
+    assert names == sorted(expected + records)
     for i in range(4):
         ids = torch.load(os.path.join(decomposed_fixture, f"i_stories_opt-tiny_{i}.pt"))
         assert torch.equal(ids, torch.load(os.path.join(REFERENCE, f"i_stories_opt-tiny_{i}.pt"))), f"ids of batch {i}"
@@ -108,15 +109,18 @@ def test_run_decompose_unsupported_architecture(tmp_path, capsys):
     assert code == 2 and "unsupported architecture" in err and "opt" in err and len(err.splitlines()) == 1
 
 
-def test_deltalp_missing_and_mismatched_files(decomposed_fixture, tmp_path, capsys):
-    code, err = _run_error(capsys, representations_to_deltalp.main, ["stories_opt-tiny_9", OPT_TINY, "--output-dir", decomposed_fixture])
-    assert code == 2 and "missing" in err and len(err.splitlines()) == 1
-    mixed = tmp_path / "mixed"
-    shutil.copytree(decomposed_fixture, mixed)
-    shutil.copy(mixed / "d_stories_opt-tiny_1.pt", mixed / "d_stories_opt-tiny_0.pt")  # T=128 vs T=80
-    code, err = _run_error(capsys, representations_to_deltalp.main, ["stories_opt-tiny_0", OPT_TINY, "--output-dir", str(mixed)])
-    assert code == 2 and "do not belong together" in err
-    assert capsys.readouterr().out == ""
+def test_the_papers_own_files_are_read_only_when_asked(capsys):
+    """The reference folder holds the paper's own outputs, with no run record: refused by default (nothing
+    checks that its files belong together), read with --allow-unrecorded."""
+    code, err = _run_error(capsys, representations_to_deltalp.main, ["stories_opt-tiny_0", OPT_TINY, "--output-dir",
+                                                                    REFERENCE])
+    assert code == 2 and "--allow-unrecorded" in err and len(err.splitlines()) == 1
+    assert representations_to_deltalp.main(["stories_opt-tiny_0", OPT_TINY, "--output-dir", REFERENCE,
+                                            "--allow-unrecorded"]) == 0
+    mine = capsys.readouterr().out.splitlines()
+    with open(os.path.join(REFERENCE, "stories_opt-tiny_0.deltalp"), encoding="utf-8") as handle:
+        theirs = handle.read().splitlines()
+    assert [NUMBER.sub("#", line) for line in mine] == [NUMBER.sub("#", line) for line in theirs]
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama", "opt-post"])

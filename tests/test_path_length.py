@@ -56,7 +56,8 @@ def test_targets_match_model(models, kind):
     result = path_lengths(model, ids)
     expected = logits[:-1].gather(-1, ids[0, 1:, None])[:, 0]
     assert_close_rel(result.next_logit[0, :-1], expected, 1e-6, f"{kind} next-token logit")
-    assert_close_rel(result.max_logit[0], logits.max(-1).values, 1e-6, f"{kind} max logit")
+    assert_close_rel(result.max_logit[0, :-1], logits[:-1].max(-1).values, 1e-6, f"{kind} max logit")
+    assert torch.isnan(result.max_logit[0, -1]), "the last token predicts nothing: no max logit"
     logp = torch.log_softmax(logits, -1)[:-1].gather(-1, ids[0, 1:, None])[:, 0]
     assert_close_rel(result.next_logprob[0, :-1], logp, 1e-6, f"{kind} next-token log-prob")
 
@@ -127,7 +128,9 @@ def test_cli_two_models(tiny_folders, tmp_path, example_corpus):
 
 
 def _error(capsys, argv) -> str:
-    assert main(argv) == 2
+    from helpers import exit_code
+
+    assert exit_code(main, argv) == 2
     err = capsys.readouterr().err  # progress bars of transformers may precede the message
     lines = [line for line in err.splitlines() if "error:" in line]
     assert len(lines) == 1 and "Traceback" not in err, err

@@ -84,7 +84,7 @@ def test_subject_span_merged_space_tokenizers(style, subject, prompt):
 
 def test_subject_span_with_bos_shifts_by_one(byte_tokenizer):
     prompt, subject = PROMPTS[1][1], PROMPTS[1][0]
-    ids, offsets = encode_prompt(byte_tokenizer, prompt, add_bos=True)
+    ids, offsets = encode_prompt(byte_tokenizer, prompt, byte_tokenizer.bos_token_id)
     start, end = subject_token_span(offsets, *find_subject(prompt, subject))
     plain, plain_offsets = encode_prompt(byte_tokenizer, prompt)
     assert ids[0] == byte_tokenizer.bos_token_id and ids[1:] == plain
@@ -202,3 +202,17 @@ def test_subject_span_on_smollm2_tokenizer(smollm2):
     for subject, prompt in PROMPTS + [("Beats Music", "Beats Music is owned by")]:
         ids, (start, end), text = _span_text(tokenizer, prompt, subject)
         assert text.strip() == subject, (prompt, tokenizer.convert_ids_to_tokens(ids))
+
+
+def test_a_start_token_belongs_to_no_position_set(byte_tokenizer):
+    """With a start token the named sets are about the prompt: 'first' is its first token, and 'non-subject'
+    leaves the start token out (knocking out attention to an attention sink is another experiment)."""
+    from huggingface_patch.corpus import StartToken
+
+    facts = [{"subject": PROMPTS[1][0], "prompt": PROMPTS[1][1], "attribute": ""}]
+    plain = build_queries(byte_tokenizer, facts)[0]
+    started = build_queries(byte_tokenizer, facts, start=StartToken(2, "</s>", "test"))[0]
+    assert started.input_ids == [2] + plain.input_ids and started.offset == 1 and plain.offset == 0
+    for name in ("subject", "non-subject", "last", "first", "subject-first", "subject-last", "after-subject"):
+        assert started.positions(name) == [p + 1 for p in plain.positions(name)], name
+    assert 0 not in started.positions("non-subject")

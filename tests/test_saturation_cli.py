@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from analysis.saturation import main
-from huggingface_patch.saturation.modalities import ViTBackend, WhisperBackend, read_wav
+from huggingface_patch.saturation.backends import ViTBackend, WhisperBackend, read_wav
 from huggingface_patch.testing import save_tiny_model
 
 TEXT_KINDS = ("opt-pre", "gpt2", "llama")
@@ -169,7 +169,7 @@ def test_layers_csv_matches_library_on_gpt2(text_models, corpus, tmp_path):
 
     from huggingface_patch.loading import load_model_and_tokenizer
     from huggingface_patch.saturation.layers import collect
-    from huggingface_patch.saturation.modalities import TextBackend
+    from huggingface_patch.saturation.backends import TextBackend
 
     assert run(["layers", "--model", text_models["gpt2"], "--corpus", corpus, "--k", "3"], tmp_path) == 0
     with open(tmp_path / "saturation_layers.csv", encoding="utf-8") as handle:

@@ -17,7 +17,8 @@ def test_layers_and_order_on_smollm2(smollm2, example_corpus, tmp_path, monkeypa
     from huggingface_patch import loading
 
     model, tokenizer = smollm2
-    monkeypatch.setattr(loading, "load_model_and_tokenizer", lambda *args, **kwargs: (model, tokenizer, None))
+    source = loading.ModelSource("smollm2", "smollm2-135m")
+    monkeypatch.setattr(loading, "load_model_and_tokenizer", lambda *args, **kwargs: (model, tokenizer, source))
     for command in ("layers", "order"):
         assert main([command, "--corpus", example_corpus, "--output-dir", str(tmp_path), "--no-progress"]) == 0
 

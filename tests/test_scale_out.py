@@ -43,12 +43,18 @@ def names(folder) -> list[str]:
 
 
 def piece_files(number: int) -> list[str]:
-    """The four file names of piece ``number`` (d_, b_, o_, i_)."""
+    """The four tensor files of piece ``number`` (d_, b_, o_, i_)."""
     return [f"{prefix}_{CORPUS}_{MODEL}_{number}.pt" for prefix in "dboi"]
 
 
 def expected_names() -> list[str]:
-    """Every file of a complete run, sorted."""
+    """Every file of a complete run, sorted: tensors, piece records, projection weights, run record."""
+    pieces = [name for n in range(PIECES) for name in piece_files(n)]
+    records = [f"r_{CORPUS}_{MODEL}_{n}.json" for n in range(PIECES)]
+    return sorted(pieces + records + [f"{MODEL}_proj_weights.pt", "run.json"])
+
+
+def tensor_names() -> list[str]:
     return sorted([name for n in range(PIECES) for name in piece_files(n)] + [f"{MODEL}_proj_weights.pt"])
 
 
@@ -58,12 +64,15 @@ def mtimes(folder) -> dict[str, int]:
 
 
 def assert_same_tensors(mine, reference, files=None) -> None:
-    """The files (default: all pieces' files) hold bit-identical tensors in both folders."""
-    for name in files if files is not None else expected_names():
+    """The files (default: all tensor files) hold bit-identical tensors in both folders, written as identical
+    bytes."""
+    for name in files if files is not None else tensor_names():
         a = torch.load(os.path.join(mine, name))
         b = torch.load(os.path.join(reference, name))
         assert a.dtype == b.dtype and a.shape == b.shape, name
         assert torch.equal(a, b), f"{name} differs"
+        with open(os.path.join(mine, name), "rb") as x, open(os.path.join(reference, name), "rb") as y:
+            assert x.read() == y.read(), f"{name}: same tensor, other bytes"
 
 
 @pytest.fixture(autouse=True)
@@ -98,15 +107,17 @@ def setup(tmp_path_factory):
 
 @pytest.fixture
 def counted(monkeypatch):
-    """The piece numbers run_decompose computes (the real decompose_piece, counted)."""
+    """The piece numbers the pipeline computes (the real compute_piece, counted)."""
+    from huggingface_patch import pipeline
+
     calls = []
-    real = run_decompose.decompose_piece
+    real = pipeline.compute_piece
 
-    def counting(model, piece, number, **kwargs):
-        calls.append(number)
-        return real(model, piece, number, **kwargs)
+    def counting(model, piece, window, **kwargs):
+        calls.append(piece.ids)
+        return real(model, piece, window, **kwargs)
 
-    monkeypatch.setattr(run_decompose, "decompose_piece", counting)
+    monkeypatch.setattr(pipeline, "compute_piece", counting)
     return calls
 
 
@@ -131,10 +142,11 @@ def free_port() -> int:
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4, 11])
 def test_every_piece_goes_to_exactly_one_process(tmp_path, world_size):
     """Piece N goes to rank N % world_size, each piece to exactly one rank."""
+    from huggingface_patch.pipeline import select_pieces
+
     owners = {}
     for rank in range(world_size):
-        mine, todo = run_decompose.select_pieces(PIECES, str(tmp_path), CORPUS, MODEL, rank=rank, world_size=world_size)
-        assert mine == todo  # nothing written yet
+        mine, _ = select_pieces(PIECES, None, rank=rank, world_size=world_size, resume=False)
         for number in mine:
             assert number % world_size == rank and number not in owners
             owners[number] = rank
@@ -142,20 +154,29 @@ def test_every_piece_goes_to_exactly_one_process(tmp_path, world_size):
 
 
 def test_one_rank_writes_only_its_pieces(setup, tmp_path, counted):
-    """run() as rank 1 of 2 (no process group needed): the odd pieces, global numbers, no projection file."""
-    from huggingface_patch.corpus import read_sentitems
+    """As rank 1 of 2 (no process group needed): the odd pieces, global numbers, no projection file, no run
+    record (rank 0 writes those)."""
+    from huggingface_patch.corpus import context_size, document_start, prepare_pieces, read_text, parse_sentitems
+    from huggingface_patch.distributed import ProcessInfo
     from huggingface_patch.loading import load_model_and_tokenizer
+    from huggingface_patch.pipeline import decompose_corpus, run_settings
 
     corpus, model_folder, reference = setup
     model, tokenizer, source = load_model_and_tokenizer(model_folder)
-    pieces = run_decompose.prepare_pieces(read_sentitems(corpus), tokenizer, model.config)
+    text = read_text(corpus)
+    start = document_start(model.config, tokenizer)
+    pieces = prepare_pieces(parse_sentitems(text), tokenizer, model.config, start)
     assert len(pieces) == PIECES
+    settings = run_settings(model, tokenizer, source.name, model_folder, corpus, text, int(WINDOW), start=start,
+                            context=context_size(model.config))
     out = str(tmp_path / "out")
-    done = run_decompose.run(model, pieces, CORPUS, source.name, int(WINDOW), out, rank=1, world_size=2)
-    assert done == counted == [1, 3, 5, 7]
-    expected = sorted(name for n in done for name in piece_files(n))
+    done = decompose_corpus(model, tokenizer, pieces, settings, out, info=ProcessInfo(rank=1, world_size=2),
+                            progress=False)
+    assert done.computed == [1, 3, 5, 7] and len(counted) == 4
+    expected = sorted([name for n in done.computed for name in piece_files(n)]
+                      + [f"r_{CORPUS}_{MODEL}_{n}.json" for n in done.computed])
     assert names(out) == expected
-    assert_same_tensors(out, reference, expected)
+    assert_same_tensors(out, reference, [name for n in done.computed for name in piece_files(n)])
 
 
 def test_two_processes_with_torchrun_match_one_process(setup, tmp_path):
@@ -171,7 +192,6 @@ def test_two_processes_with_torchrun_match_one_process(setup, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert names(out) == expected_names()  # same names (global piece numbers), no temporary files left
     assert_same_tensors(out, reference)
-    assert_same_tensors(out, reference, [f"{MODEL}_proj_weights.pt"])
     log = result.stderr
     assert f"{PIECES} pieces in total; 5 for this process [rank 0/2]; 0 of them already complete" in log
     assert f"{PIECES} pieces in total; 4 for this process [rank 1/2]; 0 of them already complete" in log
@@ -181,89 +201,119 @@ def test_two_processes_with_torchrun_match_one_process(setup, tmp_path):
 # resuming
 
 
-def test_rerun_of_complete_folder_computes_nothing(setup, tmp_path, monkeypatch, caplog):
-    """A rerun into a complete folder runs the model on no piece and rewrites no file."""
+def test_rerun_of_complete_folder_computes_nothing(setup, tmp_path, counted, caplog):
+    """A rerun into a complete folder runs the model on no piece and rewrites no data file."""
     corpus, model, reference = setup
     out = copy_of(reference, tmp_path)
     before = mtimes(out)
-
-    def no_forward(*args, **kwargs):
-        raise AssertionError("a complete piece was recomputed")
-
-    monkeypatch.setattr(run_decompose, "decompose_piece", no_forward)
-    caplog.set_level(logging.INFO, logger="run_decompose")
+    caplog.set_level(logging.INFO)
     assert run_decompose.main([corpus, model, WINDOW, "--output-dir", out]) == 0
-    assert mtimes(out) == before  # not even the projection weights are rewritten
+    assert counted == []
+    after = mtimes(out)
+    assert {k: v for k, v in after.items() if k != "run.json"} == {k: v for k, v in before.items() if k != "run.json"}
     assert (f"{PIECES} pieces in total; {PIECES} for this process; {PIECES} of them already complete (skipped), "
             "0 to compute") in caplog.text
 
 
-@pytest.mark.parametrize("case", ["missing-d", "missing-i", "interrupted", "stray-tmp"])
+@pytest.mark.parametrize("case", ["missing-d", "missing-record", "changed-o", "interrupted"])
 def test_resume_recomputes_only_incomplete_pieces(setup, tmp_path, counted, case):
-    """Only a piece with missing files is recomputed; leftover temporary files do not confuse resuming."""
+    """Only a piece whose files or record are missing or changed is recomputed; every temporary file goes."""
     corpus, model, reference = setup
     out = copy_of(reference, tmp_path)
     d, b, o, i = piece_files(4)
-    stray = None
-    if case == "missing-d":  # a deleted file
+    record = f"r_{CORPUS}_{MODEL}_4.json"
+    if case == "missing-d":
         os.remove(os.path.join(out, d))
-    elif case == "missing-i":  # stopped after o_ was renamed, before i_
-        os.remove(os.path.join(out, i))
-    elif case == "interrupted":  # stopped while writing b_: d_ renamed, b_ only a temporary file, o_ and i_ absent
-        for name in (b, o, i):
+    elif case == "missing-record":  # stopped after i_ was renamed, before the record
+        os.remove(os.path.join(out, record))
+    elif case == "changed-o":
+        torch.save(torch.zeros(1), os.path.join(out, o))
+    else:  # stopped while writing b_: d_ renamed, b_ only a temporary file, the rest absent
+        for name in (b, o, i, record):
             os.remove(os.path.join(out, name))
-        stray = os.path.join(out, f".tmp-k3j_x9q1-{b}")
-    else:  # a temporary file next to a complete piece (a crash while rewriting it): the piece stays as it is
-        stray = os.path.join(out, f".tmp-k3j_x9q1-{piece_files(2)[0]}")
-    if stray:
-        with open(stray, "wb") as handle:
+        with open(os.path.join(out, f".tmp-k3j_x9q1-{b}"), "wb") as handle:
             handle.write(b"partial")
-    # a temporary file of a piece 14 (of another run) whose name ends like piece 4's: never touched
-    other = os.path.join(out, f".tmp-abcdefgh-d_{CORPUS}_{MODEL}_14.pt")
-    with open(other, "wb") as handle:
-        handle.write(b"x")
+    with open(os.path.join(out, f".tmp-abcdefgh-d_{CORPUS}_{MODEL}_14.pt"), "wb") as handle:
+        handle.write(b"x")  # a temporary file of an earlier, killed run
     before = mtimes(out)
-
     assert run_decompose.main([corpus, model, WINDOW, "--output-dir", out]) == 0
-
-    expected_calls = [] if case == "stray-tmp" else [4]
-    assert counted == expected_calls
+    assert len(counted) == 1
     after = mtimes(out)
-    untouched = [name for name in before if name not in piece_files(4) or not expected_calls]
-    if case == "interrupted":
-        untouched.remove(os.path.basename(stray))
-    assert {name: after.get(name) for name in untouched} == {name: before[name] for name in untouched}
-    leftovers = [os.path.basename(other)] + ([os.path.basename(stray)] if case == "stray-tmp" else [])
-    assert names(out) == sorted(expected_names() + leftovers)
+    untouched = [name for name in tensor_names() if name not in piece_files(4)]
+    assert {name: after[name] for name in untouched} == {name: before[name] for name in untouched}
+    assert names(out) == expected_names()
     assert_same_tensors(out, reference)
 
 
 def test_no_resume_recomputes_everything(setup, tmp_path, counted):
-    """``--no-resume`` recomputes every piece, to the same tensors, and cleans their temporary files."""
+    """``--no-resume`` recomputes every piece, to the same tensors, and cleans temporary files."""
     corpus, model, reference = setup
     out = copy_of(reference, tmp_path)
     with open(os.path.join(out, f".tmp-zzzzzzzz-{piece_files(0)[1]}"), "wb") as handle:
         handle.write(b"partial")
     assert run_decompose.main([corpus, model, WINDOW, "--output-dir", out, "--no-resume"]) == 0
-    assert counted == list(range(PIECES))
-    assert names(out) == expected_names()  # the temporary file of a recomputed piece is cleaned up
+    assert len(counted) == PIECES
+    assert names(out) == expected_names()
     assert_same_tensors(out, reference)
-
-
-def test_stale_temporary_files_match_exact_names(tmp_path):
-    """Only ``.tmp-<random>-<name>`` of exactly the given names are found."""
-    for entry in (".tmp-abc_123-d_c_m_1.pt", ".tmp-abc_123-d_c_m_11.pt", ".tmp-xyz-d_xc_m_1.pt", "d_c_m_1.pt",
-                  ".tmp-abc-i_c_m_1.pt.bak"):
-        (tmp_path / entry).write_bytes(b"")
-    found = run_decompose.stale_temporary_files(str(tmp_path), ["d_c_m_1.pt", "i_c_m_1.pt"])
-    assert [os.path.basename(path) for path in found] == [".tmp-abc_123-d_c_m_1.pt"]
 
 
 def test_plain_run_creates_no_process_group(monkeypatch):
     """Without WORLD_SIZE > 1: rank 0 of 1, no PartialState, no process group."""
+    from huggingface_patch.distributed import process_info
+
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    info = run_decompose.process_info(None)
+    info = process_info(None)
     assert (info.rank, info.world_size, info.device, info.state) == (0, 1, None, None)
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert run_decompose.process_info("cpu").state is None
+    assert process_info("cpu").state is None
     assert not torch.distributed.is_initialized()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# killed runs
+
+
+def _kill_then_rerun(setup, tmp_path, when) -> str:
+    """Start run_decompose.py in a subprocess, SIGKILL it when ``when(folder)`` first holds (or after its
+    deadline), rerun to completion; returns the output folder."""
+    import signal
+    import time
+
+    corpus, model, _ = setup
+    out = str(tmp_path / "killed")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get(
+        "PYTHONPATH")])))
+    command = [sys.executable, SCRIPT, corpus, model, WINDOW, "--output-dir", out]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            if when(out):
+                break
+            time.sleep(0.001)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert run_decompose.main([corpus, model, WINDOW, "--output-dir", out]) == 0
+    return out
+
+
+def test_sigkill_while_a_temporary_file_exists(setup, tmp_path):
+    """Killed the moment a temporary file appears: the rerun leaves no temporary file and the outputs are the
+    bytes of an uninterrupted run."""
+    out = _kill_then_rerun(setup, tmp_path, lambda folder: os.path.isdir(folder) and any(
+        name.startswith(".tmp-") and "_proj_" not in name for name in os.listdir(folder)))
+    assert names(out) == expected_names()
+    assert_same_tensors(out, setup[2])
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sigkill_at_a_random_moment(setup, tmp_path, seed):
+    """Killed after a random number of the run's files exist: same result after a rerun."""
+    import random
+
+    target = random.Random(seed).randint(1, len(expected_names()) - 1)
+    out = _kill_then_rerun(setup, tmp_path, lambda folder: os.path.isdir(folder) and len(os.listdir(folder)) >= target)
+    assert names(out) == expected_names()
+    assert_same_tensors(out, setup[2])

@@ -15,6 +15,7 @@ import logging
 import pkgutil
 
 from .base import ArchitectureAdapter, ModelParts
+from ..errors import HuggingfacePatchError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ _REGISTRY: dict[str, ArchitectureAdapter] = {}
 _LOADED = {"builtin": False, "entry_points": False}
 
 
-class UnsupportedArchitectureError(ValueError):
+class UnsupportedArchitectureError(HuggingfacePatchError):
     """Raised for a config whose ``model_type`` has no registered adapter."""
 
 

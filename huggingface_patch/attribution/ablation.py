@@ -68,14 +68,82 @@ def agreement(x, y) -> dict:
                 pearson=float(pearson.statistic), pearson_p=float(pearson.pvalue))
 
 
+@dataclass
+class AblationStudy:
+    """ΔLP against real ablation over sampled pairs: ``rows`` (one per pair), ``stats`` (:func:`agreement`),
+    the ``pairs`` themselves and the settings."""
+
+    rows: list[dict]
+    stats: dict
+    pairs: list[AblationPair]
+    settings: dict
+
+    def write(self, folder, model_name: str) -> None:
+        """``ablation_pairs.csv``, ``ablation_summary.json`` and ``ablation_scatter.png`` into a
+        :class:`~huggingface_patch.files.ResultFolder`."""
+        from ..files import write_csv, write_json
+
+        write_csv(self.rows, folder.path("ablation_pairs.csv"))
+        write_json(dict(self.settings, model=model_name,
+                        positions="target/source are piece positions (0 = the start token, never removed)",
+                        **self.stats), folder.path("ablation_summary.json"))
+        plot_agreement(self.pairs, folder.path("ablation_scatter.png"), units=self.settings["units"],
+                       title=f"{model_name}: ΔLP vs real ablation (n={self.stats['n']}, Spearman "
+                             f"{self.stats['spearman']:.2f}, Pearson {self.stats['pearson']:.2f})")
+
+
+def ablation_study(model, tokenizer, documents: list[str], start, *, window: int = 50, pairs: int = 200,
+                   max_tokens: int = 128, seed: int = 0, units: str = "bits", progress: bool = True) -> AblationStudy:
+    """Sample ``pairs`` (target, source) pairs uniformly over the documents (each cut to ``max_tokens`` tokens
+    after ``start``), compute ΔLP from the decomposition and the real drop when the source token is removed
+    and the model re-run, and correlate them."""
+    from tqdm.auto import tqdm
+
+    from ..errors import InputError
+    from ..tokens import token_texts
+    from .tables import UNITS, analyse_piece
+
+    base = UNITS[units]
+    sequences = [start.prepend(ids[: max_tokens - (start.id is not None)])
+                 for ids in (list(tokenizer(d, add_special_tokens=False)["input_ids"]) for d in documents)]
+    sequences = [s for s in sequences if len(s) >= 3]
+    if not sequences:
+        raise InputError("the corpus has no document of at least 2 tokens")
+    rng = random.Random(seed)
+    everything = [p for d, s in enumerate(sequences)
+                  for p in sample_pairs(len(s), window, 10**9, random.Random(0), document=d)]
+    chosen = rng.sample(everything, min(pairs, len(everything)))
+    by_doc: dict[int, list[AblationPair]] = {}
+    for pair in chosen:
+        by_doc.setdefault(pair.document, []).append(pair)
+    rows = []
+    for document, doc_pairs in tqdm(sorted(by_doc.items()), desc="documents", unit="doc", disable=not progress):
+        ids = torch.tensor(sequences[document])
+        analysis = analyse_piece(model, tokenizer, ids, window, document=document)
+        delta = analysis.deltalp(base).delta
+        for pair in doc_pairs:
+            pair.delta_lp = float(delta[pair.target - pair.source, pair.target])
+        real_ablation(model, ids, doc_pairs, base)
+        texts = token_texts(tokenizer, ids.tolist())
+        for pair in doc_pairs:
+            rows.append(dict(document=document, target_index=pair.target, target_token=texts[pair.target + 1],
+                             target_token_raw=analysis.tokens[pair.target + 1], source_index=pair.source,
+                             source_token=texts[pair.source], source_token_raw=analysis.tokens[pair.source],
+                             distance=pair.target - pair.source + 1, delta_lp=pair.delta_lp,
+                             real_delta_lp=pair.real_delta_lp))
+    flat = [p for group in by_doc.values() for p in group]
+    rows.sort(key=lambda r: (r["document"], r["target_index"], r["source_index"]))
+    stats = agreement([p.delta_lp for p in flat], [p.real_delta_lp for p in flat])
+    settings = dict(window=window, units=units, seed=seed, max_tokens=max_tokens, pairs_requested=pairs,
+                    start_token=start.describe())
+    return AblationStudy(rows, stats, flat, settings)
+
+
 def plot_agreement(pairs: list[AblationPair], path: str, title: str = "", units: str = "bits") -> None:
     """Scatter of ΔLP (decomposition) against the real drop in LP when the source is removed."""
-    import matplotlib
+    from ..files import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..cli import save_figure
+    plt = pyplot()
 
     x = [p.delta_lp for p in pairs]
     y = [p.real_delta_lp for p in pairs]

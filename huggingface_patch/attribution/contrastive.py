@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from ..deltalp import DeltaLP, compute_contrastive_deltalp
 from .tables import PieceAnalysis
+from ..errors import HuggingfacePatchError
 
 
-class FoilError(ValueError):
+class FoilError(HuggingfacePatchError):
     """The foil is not one token of the model's vocabulary."""
 
 

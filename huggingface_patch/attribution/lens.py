@@ -75,3 +75,63 @@ def decomposition_lens(model, ids: torch.Tensor, target: int, window: int | None
     next_id = int(ids[target + 1]) if target + 1 < length else -1
     target_logit = logits[..., max(next_id, 0)]
     return LensResult(target, sources, next_id, logits, target_logit)
+
+
+@dataclass
+class LensTable:
+    """A :class:`LensResult` as tables: ``rows`` (layer, source, rank, promoted token, logit), ``entries``
+    (top tokens per layer and source), the column of logits plotted (``column`` ``(L+1, S)``) and its token."""
+
+    result: LensResult
+    tokens: list[str]
+    rows: list[dict]
+    entries: list[dict]
+    column: torch.Tensor
+    column_token: str
+    settings: dict
+
+    def write(self, folder, model_name: str) -> None:
+        """``lens.csv``, ``lens.json`` and ``lens.png`` into a :class:`~huggingface_patch.files.ResultFolder`."""
+        from ..files import write_csv, write_json
+        from ..tokens import show
+        from .plots import plot_lens_heatmap
+
+        target = self.result.target
+        write_csv(self.rows, folder.path("lens.csv"))
+        write_json(dict(self.settings, model=model_name, tokens=self.tokens, target=target,
+                        target_token=self.tokens[target], next_token=self.column_token,
+                        layers="0 = embeddings, l = output of layer l; frozen final norm at that layer's state",
+                        entries=self.entries), folder.path("lens.json"))
+        plot_lens_heatmap(self.column.numpy(), ["emb"] + [str(i) for i in range(1, self.column.shape[0])],
+                          [self.tokens[s] for s in self.result.sources], folder.path("lens.png"),
+                          title=f"{model_name}: contribution of each source to the logit of {show(self.column_token)} "
+                                f"at position {target}", colorbar="logit contribution")
+
+
+def lens_table(model, tokenizer, ids: torch.Tensor, target: int, window: int | None = None, top_k: int = 5) -> LensTable:
+    """:func:`decomposition_lens` of ``target`` as tables; at the last position (no next token) the plotted
+    column follows the token the model predicts."""
+    from ..tokens import raw_tokens, token_texts
+
+    result = decomposition_lens(model, ids, target, window)
+    tokens = token_texts(tokenizer, ids.tolist())
+    if result.next_id < 0:
+        predicted = int(result.logits[-1].sum(0).argmax())
+        column, label = result.logits[..., predicted], token_texts(tokenizer, [predicted])[0]
+    else:
+        column, label = result.target_logit, tokens[target + 1]
+    values, top_ids = result.top(top_k)
+    rows, entries = [], []
+    for layer in range(values.shape[0]):
+        for j, src in enumerate(result.sources):
+            names = token_texts(tokenizer, top_ids[layer, j].tolist())
+            raws = raw_tokens(tokenizer, top_ids[layer, j].tolist())
+            entries.append(dict(layer=layer, source_index=src, source_token=tokens[src], top_tokens=names,
+                                top_logits=[round(float(v), 4) for v in values[layer, j]],
+                                next_token_logit=float(column[layer, j])))
+            for rank in range(top_k):
+                rows.append(dict(layer=layer, source_index=src, source_token=tokens[src], rank=rank + 1,
+                                 promoted_token=names[rank], promoted_token_raw=raws[rank],
+                                 promoted_id=int(top_ids[layer, j, rank]), logit=float(values[layer, j, rank]),
+                                 next_token=label, next_token_logit=float(column[layer, j])))
+    return LensTable(result, tokens, rows, entries, column, label, dict(window=window, top_k=top_k))

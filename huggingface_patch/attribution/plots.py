@@ -8,20 +8,14 @@ import math
 
 import numpy as np
 
-from ..cli import save_figure
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from ..files import pyplot as _pyplot
+from ..files import save_figure
+from ..tokens import show
 
 
 def _label(token: str) -> str:
-    return str(token).replace("Ġ", "␣").replace("▁", "␣").replace("Ċ", "⏎").replace("$", r"\$")
+    """A token's text as a tick label: quoted (spaces visible), ``$`` escaped for matplotlib."""
+    return show(str(token)).replace("$", r"\$")
 
 
 def select_range(rows: list[dict], document, first: int, last: int) -> list[dict]:

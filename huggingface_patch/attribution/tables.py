@@ -1,13 +1,14 @@
 """ΔLP as data: one row per (document, target, source), stitched over overlapping pieces, and a per-target summary.
 
-Positions are article-token indices (the BOS that starts every piece has index -1). A *target* row is about
+Positions are article-token indices (a start token that begins a piece has index -1). A *target* row is about
 predicting the article token at ``target_index``; the model reads the piece up to the token before it.
 ``distance`` is the paper's: ``t - s + 1`` in piece coordinates (1 = the token right before the predicted one).
+Token columns hold the text a token stands for (``target_token``, ``source_token``: ``' keys'``) and the
+tokenizer's raw piece (``*_raw``: ``'Ġkeys'``).
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,15 +16,15 @@ from dataclasses import dataclass, field
 import torch
 
 from ..architectures import Readout, readout
-from ..cli import atomic_path
 from ..deltalp import DeltaLP, compute_deltalp
+from ..tokens import raw_tokens, token_texts
 
 #: log base of each unit
 UNITS = {"bits": 2.0, "nats": math.e}
 
 #: columns of the ΔLP CSV (token level; word level and contrasts add columns, see ``docs/attribution.md``)
-COLUMNS = ("document", "piece", "target_index", "target_token", "context_length", "source_index", "source_token",
-           "distance", "is_bos", "lp", "lp_without", "delta_lp")
+COLUMNS = ("document", "piece", "target_index", "target_token", "target_token_raw", "context_length", "source_index",
+           "source_token", "source_token_raw", "distance", "is_bos", "lp", "lp_without", "delta_lp")
 
 
 def unit_base(units: str) -> float:
@@ -37,10 +38,11 @@ def unit_base(units: str) -> float:
 class PieceAnalysis:
     """One decomposed model input.
 
-    ``ids`` ``(T,)`` starts with BOS; ``start`` = article index of ``ids[1]``; ``final_state`` ``(T, H)`` is what
-    the LM head reads; ``decomposition`` ``(W, T, H)`` relative layout; ``bias`` ``(T, H)`` or None (files);
-    ``readout`` the model's read-out (a :class:`~huggingface_patch.architectures.Readout`, or the bare LM head
-    weight ``(V, H)``); ``tokens`` the token strings.
+    ``ids`` ``(T,)`` (a start token first when ``offset`` is 1); ``start`` = article index of the first text
+    token ``ids[offset]``; ``final_state`` ``(T, H)`` is what the LM head reads; ``decomposition`` ``(W, T, H)``
+    relative layout; ``bias`` ``(T, H)`` or None; ``readout`` the model's read-out (a
+    :class:`~huggingface_patch.architectures.Readout`, or the bare LM head weight ``(V, H)``); ``tokens``
+    the raw token pieces and ``texts`` what each stands for (defaults to ``tokens``).
     """
 
     document: int | str
@@ -53,9 +55,13 @@ class PieceAnalysis:
     readout: Readout
     bias: torch.Tensor | None = None
     extra: dict = field(default_factory=dict)
+    texts: list[str] | None = None
+    offset: int = 1
 
     def __post_init__(self):
         self.readout = Readout.of(self.readout)
+        if self.texts is None:
+            self.texts = list(self.tokens)
 
     @property
     def proj(self) -> torch.Tensor:
@@ -63,8 +69,14 @@ class PieceAnalysis:
         return self.readout.weight
 
     def position(self, index: int) -> int:
-        """Article index of piece token ``index`` (-1 for the BOS at 0)."""
-        return -1 if index == 0 else self.start + index - 1
+        """Article index of piece token ``index`` (-1 for a start token)."""
+        if self.offset and index == 0:
+            return -1
+        return self.start + index - self.offset
+
+    def is_start(self, index: int) -> bool:
+        """Whether piece position ``index`` is the start token."""
+        return bool(self.offset) and index == 0
 
     def deltalp(self, base: float = 2.0) -> DeltaLP:
         """Token-level ΔLP of this piece (:func:`huggingface_patch.deltalp.compute_deltalp`)."""
@@ -94,26 +106,26 @@ def head_input(model, ids: torch.Tensor, window: int, conventions=None):
     return captured["x"][0].cpu(), out.decomposition[0].cpu(), out.decomposition_bias[0].cpu()
 
 
-def decompose_piece(model, tokenizer, ids: list[int] | torch.Tensor, window: int, *, document=0, piece: int = 0,
-                    start: int = 0, conventions=None) -> PieceAnalysis:
-    """Decompose one piece (BOS first) and package it with its tokens and the model's read-out."""
+def analyse_piece(model, tokenizer, ids: list[int] | torch.Tensor, window: int, *, document=0, piece: int = 0,
+                  start: int = 0, offset: int = 1, conventions=None) -> PieceAnalysis:
+    """Decompose one piece and package it with its tokens and the model's read-out."""
     ids = torch.as_tensor(ids, dtype=torch.long)
     final_state, decomposition, bias = head_input(model, ids, window, conventions)
-    head = readout(model).to("cpu")
-    tokens = tokenizer.convert_ids_to_tokens(ids.tolist())
-    return PieceAnalysis(document, piece, start, ids, tokens, final_state, decomposition, head, bias)
+    return PieceAnalysis(document, piece, start, ids, raw_tokens(tokenizer, ids.tolist()), final_state,
+                         decomposition, readout(model).to("cpu"), bias, texts=token_texts(tokenizer, ids.tolist()),
+                         offset=offset)
 
 
 def stitch_targets(pieces) -> dict[tuple, tuple[int, int]]:
-    """For overlapping pieces (objects with ``document``, ``start``, ``ids``), pick for every article token the
-    piece where it is predicted with the most context: ``{(document, target_index): (piece_number, t)}`` with
-    ``t`` the piece position whose output predicts it (``t`` = context length after BOS). Ties go to the
-    earlier piece.
+    """For overlapping pieces (objects with ``document``, ``start``, ``ids`` and ``offset``), pick for every
+    article token the piece where it is predicted with the most context: ``{(document, target_index):
+    (piece_number, t)}`` with ``t`` the piece position whose output predicts it. Ties go to the earlier piece.
     """
     best: dict[tuple, tuple[int, int]] = {}
     for number, piece in enumerate(pieces):
+        offset = getattr(piece, "offset", 1)
         for t in range(len(piece.ids) - 1):
-            key = (piece.document, piece.start + t)
+            key = (piece.document, piece.start + t + 1 - offset)
             if key not in best or t > best[key][1]:
                 best[key] = (number, t)
     return best
@@ -132,8 +144,9 @@ def deltalp_rows(analysis: PieceAnalysis, result: DeltaLP, targets=None, extra: 
     for t in targets:
         for s in range(max(0, t - window + 1), t + 1):
             row = dict(document=analysis.document, piece=analysis.piece, target_index=analysis.position(t + 1),
-                       target_token=analysis.tokens[t + 1], context_length=t, source_index=analysis.position(s),
-                       source_token=analysis.tokens[s], distance=t - s + 1, is_bos=s == 0,
+                       target_token=analysis.texts[t + 1], target_token_raw=analysis.tokens[t + 1], context_length=t,
+                       source_index=analysis.position(s), source_token=analysis.texts[s],
+                       source_token_raw=analysis.tokens[s], distance=t - s + 1, is_bos=analysis.is_start(s),
                        lp=float(result.lp[t]), lp_without=float(result.ablated[t - s, t]),
                        delta_lp=float(delta[t - s, t]))
             if extra:
@@ -144,10 +157,10 @@ def deltalp_rows(analysis: PieceAnalysis, result: DeltaLP, targets=None, extra: 
 
 def summarize_targets(rows: list[dict], include_bos: bool = False) -> dict:
     """Per target (``document``, ``target_index``): the argmax source (largest ΔLP; the paper's argmax, which
-    excludes the BOS unless ``include_bos``) and its distance; plus the distance histogram over targets.
+    excludes the start token unless ``include_bos``) and its distance; plus the distance histogram over targets.
 
-    Targets whose only candidate is the BOS (the first target of a document) have ``argmax_source_index``
-    None and no distance, as the paper's -1.
+    Targets whose only candidate is the start token (the first target of a document) have
+    ``argmax_source_index`` None and no distance, as the paper's -1.
     """
     by_target: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -175,21 +188,11 @@ def summarize_targets(rows: list[dict], include_bos: bool = False) -> dict:
                 targets=targets)
 
 
-def write_rows(rows: list[dict], path: str, columns=None) -> None:
-    """Write rows as CSV atomically (columns: ``columns`` or the keys of the first row)."""
-    columns = list(columns or (rows[0].keys() if rows else COLUMNS))
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow(row)
-
-
 def infer_pieces(id_lists: list[list[int]]) -> list[tuple[int, int]]:
-    """``(document, start)`` of consecutive pieces read from files (which carry neither): a piece continues the
-    previous one's article if its tokens after BOS start with the previous piece's second half, as
-    :func:`huggingface_patch.corpus.split_article` cuts them (advance ``len // 2``). A heuristic.
+    """``(document, start)`` of consecutive pieces read from files that carry no record (the paper's own
+    outputs): a piece continues the previous one's article if its tokens after the start token begin with the
+    previous piece's second half, as :func:`huggingface_patch.corpus.split_article` cuts them (advance
+    ``len // 2``). A heuristic; recorded runs carry both numbers.
     """
     out: list[tuple[int, int]] = []
     document, start = 0, 0

@@ -16,12 +16,12 @@ from .tables import PieceAnalysis
 _SPACE_MARKS = ("Ġ", "▁", " ", "Ċ", "\n", "\t")
 
 
-def word_groups(tokens: list[str], special: set[int] | None = None) -> list[list[int]]:
-    """Group piece positions into words: ``[[0], [1, 2], [3], ...]`` (position 0 = BOS, alone).
+def word_groups(tokens: list[str], special: set[int] | None = None, start_token: bool = True) -> list[list[int]]:
+    """Group piece positions into words: ``[[0], [1, 2], [3], ...]`` (position 0, a start token, alone).
 
     ``tokens`` are token strings (``convert_ids_to_tokens``); ``special`` positions each form their own word.
     """
-    special = set(special or ()) | {0}
+    special = set(special or ()) | ({0} if start_token else set())
     groups: list[list[int]] = []
     for index, token in enumerate(tokens):
         starts = index in special or not groups or groups[-1][-1] in special or token.startswith(_SPACE_MARKS)
@@ -33,9 +33,11 @@ def word_groups(tokens: list[str], special: set[int] | None = None) -> list[list
 
 
 def word_text(tokens: list[str], group: list[int], tokenizer=None, ids=None) -> str:
-    """Readable text of a word (decoded with ``tokenizer`` when given, else the joined token strings)."""
+    """Readable text of a word (decoded with ``tokenizer`` when given, leading space kept; else the joined
+    token strings)."""
     if tokenizer is not None and ids is not None:
-        return tokenizer.decode([int(ids[i]) for i in group]).strip() or "".join(tokens[i] for i in group)
+        text = tokenizer.decode([int(ids[i]) for i in group], clean_up_tokenization_spaces=False)
+        return text if text.strip() else "".join(tokens[i] for i in group)
     return "".join(tokens[i] for i in group)
 
 
@@ -50,7 +52,7 @@ def word_rows(analysis: PieceAnalysis, base: float = 2.0, targets=None, tokenize
     or before ``t``; only those tokens are removed (``n_tokens_removed`` < ``n_tokens`` when the word is cut by
     the window or continues after ``t``).
     """
-    groups = word_groups(analysis.tokens)
+    groups = word_groups(analysis.tokens, start_token=bool(analysis.offset))
     result = span_deltalp(analysis, groups, base=base)
     window = analysis.decomposition.shape[0]
     delta = result.delta
@@ -65,20 +67,14 @@ def word_rows(analysis: PieceAnalysis, base: float = 2.0, targets=None, tokenize
                 continue
             removed = [s for s in group if t - window < s <= t]
             rows.append(dict(document=analysis.document, piece=analysis.piece, target_index=analysis.position(t + 1),
-                             target_token=analysis.tokens[t + 1], context_length=t,
+                             target_token=analysis.texts[t + 1], target_token_raw=analysis.tokens[t + 1],
+                             context_length=t,
                              source_index=analysis.position(group[0]), source_end=analysis.position(group[-1]),
                              source_token=texts[g], n_tokens=len(group), n_tokens_removed=len(removed),
-                             distance=t - removed[-1] + 1, is_bos=group == [0], lp=float(result.lp[t]),
+                             distance=t - removed[-1] + 1, is_bos=group == [0] and bool(analysis.offset),
+                             lp=float(result.lp[t]),
                              lp_without=float(result.ablated[g, t]), delta_lp=value))
     return rows
 
 
-def word_of(groups: list[list[int]], position: int) -> list[int]:
-    """The word (group) containing piece ``position``."""
-    for group in groups:
-        if position in group:
-            return group
-    raise ValueError(f"position {position} is in no word")
-
-
-__all__ = ["span_deltalp", "word_groups", "word_of", "word_rows", "word_text"]
+__all__ = ["span_deltalp", "word_groups", "word_rows", "word_text"]

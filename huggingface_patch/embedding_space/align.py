@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from ..architectures import model_parts
+from ..errors import InputError
 from ..layer_states import record_residual_stream
 from .projections import embedding_matrix, ff_matrices
 
-TARGETS = ("layer", "final")
+ALIGNMENT_TARGETS = ("layer", "final")
 
 
 @dataclass
@@ -84,7 +85,7 @@ def collect_activations(model: nn.Module, tokenizer, texts: list[str], n_neurons
         for handle in handles:
             handle.remove()
     if kept == 0:
-        raise ValueError("the texts give no position to analyse")
+        raise InputError("the texts give no position to analyse")
     return Activations(torch.stack([torch.cat(t) for t in tops]), torch.cat(states_kept, dim=1), used)
 
 
@@ -115,8 +116,8 @@ def parameter_alignment(model: nn.Module, tokenizer, texts: list[str], *, layers
 
     Per layer and part (keys and values), against a random-position baseline (see the module docstring).
     """
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}: choose from {', '.join(TARGETS)}")
+    if target not in ALIGNMENT_TARGETS:
+        raise ValueError(f"unknown target {target!r}: choose from {', '.join(ALIGNMENT_TARGETS)}")
     parts = model_parts(model)
     n_layers = len(parts.layers)
     layers = list(range(n_layers)) if layers is None else layers
@@ -155,10 +156,9 @@ def parameter_alignment(model: nn.Module, tokenizer, texts: list[str], *, layers
 
 def plot_alignment(result: AlignmentResult, title: str):
     """Recall per layer, one colour per part, random baseline dashed."""
-    import matplotlib
+    from ..files import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     parts = list(dict.fromkeys(r["part"] for r in result.rows))

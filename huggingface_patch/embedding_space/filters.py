@@ -28,12 +28,14 @@ from functools import lru_cache
 
 import torch
 
+from ..errors import HuggingfacePatchError
+
 PAIR_EXCLUSIONS = ("near", "identical", "none")
 BPE_SPACE = "Ġ"
 SP_SPACE = "▁"
 
 
-class WordListError(ValueError):
+class WordListError(HuggingfacePatchError):
     """A word-list file that is missing or empty."""
 
 

@@ -20,11 +20,12 @@ import torch
 from torch import nn
 
 from ..architectures import Affine, get_adapter, model_parts
+from ..errors import HuggingfacePatchError
 
 EMBEDDINGS = ("output", "input")
 
 
-class ParameterIndexError(ValueError):
+class ParameterIndexError(HuggingfacePatchError):
     """A layer, head or neuron index outside the model; the message gives the valid range."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .filters import TokenFilter, Vocabulary, pair_groups, top_tokens
 from .projections import embedding_matrix, ff_vectors, head_weights
 from .topk import TopEntries, approx_topk
@@ -77,7 +78,7 @@ def top_head_pairs(model: nn.Module, vocab: Vocabulary, layer: int, head: int, k
         raise ValueError(f"vocabulary of {allowed.numel()} pieces does not match the embedding's {left.shape[0]} rows")
     ids = allowed.nonzero().squeeze(1)
     if ids.numel() == 0:
-        raise ValueError("the token filters leave no token")
+        raise InputError("the token filters leave no token")
     groups = pair_groups(vocab, pair_exclusion)
     groups = None if groups is None else groups[ids]
     device_ids = ids.to(left.device)

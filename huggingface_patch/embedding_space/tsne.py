@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import InputError
 from .filters import Vocabulary, top_tokens
 
 
@@ -48,7 +49,7 @@ def tsne_top_tokens(vector: torch.Tensor, embedding: torch.Tensor, vocab: Vocabu
         matrix = matrix / matrix.norm(dim=0, keepdim=True).clamp_min(1e-12)
     ids, scores = top_tokens(vector.float() @ matrix, k, allowed)
     if ids.numel() < 4:
-        raise ValueError(f"t-SNE needs at least 4 tokens, the filters leave {ids.numel()}")
+        raise InputError(f"t-SNE needs at least 4 tokens, the filters leave {ids.numel()}")
     points = matrix[:, ids.to(matrix.device)].t().cpu().double().numpy()
     perplexity = min(perplexity, ids.numel() - 1)
     coords = TSNE(n_components=n_components, learning_rate=learning_rate, init="pca", perplexity=perplexity,
@@ -58,10 +59,9 @@ def tsne_top_tokens(vector: torch.Tensor, embedding: torch.Tensor, vocab: Vocabu
 
 def plot_tsne(result: TSNEResult, title: str):
     """A matplotlib figure (2-D or 3-D scatter, coloured by score, the best 30 tokens labelled)."""
-    import matplotlib
+    from ..files import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     three = result.coords.shape[1] == 3
     fig = plt.figure(figsize=(8, 7))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from ..errors import HuggingfacePatchError
 
 #: block budget when no memory budget is given (bytes)
 DEFAULT_BLOCK_MEMORY = 512 * 2**20
@@ -39,7 +40,7 @@ _UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "kb": 10**3, "m": 2**20, "mib
           "g": 2**30, "gib": 2**30, "gb": 10**9, "t": 2**40, "tib": 2**40, "tb": 10**12}
 
 
-class MemoryBudgetError(ValueError):
+class MemoryBudgetError(HuggingfacePatchError):
     """The requested decomposition cannot fit the memory budget (raised before allocating)."""
 
 

@@ -9,12 +9,12 @@ from .logit_lens import (
     logit_lens,
     position_ids_from_mask,
 )
-from .path_length import TARGETS, PathLengths, correlations, path_lengths, step_norms
+from .path_length import CORRELATION_TARGETS, PathLengths, correlations, path_lengths, step_norms
 
 __all__ = [
     "COLOUR_MODES",
     "SUBLAYER_MODES",
-    "TARGETS",
+    "CORRELATION_TARGETS",
     "LensStates",
     "LogitLensResult",
     "PathLengths",

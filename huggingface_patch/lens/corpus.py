@@ -1,4 +1,4 @@
-"""Documents for the lens analyses: read a corpus or a ``--text``, tokenize with BOS, pad a batch.
+"""Documents for the lens analyses: read a corpus or a ``--text``, tokenize after the start token, pad a batch.
 
 Corpus files go through :func:`huggingface_patch.corpus.read_corpus`: a sentitems file (``!ARTICLE`` lines
 separate documents, a document's lines joined with single spaces) or plain text with one document per
@@ -28,16 +28,12 @@ def load_documents(corpus: str | None = None, text: str | None = None) -> list[s
     return documents
 
 
-def encode_documents(tokenizer, config, documents: list[str], max_tokens: int | None = None) -> list[list[int]]:
-    """Token ids of each document: the model's BOS (if it has one) then the text, cut to ``max_tokens`` in all."""
-    bos = getattr(config, "bos_token_id", None)
-    if bos is None:
-        bos = getattr(tokenizer, "bos_token_id", None)
+def encode_documents(tokenizer, start, documents: list[str], max_tokens: int | None = None) -> list[list[int]]:
+    """Token ids of each document: the :class:`~huggingface_patch.corpus.StartToken` ``start`` (if any) then
+    the text, cut to ``max_tokens`` in all."""
     encoded = []
     for doc in documents:
-        ids = list(tokenizer(doc, add_special_tokens=False)["input_ids"])
-        if bos is not None:
-            ids = [int(bos)] + ids
+        ids = start.prepend(tokenizer(doc, add_special_tokens=False)["input_ids"])
         if max_tokens is not None:
             ids = ids[:max_tokens]
         if len(ids) < 2:
@@ -58,17 +54,6 @@ def pad_batch(sequences: list[list[int]], pad_id: int = 0, side: str = "right") 
         ids[row, span] = torch.tensor(seq, dtype=torch.long)
         mask[row, span] = 1
     return ids, mask
-
-
-def load_lens_model(model: str, dtype: str = "float32", device: str | None = None):
-    """``(model, tokenizer, name)`` for a MODEL argument: the plain Hugging Face class, eager attention, checked
-    to be a supported architecture (raises ``UnsupportedArchitectureError`` / ``ModelLoadError`` otherwise)."""
-    from ..architectures import get_adapter
-    from ..loading import load_model_and_tokenizer
-
-    loaded, tokenizer, source = load_model_and_tokenizer(model, dtype=dtype, device=device, decomposed=False)
-    get_adapter(loaded)
-    return loaded, tokenizer, source.name
 
 
 def pad_id_of(tokenizer) -> int:

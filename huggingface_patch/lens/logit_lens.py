@@ -34,8 +34,9 @@ from ..layer_states import project_to_vocab, residual_states
 
 #: values accepted for ``sublayers``
 SUBLAYER_MODES = ("residual", "output")
-#: colour modes of the heat map: probability of the final top-1, its rank, KL(final || layer)
-COLOUR_MODES = ("prob", "rank", "kl")
+#: colour modes of the heat map: probability of the final top-1, its rank, KL(final || layer), probability of the
+#: actual next token
+COLOUR_MODES = ("prob", "rank", "kl", "next")
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -134,8 +135,10 @@ class LogitLensResult:
 
     ``top_ids`` / ``top_probs``: the row's own top-1 token and its probability. ``target_ids`` ``(B, T)``: the
     model's final top-1; ``target_probs``, ``target_logits``, ``target_ranks`` (1 = top, ties counted in the
-    token's favour): that token under the row's distribution. ``kl``: KL(p_final || p_row) in nats.
-    ``attention_mask`` ``(B, T)``: 1 on real tokens (values on padding are meaningless).
+    token's favour): that token under the row's distribution (the usual logit-lens convention).
+    ``next_probs`` / ``next_ranks``: the same for the *actual* next token of the input (NaN / 0 at a
+    sequence's last token, which has none). ``kl``: KL(p_final || p_row) in nats. ``attention_mask``
+    ``(B, T)``: 1 on real tokens (values on padding are meaningless).
     """
 
     labels: list[str]
@@ -149,6 +152,8 @@ class LogitLensResult:
     target_ranks: torch.Tensor
     kl: torch.Tensor
     attention_mask: torch.Tensor
+    next_probs: torch.Tensor | None = None
+    next_ranks: torch.Tensor | None = None
 
     def values(self, colour: str) -> torch.Tensor:
         """The ``(R, B, T)`` values a heat map coloured by ``colour`` (one of :data:`COLOUR_MODES`) shows."""
@@ -158,6 +163,8 @@ class LogitLensResult:
             return self.target_ranks.float()
         if colour == "kl":
             return self.kl
+        if colour == "next":
+            return self.next_probs
         raise ValueError(f"unknown colour mode {colour!r}: use one of {', '.join(COLOUR_MODES)}")
 
 
@@ -171,18 +178,28 @@ def logit_lens(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.
     final_logp = torch.log_softmax(read.logits, dim=-1)
     final_p = final_logp.exp()
     target = final_logp.argmax(-1)
-    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("top_ids", "top_probs", "probs", "logits", "ranks", "kl")}
+    mask = attention_mask.to(input_ids.device).bool()
+    has_next = mask & torch.roll(mask, -1, dims=1)
+    has_next[:, -1] = False
+    next_ids = torch.where(has_next, torch.roll(input_ids, -1, dims=1), torch.zeros_like(input_ids))
+    keys = ("top_ids", "top_probs", "probs", "logits", "ranks", "kl", "next_probs", "next_ranks")
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     for row in read.states:
         logits = project_to_vocab(model, row).float()
         logp = torch.log_softmax(logits, dim=-1)
         top_logp, top = logp.max(-1)
         target_logit = logits.gather(-1, target[..., None])
+        next_logit = logits.gather(-1, next_ids[..., None])
         out["top_ids"].append(top)
         out["top_probs"].append(top_logp.exp())
         out["probs"].append(logp.gather(-1, target[..., None])[..., 0].exp())
         out["logits"].append(target_logit[..., 0])
         out["ranks"].append((logits > target_logit).sum(-1) + 1)
         out["kl"].append((final_p * (final_logp - logp)).sum(-1).clamp(min=0))
+        nan = torch.full_like(top_logp, float("nan"))
+        out["next_probs"].append(torch.where(has_next, logp.gather(-1, next_ids[..., None])[..., 0].exp(), nan))
+        out["next_ranks"].append(torch.where(has_next, (logits > next_logit).sum(-1) + 1, torch.zeros_like(top)))
     stack = {k: torch.stack(v) for k, v in out.items()}
     return LogitLensResult(read.labels, read.layers, read.kinds, stack["top_ids"], stack["top_probs"], target,
-                           stack["probs"], stack["logits"], stack["ranks"], stack["kl"], attention_mask)
+                           stack["probs"], stack["logits"], stack["ranks"], stack["kl"], attention_mask,
+                           stack["next_probs"], stack["next_ranks"])

@@ -5,7 +5,8 @@ final norm): ``step_l = ||h_l - h_{l-1}||_2`` (``l = 1..L``), the cumulative cur
 (starting at 0 for ``h_0``) and the path length ``PL = sum_l step_l``. Also reported: the straight-line
 distance ``||h_L - h_0||`` (``PL >= it`` by the triangle inequality), ``||h_L||`` and the tortuosity
 ``PL / ||h_L - h_0|| >= 1``. Targets at position ``t``: the logit and log-probability of the actual next
-token ``t+1`` and the largest logit. Norms are computed in float64 from the model's states.
+token ``t+1`` and the largest logit, all three only where a next token exists (a document's last token has
+none and is left out of every correlation). Norms are computed in float64 from the model's states.
 
 Shapes: ``B`` batch, ``T`` positions, ``L`` layers.
 """
@@ -20,8 +21,8 @@ from torch import nn
 
 from .logit_lens import run_with_residual
 
-#: targets a path length can be correlated with
-TARGETS = ("next_logit", "next_logprob", "max_logit")
+#: what a path length is correlated with (each only where a next token exists)
+CORRELATION_TARGETS = ("next_logit", "next_logprob", "max_logit")
 
 
 @dataclass
@@ -77,8 +78,9 @@ def path_lengths(model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
     nan = torch.full(input_ids.shape, math.nan, dtype=torch.float64)
     next_logit = torch.where(has_next, logits.gather(-1, next_ids[..., None])[..., 0], nan)
     next_logprob = torch.where(has_next, logp.gather(-1, next_ids[..., None])[..., 0], nan)
+    max_logit = torch.where(has_next, logits.max(-1).values, nan)  # the last token predicts nothing
     return PathLengths(steps, cumulative, cumulative[..., -1], straight, final_norm, next_logit, next_logprob,
-                       logits.max(-1).values, attention_mask)
+                       max_logit, attention_mask)
 
 
 def correlations(x, y) -> dict[str, float]:

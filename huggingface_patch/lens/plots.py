@@ -1,14 +1,12 @@
-"""Figures of the lens analyses (matplotlib, Agg backend; nothing is saved here: callers use ``cli.save_figure``)."""
+"""Figures of the lens analyses (matplotlib on the Agg backend; nothing is saved here: callers use
+``files.save_figure``)."""
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+from matplotlib.colors import LogNorm
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
+from ..files import pyplot
 
 #: largest rank shown by the rank colour scale (ANALYSES.md §4)
 RANK_VMAX = 2000
@@ -17,6 +15,7 @@ _COLOURS = {
     "prob": dict(cmap="Blues", label="probability of the final top-1", norm=None, vmin=0.0, vmax=1.0),
     "rank": dict(cmap="Blues_r", label="rank of the final top-1 (1 = top)", norm=LogNorm(1, RANK_VMAX)),
     "kl": dict(cmap="Reds", label="KL(p_final || p_layer) [nats]", norm=None, vmin=0.0, vmax=None),
+    "next": dict(cmap="Greens", label="probability of the actual next token", norm=None, vmin=0.0, vmax=1.0),
 }
 
 
@@ -36,6 +35,7 @@ def logit_lens_heatmap(values: np.ndarray, top_tokens: list[list[str]], row_labe
     ``values`` ``(R, T)``: what :meth:`LogitLensResult.values` gives for ``colour``; ``top_tokens`` ``R`` lists
     of ``T`` strings; ``input_tokens`` label the bottom axis, ``next_tokens`` (the actual next tokens) the top.
     """
+    plt = pyplot()
     style = _COLOURS[colour]
     rows, cols = values.shape
     fig, ax = plt.subplots(figsize=(max(6.0, 0.62 * cols + 2.5), max(4.0, 0.28 * rows + 1.8)))
@@ -70,6 +70,7 @@ def cumulative_path_figure(panels: list[dict]):
 
     Each panel: ``name``, ``curves`` ``(N, L+1)``, ``positions`` ``(N,)`` (position 0 excluded by the caller).
     """
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         curves, positions = np.asarray(panel["curves"]), np.asarray(panel["positions"])
@@ -92,6 +93,7 @@ def path_vs_logit_figure(panels: list[dict], target_label: str = "logit of the a
     Each panel: ``name``, ``pl``, ``target`` (positions >= 1), ``pl0``, ``target0`` (position 0), ``r`` (dict with
     ``pearson``/``spearman``).
     """
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         ax.scatter(panel["pl"], panel["target"], s=8, alpha=0.6, label="positions >= 1")
@@ -108,6 +110,7 @@ def path_vs_logit_figure(panels: list[dict], target_label: str = "logit of the a
 
 def step_profile_figure(profiles: dict[str, np.ndarray]):
     """Mean step norm ``||h_l - h_{l-1}||`` (positions >= 1) against relative depth ``l/L``, one line per model."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for name, steps in profiles.items():
         steps = np.asarray(steps)

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from ..architectures import get_adapter
+from ..errors import InputError
 from ..engine.capture import capture
 from ..engine.conventions import DEFAULT, Conventions
 from ..engine.decompose import run_decomposition
@@ -26,8 +27,52 @@ log = logging.getLogger(__name__)
 
 def _check_window(window) -> int:
     if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
-        raise ValueError(f"decomposition_window must be a positive integer, got {window!r}")
+        raise InputError(f"decomposition_window must be a positive integer, got {window!r}")
     return window
+
+
+def check_inputs(model, input_ids, embeds, mask) -> tuple[int, int]:
+    """Refuse, before any work, inputs the decomposition cannot use; returns ``(batch, T)``.
+
+    ``input_ids``: integer ``(batch, T)`` with ``T >= 1``, ids inside the vocabulary, ``T`` within the model's
+    positions; ``attention_mask``: ``(batch, T)`` with at least one real token per row. A model in training
+    mode is refused too (dropout would make the real forward pass differ from any recomputation).
+    """
+    if model.training:
+        raise InputError("the model is in training mode, so dropout is active and the decomposition cannot match "
+                         "its forward pass: call model.eval() first")
+    reference = input_ids if input_ids is not None else embeds
+    if reference is None:
+        raise InputError("pass input_ids or inputs_embeds")
+    expected = 2 if input_ids is not None else 3
+    if reference.dim() != expected:
+        what = "input_ids must have shape (batch, T)" if input_ids is not None else \
+            "inputs_embeds must have shape (batch, T, H)"
+        hint = ": add the batch dimension, e.g. input_ids[None]" if reference.dim() == expected - 1 else ""
+        raise InputError(f"{what}, got {tuple(reference.shape)}{hint}")
+    batch, length = reference.shape[:2]
+    if batch == 0 or length == 0:
+        raise InputError(f"the input is empty (shape {tuple(reference.shape)}): give at least one token")
+    if input_ids is not None:
+        if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool or input_ids.is_complex():
+            raise InputError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}")
+        vocab = model.get_input_embeddings().weight.shape[0]
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= vocab:
+            bad = low if low < 0 else high
+            raise InputError(f"input_ids has token id {bad} outside the vocabulary 0..{vocab - 1}")
+    positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if positions and length > positions:
+        raise InputError(f"the input has {length} tokens but the model has positions for {positions}: cut it into "
+                         "pieces (run_decompose.py does) or shorten it")
+    if mask is not None:
+        if mask.dim() != 2 or tuple(mask.shape) != (batch, length):
+            raise InputError(f"attention_mask must have shape (batch, T) = {(batch, length)}, got {tuple(mask.shape)}")
+        empty = (~mask.bool()).all(-1).nonzero().flatten().tolist()
+        if empty:
+            raise InputError(f"attention_mask row {empty[0]} has no real token (all zeros): remove the row or give "
+                             "it at least one token")
+    return batch, length
 
 
 class DecompositionMixin:
@@ -54,7 +99,7 @@ class DecompositionMixin:
         window = decomposition_window if decomposition_window is not None else getattr(self.config, "dec_len", None)
         if window is None:
             if output_layer_decompositions:
-                raise ValueError("output_layer_decompositions=True needs decomposition_window (or config.dec_len)")
+                raise InputError("output_layer_decompositions=True needs decomposition_window (or config.dec_len)")
             return super().forward(*args, **kwargs)
         options = dict(block_size=decomposition_block_size, conventions=decomposition_conventions or DEFAULT,
                        max_memory=None if decomposition_max_memory is None else parse_memory(decomposition_max_memory),
@@ -89,24 +134,17 @@ class DecompositionMixin:
         bound = inspect.signature(base_forward).bind(*args, **kwargs)
         call = dict(bound.arguments)
         call.update(call.pop("kwargs", {}))
-        if call.get("past_key_values") is not None:
-            raise ValueError("decomposition does not support past_key_values: pass the whole sequence at once")
+        if call.get("past_key_values") is not None or call.get("cache") is not None:
+            raise InputError("decomposition does not support a key/value cache: pass the whole sequence at once")
         if call.get("logits_to_keep", 0) not in (0, None):
-            raise ValueError("decomposition needs logits_to_keep=0 (all positions)")
+            raise InputError("decomposition needs logits_to_keep=0 (all positions)")
         return_dict = call.pop("return_dict", True)
 
         input_ids, embeds = call.get("input_ids"), call.get("inputs_embeds")
-        reference = input_ids if input_ids is not None else embeds
-        if reference is None:
-            raise ValueError("pass input_ids or inputs_embeds")
-        batch, length = reference.shape[:2]
         mask = call.get("attention_mask")
-        if mask is None:
-            valid = torch.ones(batch, length, dtype=torch.bool, device=reference.device)
-        else:
-            if mask.dim() != 2 or tuple(mask.shape) != (batch, length):
-                raise ValueError(f"attention_mask must have shape (batch, T) = {(batch, length)}, got {tuple(mask.shape)}")
-            valid = mask.bool()
+        batch, length = check_inputs(self, input_ids, embeds, mask)
+        reference = input_ids if input_ids is not None else embeds
+        valid = torch.ones(batch, length, dtype=torch.bool, device=reference.device) if mask is None else mask.bool()
 
         adapter = get_adapter(self)
         spec = adapter.spec(self)

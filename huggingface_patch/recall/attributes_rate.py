@@ -23,6 +23,7 @@ import torch
 from ..layer_states import project_to_vocab, residual_states
 from .queries import FactQuery, length_batches, model_device, stack_ids
 from .stopwords import is_filtered
+from ..errors import HuggingfacePatchError
 
 #: the example reference CSV shipped with the package
 EXAMPLE_PARAGRAPHS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
@@ -32,7 +33,7 @@ EXAMPLE_PARAGRAPHS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspat
 POSITIONS = ("first", "subject-first", "subject-last", "after-subject", "last")
 
 
-class ParagraphsError(ValueError):
+class ParagraphsError(HuggingfacePatchError):
     """A reference CSV that cannot be used."""
 
 

@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 
 from ..architectures import model_parts
+from ..errors import InputError
 from ..layer_states import residual_states
 from .extraction import sublayer_extraction_ranks
 from .interventions import patch_layer_input
@@ -24,6 +25,17 @@ POSITION_SETS = ("subject", "non-subject", "last")
 DEFAULT_SOURCES = (0, 1, 5, 10, 20)
 
 
+def usable_sources(model, sources: Sequence[int]) -> list[int]:
+    """The source layers that fit the model (``0 <= l' < L - 1``: a later layer must exist to patch);
+    :class:`~huggingface_patch.errors.InputError` when none does."""
+    L = len(model_parts(model).layers)
+    usable = [s for s in sources if 0 <= s < L - 1]
+    if not usable:
+        raise InputError(f"no source layer of {list(sources)} fits this {L}-layer model: give source layers "
+                         f"0..{L - 2}")
+    return usable
+
+
 @torch.no_grad()
 def patching_extraction(model, queries: Sequence[FactQuery], *, sources: Sequence[int] = DEFAULT_SOURCES,
                         position_sets: Sequence[str] = POSITION_SETS, apply_final_norm: bool = False,
@@ -31,7 +43,7 @@ def patching_extraction(model, queries: Sequence[FactQuery], *, sources: Sequenc
     """Records ``{index, subject, set, source_layer, layer, rank, extraction}``; ``set='none'`` rows are the
     unpatched attention ranks (``source_layer=-1``). Sources ``>= L`` are dropped."""
     L = len(model_parts(model).layers)
-    sources = [s for s in sources if 0 <= s < L - 1]
+    sources = usable_sources(model, sources)
     device = model_device(model)
     combos = [(name, src, layer) for name in position_sets for src in sources for layer in range(src + 1, L)]
     records = []

@@ -1,4 +1,4 @@
-"""Matplotlib figures of the recall analyses (Agg backend; saved atomically with ``cli.save_figure``).
+"""Matplotlib figures of the recall analyses (Agg backend; saved atomically with ``files.save_figure``).
 
 Layers are shown 1-based (the paper plots ``layer + 1``).
 """
@@ -7,16 +7,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from ..cli import save_figure
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from ..files import pyplot as _pyplot
+from ..files import save_figure
 
 
 def plot_bands(summary: Mapping[str, Sequence[dict]], path: str, *, title: str, ylabel: str, xlabel: str = "layer",

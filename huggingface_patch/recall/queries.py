@@ -3,8 +3,9 @@
 * :func:`load_facts` reads a known_1000-style JSON list (``subject`` and ``prompt`` per fact);
 * :func:`subject_token_span` locates the subject's tokens from character offsets, for any tokenizer
   (byte-level BPE with or without leading-space tokens, SentencePiece / Llama);
-* :func:`prepare_queries` tokenizes the prompts (no BOS by default, as in the paper) and keeps the facts
-  that the model completes with its own top-1 prediction as the attribute (the paper's "known" facts).
+* :func:`prepare_queries` tokenizes the prompts (after a start token if one is given; the paper encodes
+  GPT-2 prompts without one) and keeps the facts that the model completes with its own top-1 prediction as
+  the attribute (the paper's "known" facts).
 
 The *attribute* used by every analysis is the model's own argmax next token at the last prompt position
 (``FactQuery.target_id``), never the dataset's attribute string.
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterator, Sequence
 
 import torch
+from ..errors import HuggingfacePatchError
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ DEFAULT_FACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
 FILTERS = ("greedy", "first-token", "none")
 
 
-class FactsError(ValueError):
+class FactsError(HuggingfacePatchError):
     """A facts file that cannot be used (missing keys, not a list, malformed JSON)."""
 
 
@@ -53,6 +55,8 @@ class FactQuery:
     target_token: str = ""
     target_prob: float = float("nan")
     extra: dict = field(default_factory=dict)
+    #: 1 when ``input_ids[0]`` is a start token (never part of a named position set), else 0
+    offset: int = 0
 
     @property
     def length(self) -> int:
@@ -64,16 +68,18 @@ class FactQuery:
 
     def positions(self, name: str) -> list[int]:
         """Token positions of a named set: ``subject``, ``non-subject`` (``< T-1`` outside the subject),
-        ``last``, ``first``, ``subject-first``, ``subject-last``, ``after-subject``."""
+        ``last``, ``first``, ``subject-first``, ``subject-last``, ``after-subject``. A start token belongs to
+        none of them: ``first`` is the prompt's first token, and knocking out attention to ``non-subject``
+        leaves the start token (an attention sink in most models) alone."""
         start, end = self.subject_span
         if name == "subject":
             return list(range(start, end))
         if name == "non-subject":
-            return [i for i in range(self.last) if not start <= i < end]
+            return [i for i in range(self.offset, self.last) if not start <= i < end]
         if name == "last":
             return [self.last]
         if name == "first":
-            return [0]
+            return [self.offset]
         if name == "subject-first":
             return [start]
         if name == "subject-last":
@@ -130,19 +136,17 @@ def _offsets_by_decoding(tokenizer, ids: Sequence[int], text: str) -> list[tuple
     return offsets
 
 
-def encode_prompt(tokenizer, prompt: str, add_bos: bool = False) -> tuple[list[int], list[tuple[int, int]]]:
-    """Token ids of ``prompt`` and each token's ``(start, end)`` character span (BOS, if added: ``(0, 0)``)."""
+def encode_prompt(tokenizer, prompt: str, start_id: int | None = None) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of ``prompt`` and each token's ``(start, end)`` character span (a start token ``start_id``,
+    if given, first with span ``(0, 0)``)."""
     try:
         encoded = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
     except (NotImplementedError, ValueError, TypeError, KeyError):
         ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         offsets = _offsets_by_decoding(tokenizer, ids, prompt)
-    if add_bos:
-        bos = tokenizer.bos_token_id
-        if bos is None:
-            raise ValueError("the tokenizer has no BOS token; drop add_bos")
-        ids, offsets = [bos] + ids, [(0, 0)] + offsets
+    if start_id is not None:
+        ids, offsets = [int(start_id)] + ids, [(0, 0)] + offsets
     return ids, offsets
 
 
@@ -169,18 +173,21 @@ def find_subject(prompt: str, subject: str) -> tuple[int, int]:
     return start, start + len(subject)
 
 
-def build_queries(tokenizer, facts: Sequence[dict], add_bos: bool = False) -> list[FactQuery]:
-    """Tokenize every fact and locate its subject (facts whose subject cannot be found are skipped)."""
+def build_queries(tokenizer, facts: Sequence[dict], start=None) -> list[FactQuery]:
+    """Tokenize every fact (after the :class:`~huggingface_patch.corpus.StartToken` ``start``, if any) and
+    locate its subject (facts whose subject cannot be found are skipped)."""
+    start_id = None if start is None else start.id
     queries = []
     for i, fact in enumerate(facts):
         try:
-            ids, offsets = encode_prompt(tokenizer, fact["prompt"], add_bos=add_bos)
+            ids, offsets = encode_prompt(tokenizer, fact["prompt"], start_id)
             span = subject_token_span(offsets, *find_subject(fact["prompt"], fact["subject"]))
         except ValueError as exc:
             logger.warning("skipping fact %d: %s", i, exc)
             continue
         extra = {k: fact[k] for k in ("known_id", "relation_id") if k in fact}
-        queries.append(FactQuery(i, fact["subject"], fact["prompt"], fact["attribute"], ids, span, extra=extra))
+        queries.append(FactQuery(i, fact["subject"], fact["prompt"], fact["attribute"], ids, span, extra=extra,
+                                 offset=0 if start_id is None else 1))
     return queries
 
 
@@ -255,7 +262,7 @@ def prepare_queries(
     facts: Sequence[dict],
     *,
     filter: str = "greedy",
-    add_bos: bool = False,
+    start=None,
     batch_size: int = 32,
     max_new_tokens: int = 8,
     limit: int | None = None,
@@ -273,7 +280,7 @@ def prepare_queries(
     """
     if filter not in FILTERS:
         raise ValueError(f"unknown filter {filter!r}: choose from {', '.join(FILTERS)}")
-    queries = build_queries(tokenizer, facts, add_bos=add_bos)
+    queries = build_queries(tokenizer, facts, start=start)
     device = model_device(model)
     kept: list[FactQuery] = []
     chunk = max(len(queries), 1) if limit is None else max(batch_size, 4 * limit)

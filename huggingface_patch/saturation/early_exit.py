@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
 from .layers import SaturationData
 from .probe import default_first_layer, make_probe, probe_dataset
 
@@ -100,7 +101,7 @@ def early_exit(data: SaturationData, *, first_layer: int | None = None, test_fra
     first_layer = default_first_layer(L) if first_layer is None else first_layer
     train, test = split_positions(data.size, test_fraction, seed)
     if len(test) == 0 or len(train) == 0:
-        raise ValueError("early exit needs at least two positions (one to train the probe, one to test)")
+        raise InputError("early exit needs at least two positions (one to train the probe, one to test)")
     train_mask = np.zeros(data.size, bool)
     train_mask[train] = True
     X, y, _ = probe_dataset(data, train_mask & data.kept, first_layer, min_per_class, seed)

@@ -20,8 +20,8 @@ import contextlib
 import numpy as np
 import torch
 
+from .backends import Backend
 from .layers import SaturationData, lens_topk, saturation_layers
-from .modalities import Backend
 
 DEFAULT_WINDOW = 5
 DEFAULT_MAX_PAIRS = 200

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .modalities import Backend, Item
+from ..errors import InputError
+from .backends import Backend, Item
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +117,12 @@ def collect(backend: Backend, k: int = DEFAULT_K, *, keep_residual: bool = True,
             filter_fraction: float = FILTER_FRACTION, items: list[Item] | None = None) -> SaturationData:
     """Run ``backend`` over its items and compute the saturation layers of the top-``k`` tokens everywhere."""
     if k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
+        raise InputError(f"k must be positive, got {k}")
     from tqdm.auto import tqdm
 
     items = backend.items() if items is None else items
     if not items:
-        raise ValueError("no input positions to analyse (the input is empty)")
+        raise InputError("no input positions to analyse (the input is empty)")
     width = max(k, 2)
     sats, tops, ltop, lprob, residuals = [], [], [], [], []
     meta = {"target": [], "item": [], "position": [], "document": [], "token_index": []}
@@ -131,7 +132,7 @@ def collect(backend: Backend, k: int = DEFAULT_K, *, keep_residual: bool = True,
         if vocab is None:
             vocab = backend.read_out(states[-1:, :1]).shape[-1]
             if k > vocab:
-                raise ValueError(f"k = {k} exceeds the number of output classes ({vocab})")
+                raise InputError(f"k = {k} exceeds the number of output classes ({vocab})")
         ids, probs = lens_topk(backend, states, min(width, vocab))
         ids_np = ids.cpu().numpy()
         sats.append(saturation_layers(ids_np, k))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from ..errors import InputError
 from .layers import SaturationData
 
 DEFAULT_LATE_MARGIN = 7
@@ -29,7 +30,7 @@ def two_proportion_z_test(successes_a: int, n_a: int, successes_b: int, n_b: int
 def rank2_accuracy(data: SaturationData, late_margin: int = DEFAULT_LATE_MARGIN) -> dict:
     """Rank-2 accuracy in the late and early groups, and their z-test."""
     if data.k < 2:
-        raise ValueError("the rank-2 analysis needs k >= 2")
+        raise InputError("the rank-2 analysis needs k >= 2")
     L = data.num_layers
     known = data.target >= 0
     population = known & (data.top[:, 0] != data.target)

@@ -6,12 +6,9 @@ import numpy as np
 
 
 def _plt():
-    import matplotlib
+    from ..files import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _stars(p: float) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
 from .layers import SaturationData
 
 DEFAULT_FIRST_LAYER = 5
@@ -102,10 +103,10 @@ def cross_validate(X: np.ndarray, y: np.ndarray, folds: int = DEFAULT_FOLDS, see
 
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
-        raise ValueError(f"probing needs at least two tasks with examples; found {len(classes)}")
+        raise InputError(f"probing needs at least two tasks with examples; found {len(classes)}")
     n_splits = min(folds, int(counts.min()))
     if n_splits < 2:
-        raise ValueError("probing needs at least two examples per task")
+        raise InputError("probing needs at least two examples per task")
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     scores, proba = [], np.zeros((len(y), len(classes)))
     for train, test in splitter.split(X, y):
@@ -134,7 +135,7 @@ def probe_tasks(data: SaturationData, *, first_layer: int | None = None, folds: 
     first_layer = default_first_layer(data.num_layers) if first_layer is None else first_layer
     X, y, layers = probe_dataset(data, first_layer=first_layer, min_per_class=min_per_class, seed=seed)
     if len(np.unique(y)) < 2:
-        raise ValueError(
+        raise InputError(
             f"not enough data to probe: fewer than two tasks have {min_per_class} examples at a common layer "
             "(use a larger input, or lower --min-per-class / --first-layer)"
         )

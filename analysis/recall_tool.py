@@ -1,0 +1,123 @@
+"""The one skeleton of the five recall tools (Geva et al. 2023): facts -> model -> known facts -> the
+analysis -> summary -> CSV, JSON and plot, in one result folder with its ``run.json``.
+
+Each tool (``analysis.attention_knockout`` and the others) is a :class:`RecallTool`: its own options, an
+optional check before the model loads, the library call, its summary and its plot. Everything else is here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from huggingface_patch.cli import (
+    ArgumentParser,
+    UsageError,
+    add_model_arguments,
+    check_device,
+    positive_int,
+    run_cli,
+    setup_logging,
+)
+
+
+@dataclass
+class RecallTool:
+    """One recall analysis.
+
+    ``files``: the table, summary and figure names; ``add_arguments(parser)``: its own options;
+    ``prepare(args, facts) -> (facts, options)``: checks and set-up before the model loads (one-line errors);
+    ``run(model, tokenizer, queries, args, options, progress) -> records``; ``summarize(records, model, args,
+    options) -> dict``; ``plot(summary, path, title, args, options)``.
+    """
+
+    name: str
+    description: str
+    default_output: str
+    files: tuple[str, str, str]
+    add_arguments: Callable
+    run: Callable
+    summarize: Callable
+    plot: Callable
+    prepare: Callable | None = None
+    check_model: Callable | None = None
+
+    @property
+    def prog(self) -> str:
+        return f"python -m analysis.{self.name}"
+
+    def parser(self) -> argparse.ArgumentParser:
+        from huggingface_patch.recall.queries import DEFAULT_FACTS, FILTERS
+
+        parser = ArgumentParser(prog=self.prog, description=self.description)
+        add_model_arguments(parser)
+        parser.add_argument("--facts", default=DEFAULT_FACTS,
+                            help="JSON list of facts with 'subject' and 'prompt' (default: the shipped known_1000.json)")
+        parser.add_argument("--limit", type=positive_int, default=None, help="use only the first N facts the model knows")
+        parser.add_argument("--filter", choices=FILTERS, default="greedy",
+                            help="which facts to keep: 'greedy' (default) = greedy continuation starts with the "
+                                 "attribute; 'first-token' = top-1 token is a prefix of the attribute; 'none' = keep "
+                                 "all (for random test models). The top-1 token is the attribute in every case")
+        parser.add_argument("--batch-rows", type=positive_int, default=256,
+                            help="maximum rows per forward pass (default 256)")
+        parser.add_argument("--output-dir", default=self.default_output,
+                            help=f"output folder (default {self.default_output})")
+        self.add_arguments(parser)
+        return parser
+
+    def main(self, argv: list[str] | None = None) -> int:
+        args = self.parser().parse_args(argv)
+        log = logging.getLogger(f"analysis.{self.name}")
+
+        def body():
+            from tqdm.auto import tqdm
+
+            from huggingface_patch.corpus import document_start
+            from huggingface_patch.files import ResultFolder, check_output_dir, write_csv, write_json
+            from huggingface_patch.loading import load_model_and_tokenizer
+            from huggingface_patch.recall.queries import load_facts, prepare_queries
+            from huggingface_patch.records import analysis_record, describe_file
+
+            setup_logging(args.verbose)
+            started = time.perf_counter()
+            check_output_dir(args.output_dir)
+            check_device(args.device)
+            facts = load_facts(args.facts)
+            facts, options = self.prepare(args, facts) if self.prepare is not None else (facts, {})
+            model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device,
+                                                                decomposed=False)
+            start = document_start(model.config, tokenizer, args.bos, bundled=source.name)
+            if self.check_model is not None:
+                self.check_model(model, args, options)
+            loaded = time.perf_counter()
+            with tqdm(total=len(facts), desc="filtering facts", unit="fact") as bar:
+                queries = prepare_queries(model, tokenizer, facts, filter=args.filter, start=start,
+                                          batch_size=min(64, args.batch_rows), limit=args.limit, progress=bar)
+            if not queries:
+                raise UsageError(f"the model knows none of the {len(facts)} facts with --filter {args.filter}; "
+                                 "try --filter first-token or --filter none")
+            known = None if args.limit is not None else len(queries)
+            if known is not None:
+                log.info("the model knows %d of %d facts (filter %s)", known, len(facts), args.filter)
+            with tqdm(total=len(queries), desc=self.name.replace("_", " "), unit="fact") as bar:
+                records = self.run(model, tokenizer, queries, args, options, bar)
+            summary = self.summarize(records, model, args, options)
+            elapsed = time.perf_counter() - started
+            settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "verbose", "device", "model")}
+            record = analysis_record(self.prog, settings, model=model, model_name=source.name,
+                                     model_argument=args.model, tokenizer=tokenizer,
+                                     inputs={"facts": describe_file(args.facts)})
+            table, summary_name, figure = self.files
+            with ResultFolder(args.output_dir, record) as out:
+                write_csv(records, out.path(table))
+                write_json([q.summary() for q in queries], out.path("queries.json"))
+                write_json(dict(model=source.name, facts_total=len(facts), facts_known=known, facts_used=len(queries),
+                                filter=args.filter, start_token=start.describe(), seconds_total=round(elapsed, 1),
+                                seconds_loading=round(loaded - started, 1), **summary), out.path(summary_name))
+                self.plot(summary, out.path(figure), f"{source.name}: {{}} (n={len(queries)})", args, options)
+            log.info("wrote %s (%d facts, %.0f s)", args.output_dir, len(queries), elapsed)
+
+        return run_cli(body, self.prog)

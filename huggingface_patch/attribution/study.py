@@ -1,0 +1,204 @@
+"""ΔLP over a whole corpus, as ``analysis.deltalp`` reports it: pieces from the model or from a
+``run_decompose.py`` folder, stitched rows (token, word or contrastive level), the per-target summary, and
+the comparison of linearization conventions. :class:`DeltaLPStudy` writes its own outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+from ..corpus import StartToken, prepare_pieces
+from ..errors import InputError
+from ..pipeline import foreign_pieces, piece_record_name, read_piece, run_pieces
+from ..records import read_record
+from ..tokens import raw_tokens, token_texts
+from .contrastive import contrastive_deltalp
+from .tables import PieceAnalysis, analyse_piece, deltalp_rows, infer_pieces, stitch_targets, summarize_targets
+from .words import word_rows
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("token", "word", "contrast")
+
+
+def model_analyses(model, tokenizer, documents: list[str], window: int, start: StartToken, *,
+                   context: int | None = None, conventions=None, progress: bool = True):
+    """``(pieces, analyses)``: the documents cut as ``run_decompose.py`` cuts them (or into ``context``-token
+    pieces) and each piece decomposed (a generator: one piece in memory at a time)."""
+    pieces = prepare_pieces(documents, tokenizer, model.config, start, context=context)
+
+    def run():
+        from tqdm.auto import tqdm
+
+        for number, piece in enumerate(tqdm(pieces, desc="ΔLP", unit="piece", disable=not progress)):
+            yield analyse_piece(model, tokenizer, piece.ids, window, document=piece.document, piece=number,
+                                start=piece.start, offset=piece.offset, conventions=conventions)
+
+    return pieces, run()
+
+
+def file_analyses(folder: str, model_name: str, tokenizer, identifiers: list[str] | None = None,
+                  window: int | None = None, allow_unrecorded: bool = False) -> list[PieceAnalysis]:
+    """The pieces of a ``run_decompose.py`` folder (all of its run, or ``identifiers``), each read and checked
+    by :func:`huggingface_patch.pipeline.read_piece`; documents and starts come from the piece records
+    (for unrecorded files, from how the pieces overlap). ``window`` keeps only the first rows."""
+    record = read_record(folder)
+    if identifiers is None:
+        identifiers = run_pieces(folder) if record is not None or not allow_unrecorded else foreign_pieces(folder)
+    if not identifiers:
+        raise InputError(f"{folder} has no pieces to read")
+    pieces = [read_piece(folder, identifier, model_name, tokenizer, allow_unrecorded=allow_unrecorded)
+              for identifier in identifiers]
+    if record is not None:
+        import json
+        import os
+
+        places = []
+        for identifier in identifiers:
+            with open(os.path.join(folder, piece_record_name(identifier)), encoding="utf-8") as handle:
+                entry = json.load(handle)
+            places.append((entry["document"], entry["start"]))
+    else:
+        places = infer_pieces([p.ids.tolist() for p in pieces])
+    analyses = []
+    for number, (piece, (document, start)) in enumerate(zip(pieces, places)):
+        dec = piece.decomposition if window is None else piece.decomposition[:window]
+        ids = piece.ids.long()
+        analyses.append(PieceAnalysis(document, number, start, ids, raw_tokens(tokenizer, ids.tolist()),
+                                      piece.final_state, dec, piece.readout, piece.bias,
+                                      extra=dict(identifier=piece.identifier),
+                                      texts=token_texts(tokenizer, ids.tolist()),
+                                      offset=1 if piece.start_token else 0))
+    return analyses
+
+
+def piece_rows(analysis: PieceAnalysis, targets: list[int], *, level: str = "token", base: float = 2.0,
+               foil_id: int | None = None, foil: str | None = None, tokenizer=None) -> list[dict]:
+    """The rows of one piece's chosen targets, at ``level`` ``token``, ``word`` or ``contrast``."""
+    if level == "word":
+        return word_rows(analysis, base=base, targets=targets, tokenizer=tokenizer)
+    if level == "contrast":
+        return deltalp_rows(analysis, contrastive_deltalp(analysis, foil_id, base=base), targets, extra=dict(foil=foil))
+    return deltalp_rows(analysis, analysis.deltalp(base), targets)
+
+
+def targets_of(stitched: dict, analysis: PieceAnalysis) -> list[int]:
+    """The piece positions of ``analysis`` that are its stitched targets (each article token once)."""
+    return sorted(t for (doc, _), (number, t) in stitched.items()
+                  if doc == analysis.document and number == analysis.piece)
+
+
+@dataclass
+class DeltaLPStudy:
+    """ΔLP of a corpus: ``rows`` (one per document, target and source), ``summary`` (per target: argmax source
+    and distance; the distance histogram), ``settings``, the ``analyses`` kept for the page view (or None),
+    and the convention comparison (or None)."""
+
+    rows: list[dict]
+    summary: dict
+    settings: dict
+    analyses: list[PieceAnalysis] | None = None
+    conventions: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    def selected(self, document, first: int, last: int) -> list[dict]:
+        """Rows of ``document`` whose target index lies in ``[first, last]`` (the plotted range)."""
+        return [r for r in self.rows if str(r["document"]) == str(document) and first <= r["target_index"] <= last]
+
+    def write(self, folder, plot_range: tuple, model_name: str) -> None:
+        """``deltalp.csv``, ``deltalp_summary.json``, ``heatmap.png`` and ``bars.png`` of ``plot_range``
+        ``(document, first, last)``, and ``conventions.json`` when conventions were compared; ``folder`` is a
+        :class:`~huggingface_patch.files.ResultFolder`."""
+        from ..files import write_csv, write_json
+        from .plots import plot_heatmap, plot_target_bars
+
+        document, first, last = plot_range
+        selected = self.selected(document, first, last)
+        if not selected:
+            documents = ", ".join(str(d) for d in sorted({r["document"] for r in self.rows}, key=str))
+            raise InputError(f"the plot range {document}:{first}-{last} selects no targets (documents: {documents})")
+        units = self.settings["units"]
+        write_csv(self.rows, folder.path("deltalp.csv"))
+        write_json(dict(self.settings, **self.summary), folder.path("deltalp_summary.json"))
+        what = {"word": "word ", "contrast": "contrastive "}.get(self.settings["level"], "")
+        plot_heatmap(selected, folder.path("heatmap.png"), units=units,
+                     title=f"{model_name}: {what}ΔLP, document {document}, targets {first}-{last}")
+        last_target = max(r["target_index"] for r in selected)
+        plot_target_bars([r for r in selected if r["target_index"] == last_target], folder.path("bars.png"),
+                         units=units)
+        if self.conventions is not None:
+            write_json(dict(model=model_name, window=self.settings.get("window"), units=units, reference="default",
+                            variants=self.conventions), folder.path("conventions.json"))
+
+
+def deltalp_study(analyses, stitched: dict, *, level: str = "token", units: str = "bits", base: float = 2.0,
+                  foil_id: int | None = None, foil: str | None = None, tokenizer=None, include_bos: bool = False,
+                  keep: bool = False, settings: dict | None = None) -> DeltaLPStudy:
+    """Rows and summary over ``analyses`` (an iterable of :class:`PieceAnalysis`), each target taken from the
+    piece where it has the most context (``stitched``). ``keep``: hold the analyses (for the page view)."""
+    if level not in LEVELS:
+        raise InputError(f"unknown level {level!r}: choose from {', '.join(LEVELS)}")
+    rows, kept = [], []
+    for analysis in analyses:
+        rows.extend(piece_rows(analysis, targets_of(stitched, analysis), level=level, base=base, foil_id=foil_id,
+                               foil=foil, tokenizer=tokenizer))
+        if keep:
+            kept.append(analysis)
+    rows.sort(key=lambda r: (str(r["document"]), r["target_index"], r["source_index"]))
+    summary = summarize_targets(rows, include_bos=include_bos)
+    settings = dict(settings or {}, units=units, level=level, foil=foil, foil_id=foil_id, n_rows=len(rows),
+                    n_documents=len({r["document"] for r in rows}))
+    return DeltaLPStudy(rows, summary, settings, kept if keep else None)
+
+
+def compare_conventions(model, tokenizer, documents: list[str], window: int, start: StartToken, reference_rows,
+                        *, context: int | None = None, base: float = 2.0) -> dict:
+    """Spearman and Pearson correlation of token-level ΔLP between the default linearization and each other
+    convention, and how often the argmax source stays the same."""
+    from scipy import stats
+
+    from ..engine.conventions import Conventions
+
+    key = lambda r: (r["document"], r["target_index"], r["source_index"])  # noqa: E731
+    reference = {key(r): r["delta_lp"] for r in reference_rows}
+    results = {}
+    for conventions in Conventions.all_variants():
+        pieces, analyses = model_analyses(model, tokenizer, documents, window, start, context=context,
+                                          conventions=conventions, progress=False)
+        stitched = stitch_targets(pieces)
+        values = {}
+        for analysis in analyses:
+            for row in piece_rows(analysis, targets_of(stitched, analysis), base=base):
+                values[key(row)] = row["delta_lp"]
+        common = [k for k in reference if k in values and not math.isnan(reference[k]) and not math.isnan(values[k])]
+        x = [reference[k] for k in common]
+        y = [values[k] for k in common]
+        rho = stats.spearmanr(x, y).statistic if len(common) > 2 else float("nan")
+        r = stats.pearsonr(x, y).statistic if len(common) > 2 else float("nan")
+        results[conventions.name] = dict(n_pairs=len(common), spearman=float(rho), pearson=float(r),
+                                         argmax_agreement=_same_argmax(reference_rows, values, key))
+        log.info("%s: Spearman %.3f over %d pairs", conventions.name, rho, len(common))
+    return results
+
+
+def _same_argmax(rows, values, key) -> float | None:
+    groups: dict = {}
+    for row in rows:
+        if not row["is_bos"]:
+            groups.setdefault((row["document"], row["target_index"]), []).append(row)
+    agree = total = 0
+    for group in groups.values():
+        if all(key(r) in values for r in group):
+            total += 1
+            agree += max(group, key=lambda r: r["delta_lp"]) is max(group, key=lambda r: values[key(r)])
+    return agree / total if total else None
+
+
+def token_level_rows(model, tokenizer, documents, window, start, *, context=None, base: float = 2.0) -> list[dict]:
+    """Token-level rows of a corpus (the reference of :func:`compare_conventions` when the study itself is at
+    word or contrast level)."""
+    pieces, analyses = model_analyses(model, tokenizer, documents, window, start, context=context, progress=False)
+    return deltalp_study(analyses, stitch_targets(pieces), base=base).rows
+

@@ -1,0 +1,217 @@
+"""The one I/O layer: atomic writes of tensors, text, JSON, CSV and figures, and result folders.
+
+Every file is written under a temporary name next to its target (``.tmp-<random>-<name>``) and renamed
+into place only once complete, so a reader never sees half a file. :class:`ResultFolder` goes one step
+further for a whole analysis: its files are staged in a hidden folder and moved into place together with
+the folder's record (``run.json``, :mod:`huggingface_patch.records`) once everything is written; an error on
+the way leaves the output folder exactly as it was, and files of an earlier run that this run does not
+write again are removed, so a folder never mixes two runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from typing import Iterable, Sequence
+
+import torch
+
+from .errors import OutputFolderError
+
+#: prefix of every temporary file or folder this package writes
+TEMPORARY_PREFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix="-" + os.path.basename(path), dir=folder)
+    os.close(handle)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_object(value, path: str) -> None:
+    """``torch.save`` any object (a dict of tensors, say) atomically. Saved through a file handle, so the
+    archive's inner name does not depend on the temporary file name: the same tensors give the same bytes."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            torch.save(value, handle)
+
+
+def save_tensor(tensor: torch.Tensor, path: str) -> None:
+    """``torch.save`` a detached, compact copy (never a view of a larger storage) atomically."""
+    save_object(tensor.detach().clone().contiguous(), path)
+
+
+def write_text(text: str, path: str) -> None:
+    """Write text (UTF-8) atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+
+def _json_safe(value):
+    """NaN and infinities become ``null`` (JSON has no such numbers); tensors and numpy arrays become lists,
+    numpy scalars plain numbers, dict keys strings."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, torch.Tensor) or type(value).__module__ == "numpy":
+        value = value.tolist() if hasattr(value, "tolist") else value
+        if isinstance(value, list):
+            return _json_safe(value)
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    return value
+
+
+def json_text(data) -> str:
+    """Indented UTF-8 JSON text of ``data`` (NaN as ``null``)."""
+    return json.dumps(_json_safe(data), indent=2, ensure_ascii=False) + "\n"
+
+
+def write_json(data, path: str) -> None:
+    """Write JSON (indented, UTF-8, NaN as ``null``) atomically."""
+    write_text(json_text(data), path)
+
+
+def csv_text(rows: Iterable[dict | Sequence], columns: Sequence[str]) -> str:
+    """CSV text with a header: ``rows`` are dicts (missing keys empty, extra keys ignored) or sequences in
+    column order."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([row.get(c, "") for c in columns] if isinstance(row, dict) else row)
+    return buffer.getvalue()
+
+
+def write_csv(rows: Sequence[dict | Sequence], path: str, columns: Sequence[str] | None = None) -> None:
+    """Write rows as CSV atomically (columns: ``columns`` or the first dict row's keys)."""
+    if columns is None:
+        if not rows or not isinstance(rows[0], dict):
+            raise ValueError("write_csv needs columns for rows that are not dicts")
+        columns = list(rows[0].keys())
+    write_text(csv_text(rows, columns), path)
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (selected here, never at import time)."""
+    import matplotlib
+
+    if matplotlib.get_backend().lower() != "agg":
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str, dpi: int = 150) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+    pyplot().close(fig)
+
+
+def temporary_files(folder: str) -> list[str]:
+    """The temporary files and folders this package left in ``folder`` (an interrupted or killed run)."""
+    try:
+        entries = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [os.path.join(folder, e) for e in entries if e.startswith(TEMPORARY_PREFIX)]
+
+
+def remove_temporary_files(folder: str) -> int:
+    """Remove what :func:`temporary_files` finds; returns how many."""
+    found = temporary_files(folder)
+    for path in found:
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+    return len(found)
+
+
+def check_output_dir(path: str, option: str = "--output-dir") -> str:
+    """Refuse, before any work, an output folder that is a file, cannot be created or is not writable."""
+    path = os.path.abspath(os.path.expanduser(str(path)))
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputFolderError(f"{option} {path} is a file, not a folder: give another {option}")
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputFolderError(f"{option} {path} cannot be written (no write permission on {probe}): "
+                                f"give another {option}")
+    return path
+
+
+class ResultFolder:
+    """The outputs of one analysis run, committed to ``folder`` all at once with their record.
+
+    Use as a context manager: :meth:`path` gives where to write each output (inside a hidden staging
+    folder); on success every staged file is moved into place, files listed in the folder's previous
+    record that were not written again are removed, and ``run.json`` (``record`` plus the file list) is
+    written last. On an exception nothing in ``folder`` changes.
+    """
+
+    def __init__(self, folder: str, record: dict):
+        self.folder = check_output_dir(folder)
+        self.record = record
+        self._staging: str | None = None
+        self._files: list[str] = []
+
+    def __enter__(self) -> "ResultFolder":
+        os.makedirs(self.folder, exist_ok=True)
+        self._staging = tempfile.mkdtemp(prefix=TEMPORARY_PREFIX + "run-", dir=self.folder)
+        return self
+
+    def path(self, name: str) -> str:
+        """Where to write output ``name`` (a plain file name)."""
+        if os.path.basename(name) != name or name == "run.json":
+            raise ValueError(f"result file names are plain names other than run.json, got {name!r}")
+        if name not in self._files:
+            self._files.append(name)
+        return os.path.join(self._staging, name)
+
+    def __exit__(self, kind, value, traceback) -> None:
+        try:
+            if kind is None:
+                self._commit()
+        finally:
+            shutil.rmtree(self._staging, ignore_errors=True)
+
+    def _commit(self) -> None:
+        from .records import RUN_RECORD, read_record, write_record
+
+        written = [name for name in self._files if os.path.isfile(os.path.join(self._staging, name))]
+        previous = read_record(self.folder) or {}
+        record_path = os.path.join(self.folder, RUN_RECORD)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(record_path)  # until the new record is in place the folder holds no complete run
+        for name in previous.get("files", []):
+            if name not in written and os.path.basename(name) == name:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(self.folder, name))
+        for name in written:
+            os.replace(os.path.join(self._staging, name), os.path.join(self.folder, name))
+        write_record(self.folder, dict(self.record, files=sorted(written)))

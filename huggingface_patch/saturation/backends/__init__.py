@@ -1,0 +1,98 @@
+"""Saturation backends, one module per modality: text LMs of every supported family (:mod:`.text`), ViT
+image classifiers (:mod:`.vit`) and Whisper's decoder (:mod:`.whisper`). :func:`load_backend` loads a
+model through Transformers' auto classes and picks the backend from its config."""
+
+from __future__ import annotations
+
+from ...errors import InputError
+from .base import Backend, Item, list_files, record_blocks
+from .text import TextBackend
+from .vit import IMAGE_EXTENSIONS, ViTBackend, vit_parts
+from .whisper import AUDIO_EXTENSIONS, WhisperBackend, read_wav, whisper_parts
+
+__all__ = ["AUDIO_EXTENSIONS", "IMAGE_EXTENSIONS", "Backend", "Item", "TextBackend", "ViTBackend", "WhisperBackend",
+           "list_files", "load_backend", "read_wav", "record_blocks", "vit_parts", "whisper_parts"]
+
+#: the non-text backends, by ``config.model_type``: (input option, loader of the model's preprocessing)
+_OTHER_MODALITIES = {"vit": "--images DIR", "whisper": "--audio DIR"}
+
+
+def _model_type(model: str) -> str | None:
+    """``config.model_type`` of a MODEL argument, read with ``AutoConfig`` (None when the config cannot be read
+    here, e.g. a hub id without a network: the model loader then gives the error)."""
+    from transformers import AutoConfig
+
+    from ...loading import resolve_model
+
+    source = resolve_model(model)
+    try:
+        return AutoConfig.from_pretrained(source.path, **source.kwargs).model_type
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def load_backend(model: str, *, corpus: str | None = None, images: str | None = None, audio: str | None = None,
+                 device: str | None = None, dtype: str = "float32", max_items: int | None = None,
+                 max_new_tokens: int = 20, start_choice="auto") -> Backend:
+    """Load MODEL and the input for the chosen modality (exactly one of ``corpus``, ``images``, ``audio``)."""
+    from ...loading import ModelLoadError, load_model_and_tokenizer, parse_dtype, resolve_model
+
+    model_type = _model_type(model)
+    if images is not None or audio is not None:
+        wanted, folder = ("vit", images) if images is not None else ("whisper", audio)
+        list_files(folder, IMAGE_EXTENSIONS if wanted == "vit" else AUDIO_EXTENSIONS,
+                   "image" if wanted == "vit" else "audio")
+        if model_type not in (None, wanted):
+            needs = "a ViT image classifier" if wanted == "vit" else "a Whisper model"
+            raise InputError(f"{'--images' if wanted == 'vit' else '--audio'} needs {needs}; {model!r} is a "
+                             f"{model_type!r} model")
+        from transformers import (
+            AutoFeatureExtractor,
+            AutoImageProcessor,
+            AutoModelForImageClassification,
+            AutoModelForSpeechSeq2Seq,
+        )
+
+        source = resolve_model(model)
+        model_class = AutoModelForImageClassification if wanted == "vit" else AutoModelForSpeechSeq2Seq
+        try:
+            loaded = model_class.from_pretrained(source.path, dtype=parse_dtype(dtype)).eval()
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"could not load {wanted} model {model!r}: {str(exc).strip().splitlines()[0]}") from exc
+        if device:
+            loaded.to(device)
+        if wanted == "vit":
+            try:
+                processor = AutoImageProcessor.from_pretrained(source.path)
+            except (OSError, ValueError):
+                from transformers import ViTImageProcessor
+
+                size = loaded.config.image_size
+                processor = ViTImageProcessor(size={"height": size, "width": size})
+            backend = ViTBackend(loaded, processor, images, device)
+        else:
+            try:
+                extractor = AutoFeatureExtractor.from_pretrained(source.path)
+            except (OSError, ValueError):
+                from transformers import WhisperFeatureExtractor
+
+                extractor = WhisperFeatureExtractor(feature_size=loaded.config.num_mel_bins)
+            backend = WhisperBackend(loaded, extractor, audio, device, max_new_tokens=max_new_tokens)
+        if max_items:
+            backend.files = backend.files[:max_items]
+        return backend
+    if corpus is None:
+        raise InputError("give one input: --corpus FILE, --images DIR or --audio DIR")
+    from ...architectures import get_adapter
+    from ...corpus import document_start, read_corpus
+
+    documents = read_corpus(corpus)
+    if max_items:
+        documents = documents[:max_items]
+    if model_type in _OTHER_MODALITIES:
+        raise InputError(f"{model!r} is a {model_type!r} model: give {_OTHER_MODALITIES[model_type]}")
+    if model_type is not None:
+        get_adapter(model_type)  # an unsupported family: one-line error, before loading
+    loaded, tokenizer, source = load_model_and_tokenizer(model, dtype=dtype, device=device, decomposed=False)
+    start = document_start(loaded.config, tokenizer, start_choice, bundled=source.name)
+    return TextBackend(loaded, tokenizer, documents, device, start=start)

@@ -1,0 +1,157 @@
+"""The saturation subcommands as library functions: each writes its tables and figure into a
+:class:`~huggingface_patch.files.ResultFolder` and returns a one-line summary (``analysis.saturation``).
+
+``args`` is any object with the subcommand's options as attributes (the CLI's namespace)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+from ..errors import InputError
+from ..files import save_figure, write_csv, write_json
+
+log = logging.getLogger(__name__)
+
+
+def _meta(args, backend, data) -> dict:
+    return {"model": args.model, "modality": backend.kind, "num_layers": data.num_layers, "k": data.k,
+            "positions": data.size, "kept_positions": int(data.kept.sum())}
+
+
+def cmd_layers(args, backend, data, folder) -> str:
+    """Write the saturation layers of every position, their summary and distribution."""
+    from .layers import summarize_layers
+    from .plots import plot_saturation_layers
+
+    rows = []
+    kept = data.kept
+    for n in range(data.size):
+        row = {"item": backend_label(data, n), "document": int(data.document[n]), "position": int(data.position[n]),
+               "token_index": int(data.token_index[n]), "target": int(data.target[n]), "kept": bool(kept[n])}
+        for i in range(data.k):
+            row[f"t{i + 1}"] = int(data.top[n, i])
+        for i in range(data.k):
+            row[f"s{i + 1}"] = int(data.saturation[n, i])
+        row["top1_text"] = backend.decode(int(data.top[n, 0]))
+        rows.append(row)
+    write_csv(rows, folder.path("saturation_layers.csv"))
+    summary = {**_meta(args, backend, data), **summarize_layers(data)}
+    write_json(summary, folder.path("saturation_layers.json"))
+    save_figure(plot_saturation_layers(data.saturation[kept], data.num_layers,
+                                       f"Saturation layers ({os.path.basename(str(args.model))})"),
+                folder.path("saturation_layers.png"))
+    return (f"{summary['kept_positions']} of {summary['positions']} positions kept; mean s_i per rank: "
+            + ", ".join(f"{r['mean_saturation_layer']:.2f}" for r in summary["ranks"]))
+
+
+def backend_label(data, n: int) -> str:
+    """The name of position ``n``'s input (document or file)."""
+    return data.items[int(data.item[n])].label
+
+
+def cmd_order(args, backend, data, folder) -> str:
+    """Write strict Kendall tau, its permutation test and the rank-correspondence plot."""
+    from .ordering import permutation_test, position_taus, rank_correspondence
+    from .plots import plot_rank_correspondence
+
+    kept = data.kept
+    sat = data.saturation[kept]
+    test = permutation_test(sat, data.num_layers, args.permutations, seed=args.seed, min_ranks=args.min_ranks)
+    correspondence = rank_correspondence(sat)
+    taus, c = position_taus(sat, data.num_layers, args.min_ranks)
+    rows = []
+    kept_index = [n for n in range(data.size) if kept[n]]
+    for j, n in enumerate(kept_index):
+        rows.append({"item": backend_label(data, n), "position": int(data.position[n]), "c": int(c[j]),
+                     "tau": "" if math.isnan(taus[j]) else float(taus[j]),
+                     **{f"s{i + 1}": int(data.saturation[n, i]) for i in range(data.k)}})
+    write_csv(rows, folder.path("saturation_order_positions.csv"))
+    summary = {**_meta(args, backend, data), "kendall": test, "rank_correspondence": correspondence}
+    write_json(summary, folder.path("saturation_order.json"))
+    save_figure(plot_rank_correspondence(correspondence, f"Rank correspondence: {os.path.basename(str(args.model))} "
+                                         f"(n = {correspondence['positions']})"),
+                folder.path("saturation_rank_correspondence.png"))
+    return (f"strict Kendall tau = {test['tau']:.4f} over {test['positions']} positions; "
+            f"permutation test ({test['permutations']} shuffles): {test['p_text']}")
+
+
+def cmd_probe(args, backend, data, folder) -> str:
+    """Write the task-probing results and plot."""
+    from .plots import plot_probe
+    from .probe import probe_tasks
+
+    result = probe_tasks(data, first_layer=args.first_layer, folds=args.folds, min_per_class=args.min_per_class,
+                         seed=args.seed)
+    write_json({**_meta(args, backend, data), **result}, folder.path("saturation_probe.json"))
+    save_figure(plot_probe(result), folder.path("saturation_probe.png"))
+    probe = result["probe"]
+    return (f"task probe: balanced accuracy {probe['balanced_accuracy']:.3f} ± {probe['balanced_accuracy_se']:.3f} "
+            f"(chance {result['chance']:.2f}; Gaussian control {result['gaussian_control']['balanced_accuracy']:.3f})")
+
+
+def cmd_intervene(args, backend, data, folder) -> str:
+    """Write the residual-implant trials, their summary and plot."""
+    from .intervene import find_pairs, run_interventions
+    from .plots import plot_intervention
+
+    defaults = backend.pair_defaults
+    settings = {
+        "max_distance": args.max_distance if args.max_distance is not None else defaults["max_distance"],
+        "min_gap": args.min_gap if args.min_gap is not None else defaults["min_gap"],
+        "min_saturation": args.min_saturation if args.min_saturation is not None else defaults["min_saturation"],
+    }
+    pairs = find_pairs(data, within_item=backend.pairs_within_item, **settings)
+    if not pairs:
+        log.warning("no position pairs meet the criteria %s", settings)
+    trials, summary = run_interventions(backend, data, pairs, window=args.window, max_pairs=args.max_pairs,
+                                        seed=args.seed, progress=not args.no_progress)
+    for trial in trials:
+        trial["donor_item"] = backend_label(data, trial["donor"])
+        trial["donor_position"] = int(data.position[trial["donor"]])
+        trial["recipient_position"] = int(data.position[trial["recipient"]])
+    write_csv(trials, folder.path("saturation_intervene.csv"), list(trials[0]) if trials else ["donor"])
+    write_json({**_meta(args, backend, data), "criteria": settings, "candidate_pairs": len(pairs), **summary},
+               folder.path("saturation_intervene.json"))
+    save_figure(plot_intervention(summary), folder.path("saturation_intervene.png"))
+    at_zero = summary["by_offset"].get(0, {}).get("success_rate", float("nan"))
+    return f"{summary['pairs']} pairs, {summary['trials']} trials; success rate at offset 0: {at_zero:.3f}"
+
+
+def cmd_early_exit(args, backend, data, folder) -> str:
+    """Write the early-exit curves of every rule and their plot."""
+    from .early_exit import early_exit
+    from .plots import plot_early_exit
+
+    result = early_exit(data, first_layer=args.first_layer, test_fraction=args.test_fraction,
+                        min_per_class=args.min_per_class, seed=args.seed)
+    rows = [{"method": method, **point} for method, points in result["curves"].items() for point in points]
+    write_csv(rows, folder.path("saturation_early_exit.csv"))
+    write_json({**_meta(args, backend, data), **result}, folder.path("saturation_early_exit.json"))
+    save_figure(plot_early_exit(result), folder.path("saturation_early_exit.png"))
+    for method in ("probe", "oracle", "full"):
+        if method in result["curves"]:
+            point = result["curves"][method][0]
+            return f"{method}: accuracy {point['accuracy']:.3f}, speed-up {point['speedup']:.2f}"
+
+
+def cmd_lm(args, backend, data, folder) -> str:
+    """Write the rank-2 accuracy comparison and its plot."""
+    from .lm import rank2_accuracy
+    from .plots import plot_lm
+
+    if data.k < 2:
+        raise InputError("the lm analysis needs k of 2 or more")
+    result = rank2_accuracy(data, args.late_margin)
+    write_json({**_meta(args, backend, data), **result}, folder.path("saturation_lm.json"))
+    save_figure(plot_lm(result), folder.path("saturation_lm.png"))
+    late, early = result["late"], result["early"]
+    return (f"rank-2 accuracy (top-1 wrong): late {late['rank2_accuracy']:.3f} (n={late['positions']}), "
+            f"early {early['rank2_accuracy']:.3f} (n={early['positions']}); z = {result['z']:.3f}, "
+            f"p = {result['p_value']:.3g}")
+
+
+
+SUBCOMMANDS = {"layers": cmd_layers, "order": cmd_order, "probe": cmd_probe, "intervene": cmd_intervene,
+               "early-exit": cmd_early_exit, "lm": cmd_lm}
