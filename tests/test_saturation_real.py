@@ -20,9 +20,10 @@ def test_layers_and_order_on_smollm2(smollm2, example_corpus, tmp_path, monkeypa
     source = loading.ModelSource("smollm2", "smollm2-135m")
     monkeypatch.setattr(loading, "load_model_and_tokenizer", lambda *args, **kwargs: (model, tokenizer, source))
     for command in ("layers", "order"):
-        assert main([command, "--corpus", example_corpus, "--output-dir", str(tmp_path), "--no-progress"]) == 0
+        assert main([command, "--corpus", example_corpus, "--output-dir", str(tmp_path / command),
+                     "--no-progress"]) == 0
 
-    with open(tmp_path / "saturation_layers.csv", encoding="utf-8") as handle:
+    with open(tmp_path / "layers" / "saturation_layers.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     sat = np.array([[int(row[f"s{i}"]) for i in range(1, 6)] for row in rows])
     assert len(rows) > 100 and sat.min() >= 0 and sat.max() <= 29
@@ -32,9 +33,9 @@ def test_layers_and_order_on_smollm2(smollm2, example_corpus, tmp_path, monkeypa
     kept = sat[:, 0] <= 25  # floor(0.85 * 30)
     assert [row["kept"] == "True" for row in rows] == kept.tolist()
 
-    summary = json.loads((tmp_path / "saturation_order.json").read_text())
+    summary = json.loads((tmp_path / "order" / "saturation_order.json").read_text())
     assert summary["num_layers"] == 30 and summary["kept_positions"] == int(kept.sum())
     kendall = summary["kendall"]
     assert kendall["permutations"] == 1000 and kendall["positions"] > 0 and np.isfinite(kendall["tau"])
     assert 0 < kendall["p_value"] <= 1
-    assert (tmp_path / "saturation_rank_correspondence.png").stat().st_size > 0
+    assert (tmp_path / "order" / "saturation_rank_correspondence.png").stat().st_size > 0
