@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compare-conventions", action="store_true",
                         help="rank correlation of ΔLP between the default and each other linearization convention")
     parser.add_argument("--plot-range", default="0:0-39", help="DOC:FIRST-LAST targets of the heatmap (default 0:0-39)")
+    parser.add_argument("--html", action="store_true",
+                        help="also write an interactive page per document (deltalp_doc{D}.html; self-contained)")
+    parser.add_argument("--lens", action="store_true",
+                        help="with --html: add the decomposition lens (per layer) for the targets of --plot-range")
     parser.add_argument("--output-dir", default="results/deltalp", help="output folder (default results/deltalp)")
     return parser
 
@@ -76,6 +80,8 @@ def check_args(args) -> tuple[str, int, int]:
         raise UsageError("--identifiers and --allow-unrecorded need --from-files OUTPUT_DIR")
     if args.compare_conventions and args.from_files:
         raise UsageError("--compare-conventions needs the model (it re-runs it): drop --from-files")
+    if args.lens and (args.from_files or not args.html):
+        raise UsageError("--lens needs --html and the model (it re-runs it): add --html, drop --from-files")
     return parse_plot_range(args.plot_range)
 
 
@@ -149,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         study = deltalp_study(analyses, stitched, level=level, units=args.units, base=base, foil_id=foil_id,
                               foil=args.foil, tokenizer=tokenizer, include_bos=args.include_bos,
                               settings=dict(settings, model=source.name))
+        if args.from_files is None:
+            pieces = list(pieces)
         if args.compare_conventions:
             reference = study.rows if level == "token" else \
                 token_level_rows(model, tokenizer, documents, args.window, start, context=args.context, base=base)
@@ -157,8 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         record = analysis_record("analysis.deltalp", dict(settings, level=level, units=args.units, foil=args.foil,
                                                           dtype=args.dtype), model=model, model_name=source.name,
                                  model_argument=args.model, tokenizer=tokenizer, inputs=inputs)
+        if args.lens:
+            from huggingface_patch.attribution.study import lens_for_targets
+
+            document, first, last = plot_range
+            study.lens[str(document)] = lens_for_targets(model, tokenizer, pieces, stitched, document, first, last,
+                                                         args.window)
         with ResultFolder(args.output_dir, record) as out:
-            study.write(out, plot_range, source.name)
+            study.write(out, plot_range, source.name, html=args.html)
         log.info("wrote %s (%d rows, %d targets)", args.output_dir, len(study.rows), study.summary["n_targets"])
 
     return run_cli(body, PROG)

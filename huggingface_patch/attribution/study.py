@@ -102,16 +102,36 @@ class DeltaLPStudy:
     analyses: list[PieceAnalysis] | None = None
     conventions: dict | None = None
     extra: dict = field(default_factory=dict)
+    #: decomposition-lens data for the page view: ``{document: {target index: ...}}`` (see :func:`lens_for_targets`)
+    lens: dict = field(default_factory=dict)
+
+    def documents(self) -> list[str]:
+        return sorted({str(r["document"]) for r in self.rows}, key=lambda d: (len(d), d))
+
+    def page(self, document, title: str | None = None) -> str:
+        """The interactive HTML view of ``document`` (:mod:`huggingface_patch.attribution.page`)."""
+        from .page import deltalp_page, page_data
+
+        data = page_data(self.rows, document, self.settings, self.lens.get(str(document)))
+        return deltalp_page(data, title or f"{self.settings.get('model', 'model')}: ΔLP, document {document}")
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the page of the first document, in a sandboxed frame."""
+        import html as _html
+
+        page = self.page(self.documents()[0])
+        return (f'<iframe srcdoc="{_html.escape(page, quote=True)}" style="width:100%;height:520px;border:1px solid '
+                '#ddd" sandbox="allow-scripts"></iframe>')
 
     def selected(self, document, first: int, last: int) -> list[dict]:
         """Rows of ``document`` whose target index lies in ``[first, last]`` (the plotted range)."""
         return [r for r in self.rows if str(r["document"]) == str(document) and first <= r["target_index"] <= last]
 
-    def write(self, folder, plot_range: tuple, model_name: str) -> None:
+    def write(self, folder, plot_range: tuple, model_name: str, html: bool = False) -> None:
         """``deltalp.csv``, ``deltalp_summary.json``, ``heatmap.png`` and ``bars.png`` of ``plot_range``
-        ``(document, first, last)``, and ``conventions.json`` when conventions were compared; ``folder`` is a
-        :class:`~huggingface_patch.files.ResultFolder`."""
-        from ..files import write_csv, write_json
+        ``(document, first, last)``, ``conventions.json`` when conventions were compared, and with ``html`` one
+        page per document (``deltalp_doc{d}.html``); ``folder`` is a :class:`~huggingface_patch.files.ResultFolder`."""
+        from ..files import write_csv, write_json, write_text
         from .plots import plot_heatmap, plot_target_bars
 
         document, first, last = plot_range
@@ -131,6 +151,10 @@ class DeltaLPStudy:
         if self.conventions is not None:
             write_json(dict(model=model_name, window=self.settings.get("window"), units=units, reference="default",
                             variants=self.conventions), folder.path("conventions.json"))
+        if html:
+            for doc in self.documents():
+                write_text(self.page(doc, f"{model_name}: {what}ΔLP, document {doc}"),
+                           folder.path(f"deltalp_doc{doc}.html"))
 
 
 def deltalp_study(analyses, stitched: dict, *, level: str = "token", units: str = "bits", base: float = 2.0,
@@ -151,6 +175,28 @@ def deltalp_study(analyses, stitched: dict, *, level: str = "token", units: str 
     settings = dict(settings or {}, units=units, level=level, foil=foil, foil_id=foil_id, n_rows=len(rows),
                     n_documents=len({r["document"] for r in rows}))
     return DeltaLPStudy(rows, summary, settings, kept if keep else None)
+
+
+def lens_for_targets(model, tokenizer, pieces, stitched: dict, document, first: int, last: int, window: int,
+                     top_k: int = 3, progress: bool = True) -> dict:
+    """Decomposition-lens data (:func:`~huggingface_patch.attribution.page.lens_data`) of the targets
+    ``first..last`` of ``document``, each in the piece where it has the most context: ``{target index: data}``."""
+    from tqdm.auto import tqdm
+
+    import torch
+
+    from .lens import lens_table
+    from .page import lens_data
+
+    wanted = [(index, stitched[key]) for key in sorted(stitched) if str(key[0]) == str(document)
+              and first <= (index := key[1]) <= last]
+    out = {}
+    for index, (number, t) in tqdm(wanted, desc="decomposition lens", unit="target", disable=not progress):
+        piece = pieces[number]
+        ids = torch.tensor(piece.ids[: t + 2])
+        table = lens_table(model, tokenizer, ids, t, window, top_k)
+        out[index] = lens_data(table, piece.offset, piece.start)
+    return out
 
 
 def compare_conventions(model, tokenizer, documents: list[str], window: int, start: StartToken, reference_rows,
