@@ -21,7 +21,8 @@ PROG = "representations_to_deltalp.py"
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("identifier", metavar="IDENTIFIER", help="{CORPUS}_{MODEL}_{N} as written by run_decompose.py")
-    parser.add_argument("model", metavar="MODEL", help="the MODEL given to run_decompose.py (for its tokenizer and name)")
+    parser.add_argument("model", metavar="MODEL",
+                        help="the MODEL given to run_decompose.py (for its tokenizer and name)")
     parser.add_argument("--output-dir", default="output", help="folder holding the files (default: output)")
     parser.add_argument("--allow-unrecorded", action="store_true",
                         help="read files that have no run record (e.g. written by the paper's own code)")

@@ -38,7 +38,8 @@ PROG = "run_decompose.py"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("input_file", metavar="INPUT_FILE", help="sentitems corpus (lines '!ARTICLE' separate articles)")
+    parser.add_argument("input_file", metavar="INPUT_FILE",
+                        help="sentitems corpus (lines '!ARTICLE' separate articles)")
     parser.add_argument("model", metavar="MODEL",
                         help="hub id, local folder, .gguf file, or a bundled model: smollm2-135m, gemma3-270m")
     parser.add_argument("decomposition_length", metavar="DECOMPOSITION_LENGTH",
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     state: dict = {}
 
     def body():
-        from huggingface_patch.corpus import context_size, document_start, prepare_pieces, read_text, parse_sentitems
+        from huggingface_patch.corpus import context_size, document_start, parse_sentitems, prepare_pieces, read_text
         from huggingface_patch.distributed import process_info
         from huggingface_patch.engine.memory import parse_memory
         from huggingface_patch.files import check_output_dir

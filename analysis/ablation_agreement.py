@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--window", type=positive_int, default=50, help="sources kept per target (default 50)")
     parser.add_argument("--pairs", type=positive_int, default=200,
                         help="number of (target, source) pairs sampled (default 200)")
-    parser.add_argument("--max-tokens", type=positive_int, default=128, help="tokens of each document used (default 128)")
+    parser.add_argument("--max-tokens", type=positive_int, default=128,
+                        help="tokens of each document used (default 128)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed (default 0)")
     parser.add_argument("--units", default="bits", choices=("bits", "nats"), help="bits (default) or nats")
     parser.add_argument("--output-dir", default="results/ablation_agreement", help="output folder")

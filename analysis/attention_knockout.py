@@ -17,7 +17,8 @@ from huggingface_patch.cli import positive_int
 def add_arguments(parser) -> None:
     from huggingface_patch.recall.knockout import list_knockout_sets
 
-    parser.add_argument("--window", type=positive_int, default=9, help="layers knocked out around each layer (default 9)")
+    parser.add_argument("--window", type=positive_int, default=9,
+                        help="layers knocked out around each layer (default 9)")
     parser.add_argument("--sets", nargs="+", default=list_knockout_sets(), choices=list_knockout_sets(),
                         help="target sets (default: all)")
 
@@ -38,7 +39,8 @@ def summarize(records, model, args, options) -> dict:
 def plot(summary, path, title, args, options) -> None:
     from huggingface_patch.recall.plots import plot_bands
 
-    plot_bands(summary["summary"], path, title=title.format(f"attention knockout from the last position (k={args.window})"),
+    plot_bands(summary["summary"], path,
+               title=title.format(f"attention knockout from the last position (k={args.window})"),
                ylabel="% change in prediction probability")
 
 

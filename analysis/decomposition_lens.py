@@ -6,7 +6,7 @@ vocabulary through the frozen final norm and the LM head: which output tokens ea
 Outputs in ``--output-dir``: ``lens.csv`` (layer, source, rank, promoted token, logit; plus the source's
 contribution to the actual next token's logit), ``lens.json`` (settings and top token per layer and source),
 ``lens.png`` (heatmap layers × sources of the contribution to the next token's logit, or to the token the model
-predicts at the last position) and ``run.json``. The library is :mod:`huggingface_patch.attribution.lens`.
+predicts at the last position) and ``run.json``. The library is :mod:`huggingface_patch.attribution.decomposition_lens`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", type=int, default=-1,
                         help="target position in the input, start token = 0 (default -1: last)")
     parser.add_argument("--window", type=positive_int, default=None, help="sources kept (default: all)")
-    parser.add_argument("--top-k", type=positive_int, default=5, help="promoted tokens per layer and source (default 5)")
+    parser.add_argument("--top-k", type=positive_int, default=5,
+                        help="promoted tokens per layer and source (default 5)")
     parser.add_argument("--output-dir", default="results/decomposition_lens", help="output folder")
     return parser
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     def body():
         import torch
 
-        from huggingface_patch.attribution.lens import lens_table
+        from huggingface_patch.attribution.decomposition_lens import lens_table
         from huggingface_patch.corpus import document_start, read_corpus
         from huggingface_patch.files import ResultFolder, check_output_dir
         from huggingface_patch.loading import load_model_and_tokenizer

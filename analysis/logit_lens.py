@@ -23,7 +23,7 @@ from huggingface_patch.cli import (
     run_cli,
     setup_logging,
 )
-from huggingface_patch.lens.logit_lens import COLOUR_MODES, SUBLAYER_MODES
+from huggingface_patch.residual_stream.logit_lens import COLOUR_MODES, SUBLAYER_MODES
 
 log = logging.getLogger("analysis.logit_lens")
 PROG = "python -m analysis.logit_lens"
@@ -59,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from huggingface_patch.architectures import get_adapter
         from huggingface_patch.corpus import document_start
         from huggingface_patch.files import ResultFolder, check_output_dir
-        from huggingface_patch.lens.corpus import encode_documents, load_documents
-        from huggingface_patch.lens.report import logit_lens_report
         from huggingface_patch.loading import load_model_and_tokenizer
         from huggingface_patch.records import analysis_record, describe_file, text_sha256
+        from huggingface_patch.residual_stream.corpus import encode_documents, load_documents
+        from huggingface_patch.residual_stream.report import logit_lens_report
 
         setup_logging(args.verbose)
         if args.max_tokens < 2:

@@ -57,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         from huggingface_patch.architectures import get_adapter
         from huggingface_patch.corpus import document_start
         from huggingface_patch.files import ResultFolder, check_output_dir
-        from huggingface_patch.lens.corpus import encode_documents, load_documents
-        from huggingface_patch.lens.report import PathLengthReport, model_paths
         from huggingface_patch.loading import load_model_and_tokenizer
         from huggingface_patch.records import analysis_record, describe_file, describe_model, text_sha256
+        from huggingface_patch.residual_stream.corpus import encode_documents, load_documents
+        from huggingface_patch.residual_stream.report import PathLengthReport, model_paths
 
         setup_logging(args.verbose)
         if args.max_tokens < 2:

@@ -55,8 +55,10 @@ class RecallTool:
         parser = ArgumentParser(prog=self.prog, description=self.description)
         add_model_arguments(parser)
         parser.add_argument("--facts", default=DEFAULT_FACTS,
-                            help="JSON list of facts with 'subject' and 'prompt' (default: the shipped known_1000.json)")
-        parser.add_argument("--limit", type=positive_int, default=None, help="use only the first N facts the model knows")
+                            help="JSON list of facts with 'subject' and 'prompt' (default: the shipped "
+                                 "known_1000.json)")
+        parser.add_argument("--limit", type=positive_int, default=None,
+                            help="use only the first N facts the model knows")
         parser.add_argument("--filter", choices=FILTERS, default="greedy",
                             help="which facts to keep: 'greedy' (default) = greedy continuation starts with the "
                                  "attribute; 'first-token' = top-1 token is a prefix of the attribute; 'none' = keep "

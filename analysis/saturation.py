@@ -44,7 +44,8 @@ def _fraction(text: str) -> float:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2-135m",
-                        help="hub id, local folder, .gguf file, or a bundled model: smollm2-135m (default), gemma3-270m")
+                        help="hub id, local folder, .gguf file, or a bundled model: smollm2-135m (default), "
+                             "gemma3-270m")
     add_bos_argument(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--corpus", help=f"text corpus (sentitems or plain text; default {DEFAULT_CORPUS})")

@@ -19,7 +19,8 @@ from huggingface_patch.cli import UsageError, positive_int
 def add_arguments(parser) -> None:
     from huggingface_patch.recall.sublayer import KINDS, METRICS
 
-    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="what to knock out (default: all)")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
+                        help="what to knock out (default: all)")
     parser.add_argument("--measure-layer", type=positive_int, default=None,
                         help="0-based layer whose output is measured (default: 40/48 of the depth, 25 for 30 layers)")
     parser.add_argument("--window", type=positive_int, default=11,

@@ -37,7 +37,7 @@ def shift_to_active_fraction(model, ids: torch.Tensor, fraction: float) -> None:
     layers = model.model.decoder.layers
     for layer in layers:
         seen = {}
-        handle = layer.fc1.register_forward_hook(lambda m, a, out: seen.__setitem__("z", out.detach()))
+        handle = layer.fc1.register_forward_hook(lambda m, a, out, seen=seen: seen.__setitem__("z", out.detach()))
         with torch.no_grad():
             model(ids)
         handle.remove()
@@ -114,7 +114,8 @@ def main() -> None:
         forward_s, _ = timed(lambda: model(ids), repeat=3, device=args.device)
     fwd_flops = args.batch * forward_flops(model.config, args.length)
     figures.update(forward_s=forward_s, forward_gflops=fwd_flops / 1e9)
-    print(f"  plain forward:                     {forward_s:.3f} s  ({fwd_flops / forward_s / rate:.0%} of matmul rate)")
+    share = fwd_flops / forward_s / rate
+    print(f"  plain forward:                     {forward_s:.3f} s  ({share:.0%} of matmul rate)")
 
     options = dict(decomposition_window=args.window, decomposition_block_size=args.block_size,
                    decomposition_max_memory=args.max_memory, decomposition_mlp_path=args.mlp_path)
@@ -122,7 +123,8 @@ def main() -> None:
         decompose_s, out = timed(lambda: model(ids, **options), repeat=args.repeat, device=args.device)
     del out
     equivalents = decompose_s / forward_s / min(args.window, args.length)
-    active = figures.get("active_fraction", 1.0) if args.mlp_path != "dense" and model.config.model_type == "opt" else 1.0
+    active = figures.get("active_fraction",
+                         1.0) if args.mlp_path != "dense" and model.config.model_type == "opt" else 1.0
     needed = args.batch * decomposition_flops(model.config, args.length, args.window)
     needed_active = args.batch * decomposition_flops(model.config, args.length, args.window, active)
     achieved = (needed_active + fwd_flops) / decompose_s
@@ -153,7 +155,8 @@ def main() -> None:
         reference_decomposition(spec, record.layer_inputs, record.attention, dtype=dtype)
         reference_s = (time.perf_counter() - start) * args.batch
         figures["reference_s"] = reference_s
-        print(f"  per-source reference (all targets): {reference_s:.2f} s  -> speed-up {reference_s / decompose_s:.1f}x")
+        speedup = reference_s / decompose_s
+        print(f"  per-source reference (all targets): {reference_s:.2f} s  -> speed-up {speedup:.1f}x")
 
     if args.json:
         with open(args.json, "w") as handle:

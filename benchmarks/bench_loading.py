@@ -56,15 +56,15 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 gguf_dir = bundled._package_dir(entry)
 
-            def from_gguf():
-                AutoTokenizer.from_pretrained(gguf_dir, gguf_file=entry.gguf_file)
-                AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=entry.gguf_file, dtype=torch.float32)
+            def from_gguf(gguf_dir=gguf_dir, gguf_file=entry.gguf_file):
+                AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+                AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
 
-            def from_folder():
+            def from_folder(folder=folder):
                 AutoTokenizer.from_pretrained(folder)
                 AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
 
-            def tokenizer_only():
+            def tokenizer_only(folder=folder):
                 AutoTokenizer.from_pretrained(folder)
 
             print(f"{name:<14} {'load tokenizer + model from the GGUF file':<44} {_best(args.repeats, from_gguf):8.1f}")

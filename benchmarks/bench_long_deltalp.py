@@ -26,7 +26,8 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=2048)
     parser.add_argument("--window", type=int, default=None, help="default: the whole document")
     parser.add_argument("--max-memory", default="3.5GB", help="budget for the block size (default 3.5GB)")
-    parser.add_argument("--active-fraction", type=float, default=None, help="shift OPT fc1 biases (see bench_decompose)")
+    parser.add_argument("--active-fraction", type=float, default=None,
+                        help="shift OPT fc1 biases (see bench_decompose)")
     parser.add_argument("--mlp-path", default="auto", choices=("auto", "dense", "sparse"))
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -45,7 +46,8 @@ def main() -> None:
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand back what the set-up freed, so the peak is the run's
     est = model.decomposition_memory(1, args.length, window, streaming=True, max_memory=args.max_memory)
-    print(f"{args.shape}, T = {args.length}, window {window}, budget {args.max_memory}; fp32 matmul {rate / 1e9:.0f} GFLOP/s")
+    print(f"{args.shape}, T = {args.length}, window {window}, budget {args.max_memory}; "
+          f"fp32 matmul {rate / 1e9:.0f} GFLOP/s")
     from huggingface_patch.engine.memory import choose_block_size, parse_memory
 
     block = choose_block_size(est, parse_memory(args.max_memory))

@@ -43,11 +43,13 @@ def main() -> None:
             from huggingface_patch.loading import load_model_and_tokenizer
 
             model, tokenizer, _ = load_model_and_tokenizer("smollm2-135m", dtype=name, device=args.device)
-            text = " ".join(read_sentitems(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "corpus.sentitems")))
+            text = " ".join(read_sentitems(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples",
+                                                        "corpus.sentitems")))
             ids = tokenizer(text, return_tensors="pt").input_ids[:, : args.length].to(args.device)
         else:
             model = build_model(args.shape, dtype=dtype, device=args.device)
-            ids = torch.randint(4, model.config.vocab_size, (1, args.length), generator=torch.Generator().manual_seed(0))
+            ids = torch.randint(4, model.config.vocab_size, (1, args.length),
+                                generator=torch.Generator().manual_seed(0))
             ids = ids.to(args.device)
         with torch.no_grad():
             layers, final = identity_errors(model, ids, args.length)

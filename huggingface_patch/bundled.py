@@ -27,6 +27,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
+
 from .errors import HuggingfacePatchError
 
 log = logging.getLogger(__name__)

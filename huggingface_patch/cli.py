@@ -79,6 +79,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, model: bool = True, 
 
 
 def add_bos_argument(parser: argparse.ArgumentParser) -> None:
+    """``--bos TOKEN``: the start token of every input (see :func:`huggingface_patch.corpus.document_start`)."""
     parser.add_argument("--bos", default="auto", metavar="TOKEN",
                         help="start token of every input: auto (default: the model's document start), a token "
                              "string or id, or none")
@@ -96,7 +97,8 @@ def check_device(device: str | None) -> None:
         raise UsageError(f"--device {device!r} is not a torch device: use cpu, cuda or cuda:N") from None
     if kind == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    if kind == "cuda" and torch.device(device).index is not None and torch.device(device).index >= torch.cuda.device_count():
+    index = torch.device(device).index
+    if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
         raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if kind == "mps" and not torch.backends.mps.is_available():
         raise UsageError(f"--device {device}: MPS is not available on this machine; use --device cpu")

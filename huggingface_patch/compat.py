@@ -27,7 +27,10 @@ def inherit_checkpoint_conversions(cls: type, base: type) -> None:
     would load Pythia checkpoints with a freshly initialised LM head. Registers ``base``'s mapping under
     ``cls``'s name; goes when Transformers looks conversions up along the class hierarchy.
     """
-    from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+    from transformers.conversion_mapping import (
+        get_checkpoint_conversion_mapping,
+        register_checkpoint_conversion_mapping,
+    )
 
     mapping = get_checkpoint_conversion_mapping(base.__name__)
     if mapping is not None:

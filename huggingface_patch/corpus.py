@@ -27,7 +27,7 @@ class CorpusError(HuggingfacePatchError):
 
 
 def read_text(path: str) -> str:
-    """The whole file as text: UTF-8 (a leading byte-order mark dropped), line endings normalised to ``\\n``.
+    r"""The whole file as text: UTF-8 (a leading byte-order mark dropped), line endings normalised to ``\n``.
     A file that is not UTF-8 text is refused naming the first offending line."""
     if not os.path.isfile(path):
         raise CorpusError(f"input file not found: {path}")
@@ -222,7 +222,8 @@ def check_vocabulary(pieces, vocab_size: int, what: str = "the corpus") -> None:
                           f"{vocab_size} entries: use the tokenizer that belongs to this model")
 
 
-def prepare_pieces(articles: list[str], tokenizer, config, start: StartToken, context: int | None = None) -> list[Piece]:
+def prepare_pieces(articles: list[str], tokenizer, config, start: StartToken,
+                   context: int | None = None) -> list[Piece]:
     """Tokenize and cut ``articles`` exactly as the paper does (empty articles give no piece), checked against
     the model's vocabulary."""
     context = context or context_size(config)

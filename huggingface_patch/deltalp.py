@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .architectures.spec import Readout
+from .engine.frozen import compute_dtype
 
 LN2 = math.log(2.0)
 
@@ -51,7 +52,7 @@ def compute_deltalp(final_state: torch.Tensor, decomposition: torch.Tensor, proj
     ``base`` 2 gives bits (the paper), ``math.e`` nats.
     """
     window, length, _ = decomposition.shape
-    dtype = torch.float64 if final_state.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(final_state.dtype)
     head = Readout.of(proj).to(dtype=dtype)
     weight = head.weight
     scale = 1.0 / math.log(base)
@@ -142,7 +143,7 @@ def compute_group_deltalp(final_state: torch.Tensor, decomposition: torch.Tensor
     """
     window, length, _ = decomposition.shape
     summed = group_contributions(decomposition, groups)  # (G, T, H)
-    dtype = torch.float64 if final_state.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(final_state.dtype)
     scale = 1.0 / math.log(base)
     head = Readout.of(proj).to(dtype=dtype)
     targets = ids[1:].long()
@@ -171,7 +172,7 @@ def compute_contrastive_deltalp(final_state: torch.Tensor, decomposition: torch.
     ln(base)``; with it, each of the two logits is capped before the difference.
     """
     window, length, _ = decomposition.shape
-    dtype = torch.float64 if final_state.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(final_state.dtype)
     scale = 1.0 / math.log(base)
     head = Readout.of(proj).to(dtype=dtype)
     targets = ids[1:].long()
@@ -204,7 +205,7 @@ def bias_only_lp(bias: torch.Tensor, proj: torch.Tensor, ids: torch.Tensor, base
     """``(T-1,)`` LP of token ``t+1`` from the bias term alone (every source removed): log-softmax of
     ``bias @ proj.T``.
     """
-    dtype = torch.float64 if bias.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(bias.dtype)
     logits = Readout.of(proj).to(dtype=dtype).logits(bias[:-1].to(dtype))
     return torch.log_softmax(logits, -1).gather(-1, ids[1:].long()[:, None])[:, 0] / math.log(base)
 
@@ -237,7 +238,8 @@ def stream_deltalp(model, input_ids: torch.Tensor, window: int, base: float = 2.
     seen: dict[str, torch.Tensor] = {}
     handle = module.register_forward_pre_hook(lambda module, args: seen.__setitem__("state", args[0].detach()))
     w = min(window, length)
-    ablated = torch.full((w, length - 1), float("nan"), dtype=torch.float64 if model.dtype == torch.float64 else torch.float32)
+    ablated = torch.full((w, length - 1), float("nan"),
+                         dtype=compute_dtype(model.dtype))
     targets = ids[1:].long()
     lp_box: dict[str, torch.Tensor] = {}
 

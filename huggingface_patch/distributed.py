@@ -1,4 +1,4 @@
-"""This process's place in a multi-process launch (``torchrun``, ``accelerate launch``); see ``docs/scale_out.md``.
+"""Where this process stands in a multi-process launch (``torchrun``, ``accelerate launch``); see ``docs/scale_out.md``.
 
 Only a launch with ``WORLD_SIZE`` > 1 creates an ``accelerate.PartialState`` (and with it the process
 group); a plain run is rank 0 of 1 and needs none.

@@ -16,13 +16,11 @@ from .compat import layer_output_tensor
 
 
 @contextlib.contextmanager
-def record_residual_stream(model: nn.Module):
-    """Record, during the forward passes inside the block, the residual stream: a list that receives
-    ``(B, T, H)`` tensors: index 0 the embeddings (input of layer 0), index ``l`` the output of layer ``l``
-    (before the final norm)."""
-    parts = model_parts(model)
+def record_blocks(layers: list[nn.Module]):
+    """Record, during the forward passes inside the block, the input of ``layers[0]`` and every layer's output:
+    a list of ``(B, T, H)`` tensors (``L + 1`` after one pass, cleared at each pass's start). Hooks are removed
+    in ``finally``."""
     states: list[torch.Tensor] = []
-    handles = []
 
     def first_input(module, args, kwargs):
         states.clear()
@@ -31,14 +29,20 @@ def record_residual_stream(model: nn.Module):
     def layer_output(module, args, kwargs, output):
         states.append(layer_output_tensor(output))
 
+    handles = [layers[0].register_forward_pre_hook(first_input, with_kwargs=True)]
     try:
-        handles.append(parts.layers[0].layer.register_forward_pre_hook(first_input, with_kwargs=True))
-        for layer in parts.layers:
-            handles.append(layer.layer.register_forward_hook(layer_output, with_kwargs=True))
+        for layer in layers:
+            handles.append(layer.register_forward_hook(layer_output, with_kwargs=True))
         yield states
     finally:
         for handle in handles:
             handle.remove()
+
+
+def record_residual_stream(model: nn.Module):
+    """:func:`record_blocks` over the decoder layers of a causal LM of any supported family: index 0 the
+    embeddings (input of layer 0), index ``l`` the output of layer ``l`` (before the final norm)."""
+    return record_blocks([layer.layer for layer in model_parts(model).layers])
 
 
 @torch.no_grad()

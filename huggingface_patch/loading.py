@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
+
 from .errors import HuggingfacePatchError
 
 _DTYPES = {

@@ -76,6 +76,7 @@ def piece_files(identifier: str, mode: str = "tensors") -> list[str]:
 
 
 def piece_record_name(identifier: str) -> str:
+    """``r_{IDENTIFIER}.json``: the piece's record (written last)."""
     return f"r_{identifier}.json"
 
 
@@ -443,7 +444,8 @@ def read_piece(output_dir: str, identifier: str, model_name: str, tokenizer=None
         if recorded_name != model_name:
             raise RecordError(f"{output_dir} was written with MODEL {recorded_name!r}, not {model_name!r}: give the "
                               "same MODEL as to run_decompose.py")
-        if tokenizer is not None and tokenizer_fingerprint(tokenizer) != settings.get("tokenizer", {}).get("fingerprint"):
+        if tokenizer is not None and tokenizer_fingerprint(tokenizer) != settings.get("tokenizer",
+                                                                                      {}).get("fingerprint"):
             raise RecordError(f"the tokenizer of MODEL {model_name!r} is not the one that wrote {output_dir}: its "
                               "tokens would be wrong; give the model run_decompose.py used")
         if identifier not in record.get("pieces", []):

@@ -30,6 +30,7 @@ _VOLATILE_CONFIG = ("_name_or_path", "transformers_version", "architectures", "_
 
 
 def package_version() -> str:
+    """The version of this package."""
     from . import __version__
 
     return __version__
@@ -85,6 +86,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def file_sha256(path: str) -> str:
+    """SHA-256 of a file's bytes (hex)."""
     h = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -93,6 +95,7 @@ def file_sha256(path: str) -> str:
 
 
 def text_sha256(text: str) -> str:
+    """SHA-256 of a text's UTF-8 bytes (hex)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -105,6 +108,7 @@ def describe_model(model, name: str, argument: str | None = None) -> dict:
 
 
 def describe_tokenizer(tokenizer) -> dict:
+    """The tokenizer part of a record: class, size and fingerprint."""
     return {"class": type(tokenizer).__name__, "vocab_size": len(tokenizer),
             "fingerprint": tokenizer_fingerprint(tokenizer)}
 

@@ -1,4 +1,4 @@
-"""Tokens as people read them.
+r"""Tokens as people read them.
 
 Tables, summaries and plots show each token as the text it stands for (``' keys'``, ``'\n'``), not as the
 tokenizer's internal piece (``'Ġkeys'``, ``'Ċ'``, ``'▁keys'``); machine-readable outputs keep the raw piece
@@ -24,6 +24,6 @@ def raw_tokens(tokenizer, ids: Sequence[int]) -> list[str]:
 
 
 def show(text: str) -> str:
-    """A token's text for display: quoted, so that leading and trailing spaces are visible, with backslashes,
-    newlines and tabs escaped (``' keys'``, ``'\\n'``)."""
+    r"""A token's text for display: quoted, so that leading and trailing spaces are visible, with backslashes,
+    newlines and tabs escaped (``' keys'``, ``'\n'``)."""
     return "'" + "".join(_ESCAPES.get(ch, ch) for ch in text) + "'"

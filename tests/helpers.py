@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-#: identity tolerance relative to max|h| per dtype (issue 2: fp32 1e-4, fp64 1e-10)
+#: identity tolerance relative to max|h| per dtype (fp32 1e-4, fp64 1e-10)
 IDENTITY_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
 
 
@@ -23,7 +23,8 @@ def assert_close_rel(actual: torch.Tensor, expected: torch.Tensor, tolerance: fl
         scale = float(expected.abs().max()) if expected.numel() else 0.0
     where = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0]) if diff.numel() else ()
     assert worst <= tolerance * max(scale, 1e-30), (
-        f"{what}: largest difference {worst:.3e} at index {where} exceeds {tolerance:g} x scale = {tolerance * scale:.3e}"
+        f"{what}: largest difference {worst:.3e} at index {where} exceeds {tolerance:g} x scale = "
+        f"{tolerance * scale:.3e}"
     )
 
 

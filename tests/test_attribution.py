@@ -1,9 +1,8 @@
-"""ΔLP toolkit (issue 5): paper parity, identity checks, words, spans, contrasts, stitching, lens, ablation."""
+"""ΔLP toolkit: paper parity, identity checks, words, spans, contrasts, stitching, lens, ablation."""
 
 from __future__ import annotations
 
 import dataclasses
-
 import math
 import os
 import random
@@ -15,7 +14,7 @@ import torch
 from huggingface_patch import relative_to_absolute
 from huggingface_patch.attribution.ablation import AblationPair, agreement, real_ablation, sample_pairs
 from huggingface_patch.attribution.contrastive import contrastive_deltalp
-from huggingface_patch.attribution.lens import decomposition_lens
+from huggingface_patch.attribution.decomposition_lens import decomposition_lens
 from huggingface_patch.attribution.tables import (
     PieceAnalysis,
     analyse_piece,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import assert_close_rel
 
 from huggingface_patch.engine.conventions import Conventions
 from huggingface_patch.testing import TINY_KINDS, build_tiny_model
-
-from helpers import assert_close_rel
 
 
 @pytest.mark.parametrize("conventions", Conventions.all_variants(), ids=lambda c: c.name)
@@ -25,7 +24,8 @@ def test_conventions_change_what_they_claim():
     ids = torch.randint(3, 260, (1, 10), generator=torch.Generator().manual_seed(7))
     gpt2 = build_tiny_model("gpt2").double()
     default = gpt2(ids, decomposition_window=10).decomposition
-    tangent = gpt2(ids, decomposition_window=10, decomposition_conventions=Conventions(activation="tangent")).decomposition
+    tangent = gpt2(ids, decomposition_window=10,
+                   decomposition_conventions=Conventions(activation="tangent")).decomposition
     assert float((default - tangent).abs().max()) > 1e-6  # GELU: ratio and tangent differ
     positions = gpt2(ids, decomposition_window=10, decomposition_conventions=Conventions(positions="bias"))
     assert float((positions.decomposition - default).abs().max()) > 1e-6

@@ -47,13 +47,11 @@ TOLERANCE = 1e-5
 
 @pytest.fixture(scope="module")
 def plain_models():
-    """Plain models."""
     return {kind: build_tiny_model(kind, decomposed=False) for kind in TINY_KINDS}
 
 
 @pytest.fixture(scope="module")
 def byte_tokenizer():
-    """Byte tokenizer."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tokenizer_folder())
@@ -69,7 +67,6 @@ def _dense_top(matrix: torch.Tensor, k: int):
 
 @pytest.mark.parametrize("block_bytes", [1, 8 * 257 * 7, 10**9])
 def test_blocked_topk_equals_dense(block_bytes):
-    """Blocked topk equals dense."""
     gen = torch.Generator().manual_seed(0)
     f64 = dict(generator=gen, dtype=torch.float64)
     left, right = torch.randn(300, 8, **f64), torch.randn(8, 257, **f64)
@@ -85,7 +82,6 @@ def test_blocked_topk_equals_dense(block_bytes):
 
 
 def test_blocked_topk_with_excluded_pairs_equals_masked_dense():
-    """Blocked topk with excluded pairs equals masked dense."""
     gen = torch.Generator().manual_seed(1)
     f64 = dict(generator=gen, dtype=torch.float64)
     left, right = torch.randn(120, 6, **f64), torch.randn(6, 120, **f64)
@@ -107,7 +103,6 @@ def test_blocked_topk_with_excluded_pairs_equals_masked_dense():
 
 
 def test_threshold_search_follows_the_original_doubling_and_bisection():
-    """Threshold search follows the original doubling and bisection."""
     values = torch.arange(1000, dtype=torch.float64)  # count(> th) = 999 - floor(th) for 0 <= th < 999
     calls = []
 
@@ -125,7 +120,6 @@ def test_threshold_search_follows_the_original_doubling_and_bisection():
 @pytest.mark.parametrize("min_k,max_k,th0,shift", [(10, 50, 1.0, 0.0), (500, 600, 10.0, 0.0), (5, 5, 0.5, 3.0),
                                                    (100, 20_000, 1.0, -50.0), (30, 40, 1e-3, 0.0)])
 def test_approx_topk_returns_between_min_k_and_max_k(min_k, max_k, th0, shift):
-    """Approx topk returns between min k and max k."""
     gen = torch.Generator().manual_seed(2)
     # a constant column shifts every entry (shift -50: all entries negative, the search cannot succeed)
     left = torch.cat([torch.randn(200, 4, generator=gen, dtype=torch.float64),
@@ -143,7 +137,6 @@ def test_approx_topk_returns_between_min_k_and_max_k(min_k, max_k, th0, shift):
 
 
 def test_approx_topk_rejects_bad_bounds():
-    """Approx topk rejects bad bounds."""
     with pytest.raises(ValueError, match="min_k"):
         approx_topk(torch.ones(2, 1), torch.ones(1, 2), min_k=5, max_k=2)
     with pytest.raises(ValueError, match="th0"):
@@ -196,7 +189,6 @@ BPE_PIECES = ["<s>", "Ġcat", "cat", "Ġcats", "ĠParis", "Ġparis", "ĠcafÃ©"
 
 
 def test_display_of_byte_level_pieces():
-    """Display of byte level pieces."""
     vocab = vocabulary(_StubTokenizer(BPE_PIECES), len(BPE_PIECES) + 2)
     assert vocab.style == "byte-bpe"
     shown = [vocab.display(i) for i in range(len(vocab))]
@@ -206,14 +198,12 @@ def test_display_of_byte_level_pieces():
 
 
 def test_display_of_sentencepiece_pieces():
-    """Display of sentencepiece pieces."""
     vocab = vocabulary(_StubTokenizer(["<s>", "▁cat", "ing", "<0x0A>", "▁Paris"]), 5)
     assert vocab.style == "sentencepiece"
     assert [vocab.display(i) for i in range(5)] == ["<s>", "cat", "#ing", "#\\n", "Paris"]
 
 
 def test_filters_do_what_they_say(tmp_path):
-    """Filters do what they say."""
     vocab = vocabulary(_StubTokenizer(BPE_PIECES), len(BPE_PIECES) + 1)
     kept = lambda f: [vocab.display(i) for i in range(len(vocab)) if f.keeps(vocab, i)]  # noqa: E731
     everything = kept(TokenFilter())
@@ -237,7 +227,6 @@ def test_filters_do_what_they_say(tmp_path):
 
 
 def test_pair_exclusion_groups():
-    """Pair exclusion groups."""
     vocab = vocabulary(_StubTokenizer(BPE_PIECES), len(BPE_PIECES))
     near = pair_groups(vocab, "near")
     assert near[1] == near[2]  # ' cat' ~ 'cat'
@@ -251,7 +240,6 @@ def test_pair_exclusion_groups():
 
 
 def test_top_tokens_respects_the_allowed_mask():
-    """Top tokens respects the allowed mask."""
     scores = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])
     allowed = torch.tensor([False, True, False, True, True])
     ids, values = top_tokens(scores, 2, allowed)
@@ -340,7 +328,6 @@ def test_head_weights_reproduce_the_attention_module(kind):
 
 @pytest.mark.parametrize("kind", TINY_KINDS)
 def test_head_map_factors_are_the_vocab_maps(plain_models, kind):
-    """Head map factors are the vocab maps."""
     model = plain_models[kind]
     w = head_weights(model, 2, 3)
     e = embedding_matrix(model)
@@ -402,7 +389,6 @@ def test_ff_keys_and_values_reproduce_the_mlp(plain_models, kind):
 
 
 def test_index_errors_name_the_range(plain_models):
-    """Index errors name the range."""
     model = plain_models["llama"]
     with pytest.raises(ParameterIndexError, match=r"layer 3 is out of range.*layers 0\.\.2"):
         head_weights(model, 3, 0)
@@ -417,7 +403,6 @@ def test_index_errors_name_the_range(plain_models):
 
 @pytest.mark.parametrize("kind", TINY_KINDS)
 def test_top_head_pairs_match_dense_with_filters(plain_models, byte_tokenizer, kind):
-    """Top head pairs match dense with filters."""
     model = plain_models[kind]
     vocab = vocabulary(byte_tokenizer, model.get_output_embeddings().weight.shape[0])
     token_filter = TokenFilter(only_ascii=True, only_alnum=True)
@@ -442,12 +427,11 @@ def test_top_head_pairs_match_dense_with_filters(plain_models, byte_tokenizer, k
 
 @pytest.mark.parametrize("kind", ["opt-post", "gpt2", "llama"])
 def test_neuron_top_tokens_are_the_projection_argmax(plain_models, kind):
-    """Neuron top tokens are the projection argmax."""
     model = plain_models[kind]
     tops = neuron_top_tokens(model, 2, 7, 10)
     vectors = ff_vectors(model, 2, 7)
     assert set(tops) == set(vectors)
-    for part, (ids, values) in tops.items():
+    for part, (ids, _values) in tops.items():
         scores = vectors[part] @ embedding_matrix(model)
         assert ids.tolist() == scores.topk(10).indices.tolist()
     bottom = neuron_top_tokens(model, 2, 7, 10, largest=False)
@@ -458,7 +442,6 @@ def test_neuron_top_tokens_are_the_projection_argmax(plain_models, kind):
 
 
 def test_alignment_recall_is_one_when_every_token_is_compared(plain_models, byte_tokenizer):
-    """Alignment recall is one when every token is compared."""
     model = plain_models["llama"]
     texts = ["The keys to the old cabinet are on the table.", "Nobody knows who left them there."]
     full = parameter_alignment(model, byte_tokenizer, texts, k_tokens=260, max_positions=20)
@@ -471,7 +454,6 @@ def test_alignment_recall_is_one_when_every_token_is_compared(plain_models, byte
 
 
 def test_tsne_of_top_tokens(plain_models, byte_tokenizer):
-    """Tsne of top tokens."""
     model = plain_models["gpt2"]
     vocab = vocabulary(byte_tokenizer, 260)
     vector = ff_vectors(model, 0, 1)["value"]

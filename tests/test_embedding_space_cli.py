@@ -10,9 +10,9 @@ import json
 import os
 
 import pytest
+from helpers import save_unsupported_model
 
 from analysis.embedding_space import main
-from helpers import save_unsupported_model
 from huggingface_patch.testing import save_tiny_model
 
 SUBCOMMANDS = ("ff", "vo", "qk", "tsne", "align")
@@ -44,7 +44,6 @@ def _rows(path):
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_help(capsys, command):
-    """Help."""
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0
@@ -53,7 +52,6 @@ def test_help(capsys, command):
 
 
 def test_top_level_help(capsys):
-    """Top level help."""
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
@@ -63,7 +61,6 @@ def test_top_level_help(capsys):
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
 def test_ff_writes_side_by_side_table(saved, tmp_path, capsys, kind):
-    """Ff writes side by side table."""
     code, _, err = _run(capsys, "ff", "--model", saved[kind], "--output-dir", tmp_path, "--layer", 1, "--neuron", 3,
                         "--k", 15, "--only-ascii")
     assert code == 0, err
@@ -84,7 +81,6 @@ def test_ff_writes_side_by_side_table(saved, tmp_path, capsys, kind):
 @pytest.mark.parametrize("command", ["vo", "qk"])
 @pytest.mark.parametrize("kind", ["llama", "opt-post"])
 def test_head_pairs_write_csv_json_png(saved, tmp_path, capsys, command, kind):
-    """Head pairs write csv json png."""
     code, _, err = _run(capsys, command, "--model", saved[kind], "--output-dir", tmp_path, "--layer", 2, "--head", 1,
                         "--min-k", 30, "--max-k", 300, "--only-alnum", "--show", 10, "--no-progress")
     assert code == 0, err
@@ -102,7 +98,6 @@ def test_head_pairs_write_csv_json_png(saved, tmp_path, capsys, command, kind):
 
 
 def test_tsne_writes_png_html_csv(saved, tmp_path, capsys):
-    """Tsne writes png html csv."""
     code, _, err = _run(capsys, "tsne", "--model", saved["gpt2"], "--output-dir", tmp_path, "--layer", 0, "--neuron", 2,
                         "--part", "key", "--k", 20, "--components", 2)
     assert code == 0, err
@@ -114,7 +109,6 @@ def test_tsne_writes_png_html_csv(saved, tmp_path, capsys):
 
 
 def test_align_writes_recall_per_layer(saved, tmp_path, capsys, example_corpus):
-    """Align writes recall per layer."""
     code, _, err = _run(capsys, "align", "--model", saved["llama"], "--output-dir", tmp_path,
                         "--corpus", example_corpus, "--max-positions", 40, "--tokens", 20, "--layers", 0, 2)
     assert code == 0, err
@@ -147,13 +141,11 @@ def _assert_one_line_error(code, err, *fragments):
     (["align", "--corpus", "/nonexistent/corpus.txt"], "not found"),
 ])
 def test_bad_input_gives_one_line_error(saved, tmp_path, capsys, argv, fragment):
-    """Bad input gives one line error."""
     code, _, err = _run(capsys, *argv, "--model", saved["llama"], "--output-dir", tmp_path)
     _assert_one_line_error(code, err, fragment)
 
 
 def test_filters_that_leave_nothing_are_an_error(saved, tmp_path, capsys):
-    """Filters that leave nothing are an error."""
     words = tmp_path / "words.txt"
     words.write_text("zzzz-not-a-token\n")
     code, _, err = _run(capsys, "vo", "--model", saved["llama"], "--output-dir", tmp_path, "--layer", 0, "--head", 0,
@@ -163,7 +155,6 @@ def test_filters_that_leave_nothing_are_an_error(saved, tmp_path, capsys):
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_unsupported_model_is_an_error(unsupported, tmp_path, capsys, command):
-    """Unsupported model is an error."""
     extra = {"ff": ["--layer", "0", "--neuron", "0"], "vo": ["--layer", "0", "--head", "0"],
              "qk": ["--layer", "0", "--head", "0"], "tsne": ["--layer", "0", "--neuron", "0"], "align": []}[command]
     code, _, err = _run(capsys, command, "--model", unsupported, "--output-dir", tmp_path, *extra)
@@ -171,14 +162,12 @@ def test_unsupported_model_is_an_error(unsupported, tmp_path, capsys, command):
 
 
 def test_missing_model_folder_is_an_error(tmp_path, capsys):
-    """Missing model folder is an error."""
     code, _, err = _run(capsys, "ff", "--model", tmp_path / "no-such-model", "--output-dir", tmp_path,
                         "--layer", "0", "--neuron", "0")
     _assert_one_line_error(code, err, "model folder not found")
 
 
 def test_argparse_rejects_negative_indices(capsys):
-    """Argparse rejects negative indices."""
     with pytest.raises(SystemExit) as exit_info:
         main(["ff", "--layer", "-1", "--neuron", "0"])
     assert exit_info.value.code == 2

@@ -28,8 +28,8 @@ from analysis import (
     decomposition_lens,
     embedding_space,
     logit_lens,
-    path_length,
     patching,
+    path_length,
     saturation,
     sublayer_knockout,
 )

@@ -1,18 +1,18 @@
-"""DESIGN.md §1: contributions plus bias reproduce the real hidden state after every layer and at the output."""
+"""``docs/design.md`` §1: contributions plus bias reproduce the real hidden state after every layer and at
+the output."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from helpers import IDENTITY_TOLERANCE, assert_close_rel
 from transformers import AutoModelForCausalLM
 
-from huggingface_patch.engine.capture import capture
-from huggingface_patch.engine.reference import reference_decomposition
 from huggingface_patch.architectures import get_adapter
+from huggingface_patch.engine.capture import capture
 from huggingface_patch.engine.layouts import relative_to_absolute
+from huggingface_patch.engine.reference import reference_decomposition
 from huggingface_patch.testing import TINY_KINDS, build_tiny_model
-
-from helpers import IDENTITY_TOLERANCE, assert_close_rel
 
 
 def _base_twin(model):
@@ -71,7 +71,7 @@ def test_bias_is_tracked_not_subtracted():
     assert float(out.decomposition.abs().max()) > 1e-2
 
 
-def test_real_model_state_matches_paper_definition_of_window():
+def test_relative_layout_keeps_only_the_sources_in_the_window():
     """Contributions are zero outside the window and in rows with t - k < 0 (relative layout)."""
     model = build_tiny_model("gpt2")
     out = model(torch.randint(3, 260, (1, 10)), decomposition_window=4)

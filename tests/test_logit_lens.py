@@ -12,8 +12,8 @@ import torch
 from analysis.logit_lens import main
 from huggingface_patch.architectures import model_parts
 from huggingface_patch.layer_states import project_to_vocab
-from huggingface_patch.lens.corpus import pad_batch
-from huggingface_patch.lens.logit_lens import lens_states, logit_lens
+from huggingface_patch.residual_stream.corpus import pad_batch
+from huggingface_patch.residual_stream.logit_lens import lens_states, logit_lens
 from huggingface_patch.testing import TINY_KINDS, build_tiny_model, save_tiny_model
 from tests.helpers import assert_close_rel
 
@@ -149,13 +149,17 @@ def _error(capsys, argv) -> str:
 
 def test_cli_errors(tiny_folder, tmp_path, capsys):
     out = str(tmp_path / "out")
-    assert "not found" in _error(capsys, ["--model", tiny_folder, "--corpus", str(tmp_path / "nope.txt"), "--output-dir", out])
+    assert "not found" in _error(capsys, ["--model", tiny_folder, "--corpus", str(tmp_path / "nope.txt"),
+                                          "--output-dir", out])
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n\n")
     assert "empty" in _error(capsys, ["--model", tiny_folder, "--corpus", str(empty), "--output-dir", out])
-    assert "colour" in _error(capsys, ["--model", tiny_folder, "--text", "hi there", "--colour", "rainbow", "--output-dir", out])
-    assert "sublayers" in _error(capsys, ["--model", tiny_folder, "--text", "hi there", "--sublayers", "x", "--output-dir", out])
-    assert "model folder not found" in _error(capsys, ["--model", str(tmp_path / "missing"), "--text", "hi", "--output-dir", out])
+    assert "colour" in _error(capsys, ["--model", tiny_folder, "--text", "hi there", "--colour", "rainbow",
+                                       "--output-dir", out])
+    assert "sublayers" in _error(capsys, ["--model", tiny_folder, "--text", "hi there", "--sublayers", "x",
+                                          "--output-dir", out])
+    assert "model folder not found" in _error(capsys, ["--model", str(tmp_path / "missing"), "--text", "hi",
+                                                       "--output-dir", out])
 
 
 def test_cli_unsupported_architecture(tmp_path, capsys):
@@ -169,7 +173,8 @@ def test_cli_unsupported_architecture(tmp_path, capsys):
 @pytest.mark.real_model
 def test_cli_real_model(tmp_path, example_corpus):
     out = tmp_path / "out"
-    assert main(["--corpus", example_corpus, "--output-dir", str(out), "--max-documents", "1", "--max-tokens", "16"]) == 0
+    assert main(["--corpus", example_corpus, "--output-dir", str(out), "--max-documents", "1", "--max-tokens",
+                 "16"]) == 0
     data = json.loads((out / "logit_lens_smollm2-135m.json").read_text())
     assert len(data["rows"]) == 31 and all(r == 1 for r in data["documents"][0]["final_top1_rank"][-1])
     assert (out / "logit_lens_smollm2-135m_doc0_prob.png").stat().st_size > 0

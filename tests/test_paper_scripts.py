@@ -105,7 +105,8 @@ def test_run_decompose_unsupported_architecture(tmp_path, capsys):
     corpus = tmp_path / "c.sentitems"
     corpus.write_text("!ARTICLE\nHello.\n")
     capsys.readouterr()
-    code, err = _run_error(capsys, run_decompose.main, [str(corpus), str(folder), "4", "--output-dir", str(tmp_path / "o")])
+    code, err = _run_error(capsys, run_decompose.main, [str(corpus), str(folder), "4", "--output-dir",
+                                                        str(tmp_path / "o")])
     assert code == 2 and "unsupported architecture" in err and "opt" in err and len(err.splitlines()) == 1
 
 

@@ -12,8 +12,8 @@ import torch
 
 from analysis.path_length import main
 from huggingface_patch.layer_states import residual_states
-from huggingface_patch.lens.corpus import pad_batch
-from huggingface_patch.lens.path_length import correlations, path_lengths
+from huggingface_patch.residual_stream.corpus import pad_batch
+from huggingface_patch.residual_stream.path_length import correlations, path_lengths
 from huggingface_patch.testing import TINY_KINDS, build_tiny_model, save_tiny_model
 from tests.helpers import assert_close_rel
 
@@ -78,7 +78,8 @@ def test_padding_independent(models, kind, side):
 def test_deterministic(models):
     ids, mask = pad_batch(SEQUENCES, pad_id=1)
     first, second = path_lengths(models["llama"], ids, mask), path_lengths(models["llama"], ids, mask)
-    assert torch.equal(first.steps, second.steps) and torch.equal(first.next_logit.nan_to_num(), second.next_logit.nan_to_num())
+    assert torch.equal(first.steps, second.steps) and torch.equal(first.next_logit.nan_to_num(),
+                                                                  second.next_logit.nan_to_num())
 
 
 def test_correlations():

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import assert_close_rel
 from transformers import AutoModelForCausalLM
 
-from helpers import assert_close_rel
 from huggingface_patch.loading import resolve_model
 
 pytestmark = pytest.mark.real_model

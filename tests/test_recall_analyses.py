@@ -11,11 +11,11 @@ from huggingface_patch.recall.attributes_rate import (
     ParagraphsError,
     TokenStrings,
     attributes_rate,
+    filtered_top_tokens,
     load_paragraphs,
     rate,
     reference_set,
     summarize_rates,
-    top_tokens,
 )
 from huggingface_patch.recall.extraction import attribute_extraction, summarize_extraction
 from huggingface_patch.recall.knockout import attention_knockout, layer_window, list_knockout_sets, summarize
@@ -174,14 +174,14 @@ def test_reference_set_and_rate(tokenizer):
     assert rate([], ref) == 0.0
 
 
-def test_top_tokens_filters_then_keeps(tokenizer):
+def test_filtered_top_tokens_filters_then_keeps(tokenizer):
     strings = TokenStrings(tokenizer, 260)
     strings.strings[10], strings.strings[11], strings.strings[12] = " Paris", " the", " Rome"
     strings.filtered[10], strings.filtered[11], strings.filtered[12] = False, True, False
     logits = torch.zeros(260)
     logits[10], logits[11], logits[12] = 3.0, 5.0, 1.0
-    assert top_tokens(logits, strings, top_k=3, keep=2) == ["Paris", "Rome"]
-    assert top_tokens(logits, strings, top_k=2, keep=2) == ["Paris"]
+    assert filtered_top_tokens(logits, strings, top_k=3, keep=2) == ["Paris", "Rome"]
+    assert filtered_top_tokens(logits, strings, top_k=2, keep=2) == ["Paris"]
 
 
 def test_paragraphs_csv(tmp_path):

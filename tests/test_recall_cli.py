@@ -127,8 +127,6 @@ def _bad_inputs(workspace):
 @pytest.mark.parametrize("name", ["attention_knockout", "attribute_extraction", "sublayer_knockout", "patching",
                                   "attributes_rate"])
 def test_bad_input_one_line_exit_2(name, case, workspace, capsys):
-    if case in ("missing model", "unsupported model") and name not in ("attention_knockout", "patching"):
-        pytest.skip("model errors are shared code; checked on two tools")
     tool, _ = TOOLS[name]
     argv, message = _bad_inputs(workspace)[case]
     code = run(tool, argv + ["--filter", "none", "--output-dir", str(workspace["root"] / "bad")])

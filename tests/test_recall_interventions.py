@@ -44,7 +44,7 @@ def hook_count(model) -> int:
 def all_interventions(model):
     L = len(model_parts(model).layers)
     T = IDS.shape[1]
-    blocked = {l: edge_mask(T, [[0, 1, 2]] * IDS.shape[0]) for l in range(L)}
+    blocked = {layer: edge_mask(T, [[0, 1, 2]] * IDS.shape[0]) for layer in range(L)}
     source = torch.randn(IDS.shape[0], T, model.config.hidden_size)
     return {
         "edges": lambda: block_attention_edges(model, blocked),
@@ -85,7 +85,7 @@ def test_interventions_restore_on_error(model):
 def test_blocking_nothing_changes_nothing(model):
     L = len(model_parts(model).layers)
     T = IDS.shape[1]
-    nothing = {l: torch.zeros(IDS.shape[0], T, T, dtype=torch.bool) for l in range(L)}
+    nothing = {layer: torch.zeros(IDS.shape[0], T, T, dtype=torch.bool) for layer in range(L)}
     before = logits(model)
     with block_attention_edges(model, nothing):
         during = logits(model)
@@ -110,11 +110,11 @@ def test_knocking_out_every_edge_to_the_subject_makes_output_subject_independent
     # control: without the knockout the subject matters (so the test can fail)
     assert max_diff(logits(model, IDS)[:, -1], logits(model, changed)[:, -1]) > 1e-8
     # control: blocking only last -> subject is not enough (information flows through later positions)
-    only_last = {l: edge_mask(T, [subject] * IDS.shape[0]) for l in range(L)}
+    only_last = {layer: edge_mask(T, [subject] * IDS.shape[0]) for layer in range(L)}
     with block_attention_edges(model, only_last):
         partial_a, partial_b = logits(model, IDS)[:, -1], logits(model, changed)[:, -1]
     assert max_diff(partial_a, partial_b) > 1e-8
-    with block_attention_edges(model, {l: full for l in range(L)}):
+    with block_attention_edges(model, {layer: full for layer in range(L)}):
         a, b = logits(model, IDS), logits(model, changed)
     assert max_diff(a[:, SUBJECT[1]:], b[:, SUBJECT[1]:]) <= 1e-9  # every later position, the last included
     assert max_diff(a[:, : SUBJECT[0]], b[:, : SUBJECT[0]]) <= 1e-9  # before the subject
@@ -125,10 +125,10 @@ def test_per_row_masks_match_single_rows(model):
     L = len(model_parts(model).layers)
     T = IDS.shape[1]
     rows = [[2, 3, 4], [0, 1]]
-    with block_attention_edges(model, {l: edge_mask(T, rows) for l in range(L)}):
+    with block_attention_edges(model, {layer: edge_mask(T, rows) for layer in range(L)}):
         both = logits(model)[:, -1]
     for r in range(2):
-        with block_attention_edges(model, {l: edge_mask(T, [rows[r]]) for l in range(L)}):
+        with block_attention_edges(model, {layer: edge_mask(T, [rows[r]]) for layer in range(L)}):
             single = logits(model, IDS[r : r + 1])[:, -1]
         torch.testing.assert_close(both[r : r + 1], single, rtol=1e-5, atol=1e-5)
 

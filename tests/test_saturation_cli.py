@@ -51,13 +51,11 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """Workdir."""
     return tmp_path_factory.mktemp("saturation")
 
 
 @pytest.fixture(scope="module")
 def corpus(workdir):
-    """Corpus."""
     path = workdir / "corpus.sentitems"
     path.write_text(f"!ARTICLE\n{TEXT}\n!ARTICLE\n{TEXT[::-1]}\n", encoding="utf-8")
     return str(path)
@@ -65,7 +63,6 @@ def corpus(workdir):
 
 @pytest.fixture(scope="module")
 def text_models(workdir):
-    """Text models."""
     # initializer_range 0.2 makes the random layers change the logit lens, so the saturation layers vary
     return {kind: save_tiny_model(kind, str(workdir / kind), num_hidden_layers=6, initializer_range=0.2)
             for kind in TEXT_KINDS}
@@ -73,7 +70,6 @@ def text_models(workdir):
 
 @pytest.fixture(scope="module")
 def vit_setup(workdir):
-    """Vit setup."""
     from PIL import Image
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
@@ -95,7 +91,6 @@ def vit_setup(workdir):
 
 
 def write_wav(path, seconds: float, rate: int, seed: int) -> None:
-    """Write wav."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate
     signal = 0.3 * np.sin(2 * np.pi * (200 + 50 * seed) * t) + 0.05 * rng.standard_normal(t.size)
@@ -108,7 +103,6 @@ def write_wav(path, seconds: float, rate: int, seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def whisper_setup(workdir):
-    """Whisper setup."""
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
     config = WhisperConfig(d_model=32, encoder_layers=2, decoder_layers=6, encoder_attention_heads=4,
@@ -130,12 +124,10 @@ def whisper_setup(workdir):
 
 
 def run(argv, out) -> int:
-    """Run."""
     return main(argv + ["--output-dir", str(out), "--no-progress"])
 
 
 def check_outputs(command: str, out) -> None:
-    """Check outputs."""
     for name in OUTPUTS[command]:
         path = os.path.join(out, name)
         assert os.path.isfile(path) and os.path.getsize(path) > 0, f"missing output {name}"
@@ -145,7 +137,6 @@ def check_outputs(command: str, out) -> None:
 
 @pytest.mark.parametrize("kind", TEXT_KINDS)
 def test_every_subcommand_on_tiny_text_models(kind, text_models, corpus, tmp_path):
-    """Every subcommand on tiny text models."""
     for command in SUBCOMMANDS:
         out = tmp_path / command
         code = run([command, "--model", text_models[kind], "--corpus", corpus] + SMALL.get(command, []), out)
@@ -164,12 +155,11 @@ def test_every_subcommand_on_tiny_text_models(kind, text_models, corpus, tmp_pat
 
 
 def test_layers_csv_matches_library_on_gpt2(text_models, corpus, tmp_path):
-    """Layers csv matches library on gpt2."""
     import csv
 
     from huggingface_patch.loading import load_model_and_tokenizer
-    from huggingface_patch.saturation.layers import collect
     from huggingface_patch.saturation.backends import TextBackend
+    from huggingface_patch.saturation.layers import collect
 
     assert run(["layers", "--model", text_models["gpt2"], "--corpus", corpus, "--k", "3"], tmp_path) == 0
     with open(tmp_path / "saturation_layers.csv", encoding="utf-8") as handle:
@@ -187,7 +177,6 @@ def test_layers_csv_matches_library_on_gpt2(text_models, corpus, tmp_path):
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_every_subcommand_on_tiny_vit(command, vit_setup, tmp_path):
-    """Every subcommand on tiny vit."""
     folder, images, _ = vit_setup
     code = run([command, "--model", folder, "--images", images] + SMALL.get(command, []), tmp_path)
     assert code == 0
@@ -195,7 +184,6 @@ def test_every_subcommand_on_tiny_vit(command, vit_setup, tmp_path):
 
 
 def test_vit_read_out_matches_classifier(vit_setup):
-    """Vit read out matches classifier."""
     from transformers import ViTImageProcessor
 
     folder, images, model = vit_setup
@@ -210,7 +198,6 @@ def test_vit_read_out_matches_classifier(vit_setup):
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_every_subcommand_on_tiny_whisper(command, whisper_setup, tmp_path):
-    """Every subcommand on tiny whisper."""
     folder, audio, _ = whisper_setup
     code = run([command, "--model", folder, "--audio", audio] + SMALL.get(command, []), tmp_path)
     assert code == 0
@@ -218,7 +205,6 @@ def test_every_subcommand_on_tiny_whisper(command, whisper_setup, tmp_path):
 
 
 def test_whisper_read_out_matches_model(whisper_setup):
-    """Whisper read out matches model."""
     from transformers import WhisperFeatureExtractor
 
     folder, audio, model = whisper_setup
@@ -234,7 +220,6 @@ def test_whisper_read_out_matches_model(whisper_setup):
 
 
 def test_help(capsys):
-    """Help."""
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0
@@ -248,7 +233,6 @@ def test_help(capsys):
 
 
 def _one_line_error(capsys, argv, needle: str):
-    """One line error."""
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse errors
@@ -262,7 +246,6 @@ def _one_line_error(capsys, argv, needle: str):
 
 
 def test_errors_are_one_line(capsys, tmp_path, text_models, corpus, vit_setup):
-    """Errors are one line."""
     model = text_models["gpt2"]
     out = ["--output-dir", str(tmp_path / "out"), "--no-progress"]
     _one_line_error(capsys, ["layers", "--model", model, "--corpus", str(tmp_path / "nope.txt")] + out, "not found")
@@ -285,7 +268,6 @@ def test_errors_are_one_line(capsys, tmp_path, text_models, corpus, vit_setup):
 
 
 def test_unsupported_model_is_one_line_error(capsys, tmp_path, corpus):
-    """Unsupported model is one line error."""
     from transformers import BertConfig, BertForMaskedLM
 
     folder = tmp_path / "bert"

@@ -37,13 +37,11 @@ def rankings(per_layer: list[list[int]]) -> np.ndarray:
 
 
 def test_all_layers_agree_gives_zero_not_L():
-    """All layers agree gives zero not L."""
     ranks = rankings([[7, 8, 9]] * 6)
     assert saturation_layers(ranks).tolist() == [[0, 0, 0]]
 
 
 def test_saturation_layers_hand_built():
-    """Saturation layers hand built."""
     # L = 5 lens layers; final top-3 = (7, 8, 9)
     ranks = rankings([
         [1, 2, 3],  # layer 1
@@ -57,20 +55,17 @@ def test_saturation_layers_hand_built():
 
 
 def test_only_final_layer_means_not_saturated():
-    """Only final layer means not saturated."""
     ranks = rankings([[7, 8], [8, 7], [1, 2], [7, 1]])  # rank 1 agrees at layer 1 but not consecutively
     assert saturation_layers(ranks).tolist() == [[3, 3]]  # L - 1 for both
 
 
 def test_saturation_layers_non_consecutive_agreement_and_k():
-    """Saturation layers non consecutive agreement and k."""
     ranks = rankings([[5, 6, 7], [1, 6, 7], [5, 6, 2], [5, 6, 7]])
     assert saturation_layers(ranks).tolist() == [[2, 0, 3]]
     assert saturation_layers(ranks, k=2).tolist() == [[2, 0]]
 
 
 def test_saturation_layers_several_positions():
-    """Saturation layers several positions."""
     a = rankings([[1, 2]] * 3)
     b = rankings([[3, 4], [2, 1], [1, 2]])
     both = np.concatenate([a, b], axis=1)
@@ -101,12 +96,10 @@ def brute_force_strict_tau(values) -> float:
     ([2, 2, 5], 1 / 3),  # (1,2) tie -> D; (1,3), (2,3) C
 ])
 def test_strict_kendall_tau_known_values(values, expected):
-    """Strict kendall tau known values."""
     assert strict_kendall_tau(values) == pytest.approx(expected)
 
 
 def test_strict_kendall_tau_matches_brute_force_and_differs_from_scipy_with_ties():
-    """Strict kendall tau matches brute force and differs from scipy with ties."""
     from scipy.stats import kendalltau
 
     rng = np.random.default_rng(1)
@@ -118,7 +111,6 @@ def test_strict_kendall_tau_matches_brute_force_and_differs_from_scipy_with_ties
 
 
 def test_ranks_used_and_position_taus():
-    """Ranks used and position taus."""
     L = 10
     sat = np.array([
         [1, 2, 3, 9, 9],  # c = 3
@@ -134,7 +126,6 @@ def test_ranks_used_and_position_taus():
 
 
 def test_permutation_test_exact_distribution_by_brute_force():
-    """Permutation test exact distribution by brute force."""
     # one position with c = 3, s = (0, 1, 2): observed tau = 1; of the 6 permutations only the identity reaches 1,
     # so the expected count of shuffled means >= observed is 1000 / 6
     sat = np.array([[0, 1, 2]])
@@ -146,7 +137,6 @@ def test_permutation_test_exact_distribution_by_brute_force():
 
 
 def test_permutation_test_ordered_population_gives_small_p():
-    """Permutation test ordered population gives small p."""
     rng = np.random.default_rng(0)
     sat = np.sort(rng.choice(20, size=(200, 5), replace=True), axis=1) + np.arange(5)  # mostly ordered
     result = permutation_test(sat, num_layers=40, n_permutations=1000, seed=0)
@@ -156,7 +146,6 @@ def test_permutation_test_ordered_population_gives_small_p():
 
 
 def test_permutation_test_all_ties_is_not_significant():
-    """Permutation test all ties is not significant."""
     sat = np.full((30, 4), 3)
     result = permutation_test(sat, num_layers=10, n_permutations=200, seed=0)
     assert result["tau"] == pytest.approx(-1.0)
@@ -164,7 +153,6 @@ def test_permutation_test_all_ties_is_not_significant():
 
 
 def test_rank_correspondence_indices_ties_take_lowest():
-    """Rank correspondence indices ties take lowest."""
     sat = np.array([[3, 1, 1, 7]])
     # sorted: 1, 1, 3, 7 -> s_1 = 3 at index 2; s_2 = s_3 = 1 at index 0; s_4 at 3
     assert correspondence_indices(sat).tolist() == [[2, 0, 0, 3]]
@@ -177,7 +165,6 @@ def test_rank_correspondence_indices_ties_take_lowest():
 
 
 def test_task_labels_follow_definition():
-    """Task labels follow definition."""
     # L = 20, first layer 5: task 0 on 5..8, task 1 on 9..12, task 2 empty (out of order), task 3 on 13..15,
     # rank 5 unsaturated -> stop
     labels = task_labels([8, 12, 11, 15, 19], num_layers=20, first_layer=5)
@@ -187,7 +174,6 @@ def test_task_labels_follow_definition():
 
 
 def test_exit_by_rule_and_separate_prediction_arrays():
-    """Exit by rule and separate prediction arrays."""
     fires = np.array([[True, False], [False, False], [True, False], [False, True]])  # (L+1 = 4, N = 2)
     assert exit_by_rule(fires, first_layer=1, num_layers=3).tolist() == [2, 3]
     L, N = 3, 2
@@ -199,7 +185,6 @@ def test_exit_by_rule_and_separate_prediction_arrays():
 
 
 def _toy_data(L, N):
-    """Toy data."""
     lens_top = np.zeros((L, N, 2), dtype=np.int64)
     lens_top[-1, :, 0] = 7
     return SaturationData(num_layers=L, k=2, saturation=np.zeros((N, 2), int), top=np.full((N, 2), 7),
@@ -209,7 +194,6 @@ def _toy_data(L, N):
 
 
 def test_two_proportion_z_test_by_hand():
-    """Two proportion z test by hand."""
     z, p = two_proportion_z_test(30, 100, 10, 100)
     pooled = 40 / 200
     expected = (0.3 - 0.1) / math.sqrt(pooled * (1 - pooled) * (2 / 100))
@@ -221,7 +205,6 @@ def test_two_proportion_z_test_by_hand():
 
 
 def test_rank2_accuracy_groups():
-    """Rank2 accuracy groups."""
     L = 10
     sat = np.array([[2, 9], [2, 9], [2, 1], [2, 3], [2, 9]])
     top = np.array([[1, 5], [1, 6], [1, 5], [1, 6], [5, 1]])
@@ -236,7 +219,6 @@ def test_rank2_accuracy_groups():
 
 
 def test_replace_block_outputs_restores_hooks_even_on_error():
-    """Replace block outputs restores hooks even on error."""
     layer = torch.nn.Linear(3, 3)
     with pytest.raises(RuntimeError):
         with replace_block_outputs([layer], {0: [(0, 1, torch.zeros(3))]}):
@@ -247,7 +229,6 @@ def test_replace_block_outputs_restores_hooks_even_on_error():
 
 
 def test_find_pairs_brute_force():
-    """Find pairs brute force."""
     from huggingface_patch.saturation.intervene import find_pairs
 
     rng = np.random.default_rng(3)

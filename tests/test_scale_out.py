@@ -156,7 +156,7 @@ def test_every_piece_goes_to_exactly_one_process(tmp_path, world_size):
 def test_one_rank_writes_only_its_pieces(setup, tmp_path, counted):
     """As rank 1 of 2 (no process group needed): the odd pieces, global numbers, no projection file, no run
     record (rank 0 writes those)."""
-    from huggingface_patch.corpus import context_size, document_start, prepare_pieces, read_text, parse_sentitems
+    from huggingface_patch.corpus import context_size, document_start, parse_sentitems, prepare_pieces, read_text
     from huggingface_patch.distributed import ProcessInfo
     from huggingface_patch.loading import load_model_and_tokenizer
     from huggingface_patch.pipeline import decompose_corpus, run_settings

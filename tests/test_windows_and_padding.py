@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import assert_close_rel
 
 from huggingface_patch import absolute_to_relative, relative_to_absolute
 from huggingface_patch.testing import TINY_KINDS, build_tiny_model
-
-from helpers import assert_close_rel
 
 WINDOW_TOLERANCE = 1e-6  # fp32 round-off only: the kept contributions are computed identically
 
@@ -69,7 +68,8 @@ def test_padded_batch_equals_each_sequence_alone(kind, side):
         what = f"{kind} {side} padding, sequence {row}"
         assert_close_rel(batch.decomposition[row, :, span], alone.decomposition[0], 1e-5, what)
         assert_close_rel(batch.decomposition_bias[row, span], alone.decomposition_bias[0], 1e-5, what + " bias")
-        assert_close_rel(batch.layer_decompositions[1][row, :, span], alone.layer_decompositions[1][0], 1e-5, what + " layer 1")
+        assert_close_rel(batch.layer_decompositions[1][row, :, span], alone.layer_decompositions[1][0], 1e-5,
+                         what + " layer 1")
         assert float(batch.decomposition[row, :, pad].abs().sum()) == 0.0, "padding targets must be zero"
         assert float(batch.decomposition_bias[row, pad].abs().sum()) == 0.0, "padding bias must be zero"
 

@@ -17,5 +17,5 @@ def rms_norm_spec(module: nn.Module, weight_offset: float = 0.0) -> NormSpec:
     epsilon attribute name varies by family."""
     eps = getattr(module, "variance_epsilon", None)
     if eps is None:
-        eps = getattr(module, "eps")
+        eps = module.eps
     return NormSpec("rms", module.weight, None, float(eps), module, weight_offset)

@@ -14,8 +14,8 @@ import importlib
 import logging
 import pkgutil
 
-from .base import ArchitectureAdapter, ModelParts
 from ..errors import HuggingfacePatchError
+from .base import ArchitectureAdapter, ModelParts
 
 log = logging.getLogger(__name__)
 

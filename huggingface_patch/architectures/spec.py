@@ -5,7 +5,7 @@ tree; it returns these small records and the engine (:mod:`huggingface_patch.eng
 arithmetic. Shapes use ``H`` = hidden size, ``F`` = MLP inner size, ``h`` = query heads, ``g`` = key/value
 heads, ``d`` = head size, ``V`` = vocabulary.
 
-A decoder layer is a list of :class:`ResidualBlock`\\ s applied in order; each block is
+A decoder layer is a list of residual blocks (:class:`ResidualBlock`) applied in order; each block is
 
     y = post_norm(x + sum_b output_norm_b(sublayer_b(pre_norm_b(x))))
 

@@ -56,16 +56,14 @@ def real_ablation(model, ids: torch.Tensor, pairs: list[AblationPair], base: flo
 
 def agreement(x, y) -> dict:
     """Spearman and Pearson correlation of two sequences (with their p-values and n)."""
-    from scipy import stats
+    from ..errors import InputError
+    from ..stats import correlations
 
-    x = [float(v) for v in x]
-    y = [float(v) for v in y]
     if len(x) < 3:
-        raise ValueError(f"need at least 3 pairs to correlate, got {len(x)}")
-    spearman = stats.spearmanr(x, y)
-    pearson = stats.pearsonr(x, y)
-    return dict(n=len(x), spearman=float(spearman.statistic), spearman_p=float(spearman.pvalue),
-                pearson=float(pearson.statistic), pearson_p=float(pearson.pvalue))
+        raise InputError(f"need at least 3 pairs to correlate, got {len(x)}")
+    result = correlations(x, y)
+    return dict(n=result["n"], spearman=result["spearman"], spearman_p=result["spearman_p"],
+                pearson=result["pearson"], pearson_p=result["pearson_p"])
 
 
 @dataclass

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..deltalp import DeltaLP, compute_contrastive_deltalp
-from .tables import PieceAnalysis
 from ..errors import HuggingfacePatchError
+from .tables import PieceAnalysis
 
 
 class FoilError(HuggingfacePatchError):

@@ -64,9 +64,10 @@ def page_data(rows: list[dict], document, settings: dict, lens: dict | None = No
 
 
 def lens_data(table, offset: int, start: int) -> dict:
-    """A :class:`~huggingface_patch.attribution.lens.LensTable`'s values for the page: per layer and source the
-    contribution to the next token's logit and the source's most promoted token. ``start`` and ``offset`` map
-    piece positions to article indices (as :class:`~huggingface_patch.attribution.tables.PieceAnalysis`)."""
+    """A :class:`~huggingface_patch.attribution.decomposition_lens.DecompositionLensTable`'s values for the
+    page: per layer and source the contribution to the next token's logit and the source's most promoted token.
+    ``start`` and ``offset`` map piece positions to article indices (as
+    :class:`~huggingface_patch.attribution.tables.PieceAnalysis`)."""
     def article(p: int) -> int:
         return -1 if offset and p == 0 else start + p - offset
 
@@ -164,7 +165,10 @@ _SCRIPT = r"""
     const rows = values(target);
     const bound = Math.max(1e-9, ...rows.map(r => Math.abs(r.value || 0)));
     rows.forEach(function (r) {
-      for (let i = r.first; i <= r.last; i++) { const sp = spanOf(i); if (sp) sp.style.background = colour(r.value, bound); }
+      for (let i = r.first; i <= r.last; i++) {
+        const sp = spanOf(i);
+        if (sp) sp.style.background = colour(r.value, bound);
+      }
     });
     legendLow.textContent = (-bound).toPrecision(3);
     legendHigh.textContent = '+' + bound.toPrecision(3);
@@ -191,7 +195,8 @@ _SCRIPT = r"""
     panel.dataset.target = String(target);
   }
   function fmt(v) { return v === null || v === undefined ? '' : Number(v).toFixed(3); }
-  function escapeHtml(t) { return t.replace(/[&<>"]/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c])); }
+  const entities = {'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'};
+  function escapeHtml(t) { return t.replace(/[&<>"]/g, c => entities[c]); }
   textBox.addEventListener('mouseover', function (event) {
     const index = event.target.dataset && event.target.dataset.index;
     if (pinned === null && index !== undefined && index in data.targets) select(index);

@@ -181,11 +181,10 @@ def lens_for_targets(model, tokenizer, pieces, stitched: dict, document, first: 
                      top_k: int = 3, progress: bool = True) -> dict:
     """Decomposition-lens data (:func:`~huggingface_patch.attribution.page.lens_data`) of the targets
     ``first..last`` of ``document``, each in the piece where it has the most context: ``{target index: data}``."""
+    import torch
     from tqdm.auto import tqdm
 
-    import torch
-
-    from .lens import lens_table
+    from .decomposition_lens import lens_table
     from .page import lens_data
 
     wanted = [(index, stitched[key]) for key in sorted(stitched) if str(key[0]) == str(document)
@@ -203,9 +202,8 @@ def compare_conventions(model, tokenizer, documents: list[str], window: int, sta
                         *, context: int | None = None, base: float = 2.0) -> dict:
     """Spearman and Pearson correlation of token-level ΔLP between the default linearization and each other
     convention, and how often the argmax source stays the same."""
-    from scipy import stats
-
     from ..engine.conventions import Conventions
+    from ..stats import correlations
 
     key = lambda r: (r["document"], r["target_index"], r["source_index"])  # noqa: E731
     reference = {key(r): r["delta_lp"] for r in reference_rows}
@@ -219,13 +217,10 @@ def compare_conventions(model, tokenizer, documents: list[str], window: int, sta
             for row in piece_rows(analysis, targets_of(stitched, analysis), base=base):
                 values[key(row)] = row["delta_lp"]
         common = [k for k in reference if k in values and not math.isnan(reference[k]) and not math.isnan(values[k])]
-        x = [reference[k] for k in common]
-        y = [values[k] for k in common]
-        rho = stats.spearmanr(x, y).statistic if len(common) > 2 else float("nan")
-        r = stats.pearsonr(x, y).statistic if len(common) > 2 else float("nan")
-        results[conventions.name] = dict(n_pairs=len(common), spearman=float(rho), pearson=float(r),
+        result = correlations([reference[k] for k in common], [values[k] for k in common])
+        results[conventions.name] = dict(n_pairs=len(common), spearman=result["spearman"], pearson=result["pearson"],
                                          argmax_agreement=_same_argmax(reference_rows, values, key))
-        log.info("%s: Spearman %.3f over %d pairs", conventions.name, rho, len(common))
+        log.info("%s: Spearman %.3f over %d pairs", conventions.name, result["spearman"], len(common))
     return results
 
 

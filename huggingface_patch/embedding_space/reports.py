@@ -54,7 +54,8 @@ class NeuronReport:
         stem = f"ff_L{self.layer}_N{self.neuron}"
         write_csv(self.rows(), folder.path(stem + ".csv"))
         write_json(dict(self.settings, model=model_name, layer=self.layer, neuron=self.neuron,
-                        top={part: [self.vocab.display(int(i)) for i in ids[:20]] for part, (ids, _) in self.tops.items()}),
+                        top={part: [self.vocab.display(int(i)) for i in ids[:20]] for part, (ids,
+                                                                                             _) in self.tops.items()}),
                    folder.path(stem + ".json"))
         panels = {part: [(self.vocab.display(int(i)), float(v)) for i, v in zip(ids[:25], values[:25])]
                   for part, (ids, values) in self.tops.items()}
@@ -139,6 +140,8 @@ def pairs_report(model, vocab, kind: str, layer: int, head: int, token_filter, *
 
 @dataclass
 class TSNEReport:
+    """A t-SNE of a neuron part's top tokens (table, PNG and interactive HTML)."""
+
     layer: int
     neuron: int
     part: str
@@ -166,7 +169,8 @@ def tsne_report(model, vocab, layer: int, neuron: int, part: str, k: int, token_
     if part not in vectors:
         raise InputError(f"part {part!r} does not exist in this model: choose from {', '.join(vectors)}")
     which = "output" if part == "value" else embedding
-    result = tsne_top_tokens(vectors[part], embedding_matrix(model, which), vocab, k, allowed=token_filter.allowed(vocab),
+    result = tsne_top_tokens(vectors[part], embedding_matrix(model, which), vocab, k,
+                             allowed=token_filter.allowed(vocab),
                              normalize=normalize, n_components=components, perplexity=perplexity,
                              learning_rate=learning_rate, seed=seed)
     return TSNEReport(layer, neuron, part, result)
@@ -174,6 +178,8 @@ def tsne_report(model, vocab, layer: int, neuron: int, part: str, k: int, token_
 
 @dataclass
 class AlignmentReport:
+    """Parameters vs hidden states: recall per layer and part against the random baseline."""
+
     result: object
     settings: dict
 

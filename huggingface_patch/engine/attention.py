@@ -32,7 +32,7 @@ def mask_padding_attention(probs: torch.Tensor, valid: torch.Tensor) -> torch.Te
 
 
 def mix_sequence(values: torch.Tensor, probs, spec: AttentionSpec) -> torch.Tensor:
-    """values ``(B, T, g*d)`` -> ``(B, T, h*d)``. Packed probabilities are unpacked a chunk of query rows at a
+    """Values ``(B, T, g*d)`` -> ``(B, T, h*d)``. Packed probabilities are unpacked a chunk of query rows at a
     time (only the columns up to the chunk's last row)."""
     batch, length, _ = values.shape
     groups = spec.num_heads // spec.num_kv_heads

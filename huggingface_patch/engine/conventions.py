@@ -29,7 +29,8 @@ class Conventions:
         for item in fields(self):
             value = getattr(self, item.name)
             if value not in _CHOICES[item.name]:
-                raise ValueError(f"unknown {item.name} convention {value!r}: choose from {', '.join(_CHOICES[item.name])}")
+                choices = ", ".join(_CHOICES[item.name])
+                raise ValueError(f"unknown {item.name} convention {value!r}: choose from {choices}")
 
     @property
     def name(self) -> str:

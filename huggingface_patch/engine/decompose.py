@@ -1,4 +1,4 @@
-"""Propagate the bias term and every block of sources through all layers (DESIGN.md §1-3).
+"""Propagate the bias term and every block of sources through all layers (``docs/design.md``).
 
 Sources never interact, so they are processed in blocks of ``block_size`` sources; for a block only the
 targets inside each source's window (and inside the sequence) are computed. Memory in flight is about
@@ -94,7 +94,8 @@ def run_decomposition(frozen: FrozenModel, window: int, block_size: int | None =
 
     bias, layer_biases = bias_stream(frozen, output_layers)
     out = None if consumer is not None else bias.new_zeros(batch, window, length, bias.shape[-1])
-    layer_outs = [emb.new_zeros(batch, window, length, hidden) for _ in range(len(frozen.layers) + 1)] if output_layers else []
+    layer_outs = [emb.new_zeros(batch, window, length,
+                                hidden) for _ in range(len(frozen.layers) + 1)] if output_layers else []
     valid = frozen.valid.to(emb.device)
 
     starts = range(0, length, block_size)
@@ -107,7 +108,8 @@ def run_decomposition(frozen: FrozenModel, window: int, block_size: int | None =
         layout = BlockLayout(start, sources, window, length)
         state = emb.new_zeros(batch, sources, layout.window, hidden)
         own = emb[:, start : start + sources]
-        state[:, :, 0] = torch.where(valid[:, start : start + sources, None], own, torch.zeros((), dtype=emb.dtype, device=emb.device))
+        state[:, :, 0] = torch.where(valid[:, start : start + sources, None], own, torch.zeros((), dtype=emb.dtype,
+                                                                                               device=emb.device))
         keep, flat = block_scatter_index(start, sources, layout.window, length, emb.device)
         if output_layers:
             _scatter(layer_outs[0], state, keep, flat)

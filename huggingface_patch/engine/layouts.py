@@ -1,4 +1,4 @@
-"""Index bookkeeping between the layouts of a decomposition (DESIGN.md §2).
+"""Index bookkeeping between the layouts of a decomposition (``docs/design.md`` §2).
 
 * relative layout ``(..., W, T, H)``: entry ``[k, t]`` is the contribution of source ``t - k`` to target ``t``
   (the paper's files; rows with ``t - k < 0`` are zero);
@@ -61,7 +61,8 @@ def window_view(per_target: torch.Tensor, start: int, sources: int, window: int)
     )
 
 
-def block_scatter_index(start: int, sources: int, window: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def block_scatter_index(start: int, sources: int, window: int, length: int, device) -> tuple[torch.Tensor,
+                                                                                             torch.Tensor]:
     """Where block entries land in a relative-layout output ``(B, W, T, H)`` flattened to ``(B, W*T, H)``.
 
     Returns ``(keep, flat)``: ``keep`` is a boolean mask over the block's ``S*W`` entries (targets < T) and

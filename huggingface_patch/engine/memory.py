@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
 from ..errors import HuggingfacePatchError
 
 #: block budget when no memory budget is given (bytes)
@@ -60,6 +61,7 @@ def parse_memory(value) -> int:
 
 
 def format_bytes(size: float) -> str:
+    """``1.50 GiB``, ``512 MiB`` or ``3.0 KiB``."""
     if size >= 2**30:
         return f"{size / 2**30:.2f} GiB"
     return f"{size / 2**20:.0f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"

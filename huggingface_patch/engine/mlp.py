@@ -61,7 +61,8 @@ def mlp_ratio(spec: MLPSpec, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 
 def linearize_activation(spec: MLPSpec, z: torch.Tensor, convention: str):
-    """``(act(z), coefficient, intercept)`` with ``act(z) == coefficient * z + intercept`` (intercept None for ratio)."""
+    """``(act(z), coefficient, intercept)`` with ``act(z) == coefficient * z + intercept`` (intercept None for the
+    ratio convention)."""
     if convention == "tangent":
         activated = spec.act(z)
         slope = activation_slope(spec.act, z)

@@ -26,7 +26,8 @@ def _triangle_index(length: int, device: str) -> torch.Tensor:
 
 
 @lru_cache(maxsize=2)
-def _block_index(length: int, row_lo: int, row_hi: int, col_lo: int, col_hi: int, zero: int, device: str) -> torch.Tensor:
+def _block_index(length: int, row_lo: int, row_hi: int, col_lo: int, col_hi: int, zero: int,
+                 device: str) -> torch.Tensor:
     """Flat indices into the packed triangle for a dense block (``zero`` = the extra zero element); cached
     because every layer of a block asks for the same one."""
     r = torch.arange(row_lo, row_hi, device=device)[:, None]

@@ -48,7 +48,7 @@ def _norm(c: torch.Tensor, x: torch.Tensor, norm: NormSpec, is_bias: bool) -> to
 
 
 def _attention(c: torch.Tensor, spec: AttentionSpec, probs: torch.Tensor, is_bias: bool) -> torch.Tensor:
-    """c ``(T, H)``, probs ``(h, T, T)`` -> ``(T, H)``."""
+    """C ``(T, H)``, probs ``(h, T, T)`` -> ``(T, H)``."""
     v = spec.value(c) if is_bias else spec.value.linear(c)
     groups = spec.num_heads // spec.num_kv_heads
     heads = []

@@ -55,7 +55,8 @@ def apply_branch(x: torch.Tensor, branch: Branch, frozen: FrozenBranch, layout, 
     return out
 
 
-def propagate_layer(state: torch.Tensor, layer_spec: LayerSpec, frozen_blocks: list[FrozenBlock], layout) -> torch.Tensor:
+def propagate_layer(state: torch.Tensor, layer_spec: LayerSpec, frozen_blocks: list[FrozenBlock],
+                    layout) -> torch.Tensor:
     """Push a stream through one decoder layer (its residual blocks in order)."""
     # with device_map="auto" each layer runs where its weights live
     state = state.to(layer_spec.attention.value.device)

@@ -1,4 +1,4 @@
-"""The MLP path whose cost follows the number of active neurons (DESIGN.md §3, ReLU models).
+"""The MLP path whose cost follows the number of active neurons (``docs/design.md`` §3, ReLU models).
 
 With ReLU, the frozen coefficient ``r = relu(z)/z`` is exactly 0 for every inactive neuron, so a target's
 MLP only needs the rows of ``W_in``/``W_out`` of its active neurons. Inside a block of sources, the rows of

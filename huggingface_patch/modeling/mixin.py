@@ -14,12 +14,12 @@ from typing import Callable
 import torch
 
 from ..architectures import get_adapter
-from ..errors import InputError
 from ..engine.capture import capture
 from ..engine.conventions import DEFAULT, Conventions
 from ..engine.decompose import run_decomposition
 from ..engine.frozen import compute_dtype, freeze
 from ..engine.memory import MemoryEstimate, choose_block_size, estimate, parse_memory, should_pack
+from ..errors import InputError
 from .outputs import decomposed_output
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,8 @@ def check_inputs(model, input_ids, embeds, mask) -> tuple[int, int]:
 
 
 class DecompositionMixin:
-    """Adds ``decomposition_window``, ``output_layer_decompositions`` and ``decomposition_block_size`` to ``forward``."""
+    """Adds the decomposition options (``decomposition_window``, ``output_layer_decompositions``, ...) to
+    ``forward``."""
 
     def forward(self, *args, decomposition_window: int | None = None, output_layer_decompositions: bool = False,
                 decomposition_block_size: int | None = None, decomposition_conventions: Conventions | None = None,

@@ -20,10 +20,10 @@ from typing import Mapping, Sequence
 
 import torch
 
+from ..errors import HuggingfacePatchError
 from ..layer_states import project_to_vocab, residual_states
 from .queries import FactQuery, length_batches, model_device, stack_ids
 from .stopwords import is_filtered
-from ..errors import HuggingfacePatchError
 
 #: the example reference CSV shipped with the package
 EXAMPLE_PARAGRAPHS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
@@ -66,7 +66,7 @@ def reference_set(tokenizer, text: str) -> set[str]:
     return {tokenizer.decode([i]).strip() for i in set(ids) if not is_filtered(tokenizer.decode([i]))}
 
 
-def top_tokens(logits: torch.Tensor, strings: TokenStrings, top_k: int = 500, keep: int = 50) -> list[str]:
+def filtered_top_tokens(logits: torch.Tensor, strings: TokenStrings, top_k: int = 500, keep: int = 50) -> list[str]:
     """The first ``keep`` tokens (stripped strings) among the ``top_k`` of ``logits`` ``(V,)`` that survive
     the filter."""
     ids = logits.float().topk(min(top_k, logits.shape[-1])).indices.cpu()
@@ -97,7 +97,7 @@ def attributes_rate(model, tokenizer, queries: Sequence[FactQuery], references: 
                 pos = q.positions(name)[0]
                 logits = project_to_vocab(model, states[:-1, b, pos], apply_final_norm=apply_final_norm)  # (L, V)
                 for layer in range(logits.shape[0]):
-                    kept = top_tokens(logits[layer], strings, top_k, keep)
+                    kept = filtered_top_tokens(logits[layer], strings, top_k, keep)
                     records.append(dict(index=q.index, subject=q.subject, position=name, token_position=pos,
                                         layer=layer, rate=rate(kept, references[q.subject]), n_kept=len(kept),
                                         top_tokens=" ".join(kept[:10])))

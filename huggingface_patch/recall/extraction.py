@@ -105,4 +105,5 @@ def summarize_extraction(records: Sequence[dict], num_layers: int) -> dict:
 
 
 def num_layers(model) -> int:
+    """Number of decoder layers."""
     return len(model_parts(model).layers)

@@ -30,10 +30,12 @@ def register_knockout_set(name: str, positions: Callable[[FactQuery], list[int]]
 
 
 def list_knockout_sets() -> list[str]:
+    """The names of the registered knockout target sets."""
     return list(_SETS)
 
 
 def knockout_positions(name: str, query: FactQuery) -> list[int]:
+    """The key positions set ``name`` blocks from the last position of ``query``."""
     if name not in _SETS:
         raise ValueError(f"unknown knockout set {name!r}: choose from {', '.join(_SETS)}")
     return _SETS[name](query)
@@ -83,9 +85,9 @@ def attention_knockout(
         keys = [knockout_positions(name, q) for q, name, _ in rows]
         edges = edge_mask(T, keys, device=device)
         blocked = {}
-        for l in range(L):
-            active = torch.tensor([l in layer_window(layer, L, window) for _, _, layer in rows], device=device)
-            blocked[l] = edges & active[:, None, None]
+        for index in range(L):
+            active = torch.tensor([index in layer_window(layer, L, window) for _, _, layer in rows], device=device)
+            blocked[index] = edges & active[:, None, None]
         with block_attention_edges(model, blocked):
             logits = model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1]
         probs = torch.softmax(logits.float(), dim=-1)

@@ -99,7 +99,7 @@ def summarize_patching(records: Sequence[dict]) -> dict:
     n = max(1, len(examples))
     summary = dict(n_examples=len(examples), sources=sources, unpatched=[], patched={})
     for src in sources:
-        hit = sum(any((i, l) in clean for l in range(src + 1, num_layers)) for i in examples)
+        hit = sum(any((i, layer) in clean for layer in range(src + 1, num_layers)) for i in examples)
         summary["unpatched"].append(100.0 * hit / n)
     for name in sets:
         summary["patched"][name] = [100.0 * len(patched.get((name, src), ())) / n for src in sources]

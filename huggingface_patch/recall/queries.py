@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterator, Sequence
 
 import torch
+
 from ..errors import HuggingfacePatchError
 
 logger = logging.getLogger(__name__)
@@ -208,6 +209,7 @@ def stack_ids(batch: Sequence[FactQuery], device=None) -> torch.Tensor:
 
 
 def model_device(model) -> torch.device:
+    """Where the model's (first) weights are."""
     return next(model.parameters()).device
 
 

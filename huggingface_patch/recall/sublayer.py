@@ -21,7 +21,7 @@ import torch
 
 from ..architectures import model_parts
 from ..layer_states import project_to_vocab, record_residual_stream
-from .attributes_rate import TokenStrings, rate, top_tokens
+from .attributes_rate import TokenStrings, filtered_top_tokens, rate
 from .interventions import knockout_attention, knockout_mlp
 from .queries import FactQuery, length_batches, model_device, stack_ids
 
@@ -35,6 +35,7 @@ def default_measure_layer(num_layers: int) -> int:
 
 
 def knockout_window(start: int, window: int, measure_layer: int) -> range:
+    """The layers knocked out from ``start``: ``window`` of them, stopping before the measured layer."""
     return range(start, min(start + window, measure_layer))
 
 
@@ -84,8 +85,8 @@ def sublayer_knockout(model, tokenizer, queries: Sequence[FactQuery], *, kinds: 
         ids = stack_ids([q for q, _, _ in rows], device)
         with contextlib.ExitStack() as stack:
             for kind in kinds:
-                rows_of_layer = {l: torch.tensor([k == kind and l in knockout_window(s, window, m) for _, k, s in rows])
-                                 for l in range(m)}
+                rows_of_layer = {layer: torch.tensor([k == kind and layer in knockout_window(s, window, m)
+                                                      for _, k, s in rows]) for layer in range(m)}
                 stack.enter_context(_knockout_rows(model, kind, rows_of_layer))
             states = stack.enter_context(record_residual_stream(model))
             model(input_ids=ids, use_cache=False)
@@ -98,7 +99,7 @@ def sublayer_knockout(model, tokenizer, queries: Sequence[FactQuery], *, kinds: 
             if metric == "attribute-prob":
                 value = float(probs[r, q.target_id])
             else:
-                value = rate(top_tokens(logits[r], strings, top_k, keep), references[q.subject])
+                value = rate(filtered_top_tokens(logits[r], strings, top_k, keep), references[q.subject])
             win = knockout_window(s, window, m) if s >= 0 else range(0)
             records.append(dict(index=q.index, subject=q.subject, kind=kind, start=s,
                                 layers=f"{win.start}-{win.stop - 1}" if len(win) else "", value=value))

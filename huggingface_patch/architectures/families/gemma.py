@@ -24,6 +24,8 @@ from .llama import LlamaAdapter
 
 @register_architecture
 class GemmaAdapter(LlamaAdapter):
+    """Gemma, Gemma 2 and Gemma 3 (text); see the module docstring for what differs from Llama."""
+
     name = "gemma"
     model_types = ("gemma", "gemma2", "gemma3_text")
     summary = {"classes": "GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM (and their bare models)",

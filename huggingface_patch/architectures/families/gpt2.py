@@ -12,6 +12,8 @@ from ..spec import Affine, AttentionSpec, LayerSpec, MLPSpec, ModelSpec, Residua
 
 @register_architecture
 class GPT2Adapter(ArchitectureAdapter):
+    """GPT-2: pre-LayerNorm blocks, ``Conv1D`` weights, learned positions."""
+
     name = "gpt2"
     model_types = ("gpt2",)
     summary = {"classes": "GPT2LMHeadModel, GPT2Model",

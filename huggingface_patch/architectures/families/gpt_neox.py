@@ -17,6 +17,8 @@ from ..spec import Affine, AttentionSpec, Branch, LayerSpec, MLPSpec, ModelSpec,
 
 @register_architecture
 class GPTNeoXAdapter(ArchitectureAdapter):
+    """GPT-NeoX / Pythia: fused per-head query_key_value, parallel or sequential residual."""
+
     name = "gpt_neox"
     model_types = ("gpt_neox",)
     summary = {"classes": "GPTNeoXForCausalLM, GPTNeoXModel",
@@ -50,7 +52,8 @@ class GPTNeoXAdapter(ArchitectureAdapter):
                                       output=Affine.from_linear(layer.attention.dense), num_heads=heads,
                                       num_kv_heads=heads, head_dim=layer.attention.head_size)
             mlp = MLPSpec(kind="act", act=layer.mlp.act, act_name=model.config.hidden_act,
-                          inp=Affine.from_linear(layer.mlp.dense_h_to_4h), out=Affine.from_linear(layer.mlp.dense_4h_to_h))
+                          inp=Affine.from_linear(layer.mlp.dense_h_to_4h),
+                          out=Affine.from_linear(layer.mlp.dense_4h_to_h))
             ln_attn, ln_mlp = layer_norm_spec(layer.input_layernorm), layer_norm_spec(layer.post_attention_layernorm)
             if model.config.use_parallel_residual:
                 blocks = [ResidualBlock([Branch(attention, ln_attn), Branch(mlp, ln_mlp)])]

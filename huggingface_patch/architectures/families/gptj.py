@@ -14,6 +14,8 @@ from ..spec import Affine, AttentionSpec, Branch, LayerSpec, MLPSpec, ModelSpec,
 
 @register_architecture
 class GPTJAdapter(ArchitectureAdapter):
+    """GPT-J: one parallel residual block per layer, both branches reading ``ln_1``."""
+
     name = "gptj"
     model_types = ("gptj",)
     summary = {"classes": "GPTJForCausalLM, GPTJModel",

@@ -18,6 +18,8 @@ from ..spec import Affine, AttentionSpec, LayerSpec, MLPSpec, ModelSpec, NormSpe
 
 @register_architecture
 class LlamaAdapter(ArchitectureAdapter):
+    """Llama, Mistral and Qwen2, and the base of the other Llama-shaped adapters."""
+
     name = "llama"
     model_types = ("llama", "mistral", "qwen2")
     summary = {"classes": "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (and their bare models)",
@@ -51,7 +53,7 @@ class LlamaAdapter(ArchitectureAdapter):
 
     @staticmethod
     def activation_name(config) -> str:
-        return getattr(config, "hidden_act", None) or getattr(config, "hidden_activation")
+        return getattr(config, "hidden_act", None) or config.hidden_activation
 
     def blocks(self, layer: nn.Module, attention: AttentionSpec, mlp: MLPSpec) -> list[ResidualBlock]:
         """Pre-norm: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""

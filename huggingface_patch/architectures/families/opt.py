@@ -12,6 +12,8 @@ from ..spec import Affine, AttentionSpec, LayerSpec, MLPSpec, ModelSpec, Residua
 
 @register_architecture
 class OPTAdapter(ArchitectureAdapter):
+    """OPT, pre- or post-LayerNorm from ``config.do_layer_norm_before``."""
+
     name = "opt"
     model_types = ("opt",)
     positions_from_mask = False  # OPT's learned positions already count from the first real token

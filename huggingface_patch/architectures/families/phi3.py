@@ -13,6 +13,8 @@ from .llama import LlamaAdapter
 
 @register_architecture
 class Phi3Adapter(LlamaAdapter):
+    """Phi-3: Llama-shaped with fused ``qkv_proj`` and ``gate_up_proj``."""
+
     name = "phi3"
     model_types = ("phi3",)
     summary = {"classes": "Phi3ForCausalLM, Phi3Model",

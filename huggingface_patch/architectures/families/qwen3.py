@@ -9,6 +9,8 @@ from .llama import LlamaAdapter
 
 @register_architecture
 class Qwen3Adapter(LlamaAdapter):
+    """Qwen3: Llama-shaped; its q/k norms live inside the attention probabilities."""
+
     name = "qwen3"
     model_types = ("qwen3",)
     summary = {"classes": "Qwen3ForCausalLM, Qwen3Model",

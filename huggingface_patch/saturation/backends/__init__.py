@@ -5,7 +5,8 @@ model through Transformers' auto classes and picks the backend from its config."
 from __future__ import annotations
 
 from ...errors import InputError
-from .base import Backend, Item, list_files, record_blocks
+from ...layer_states import record_blocks
+from .base import Backend, Item, list_files
 from .text import TextBackend
 from .vit import IMAGE_EXTENSIONS, ViTBackend, vit_parts
 from .whisper import AUDIO_EXTENSIONS, WhisperBackend, read_wav, whisper_parts
@@ -58,7 +59,8 @@ def load_backend(model: str, *, corpus: str | None = None, images: str | None = 
         try:
             loaded = model_class.from_pretrained(source.path, dtype=parse_dtype(dtype)).eval()
         except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"could not load {wanted} model {model!r}: {str(exc).strip().splitlines()[0]}") from exc
+            reason = str(exc).strip().splitlines()[0]
+            raise ModelLoadError(f"could not load {wanted} model {model!r}: {reason}") from exc
         if device:
             loaded.to(device)
         if wanted == "vit":

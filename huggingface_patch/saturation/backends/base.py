@@ -14,14 +14,12 @@ Text models reuse :func:`huggingface_patch.layer_states.residual_states` / ``pro
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ...compat import layer_output_tensor
 from ...errors import InputError
 
 
@@ -82,31 +80,6 @@ class Backend:
 
     def _to_device(self, inputs: dict) -> dict:
         return {key: value.to(self.device) for key, value in inputs.items()}
-
-
-@contextlib.contextmanager
-def record_blocks(layers: list[nn.Module]):
-    """Record the input of ``layers[0]`` and every layer's output during the forward passes in the block.
-
-    Yields a list of ``(B, T, H)`` tensors (``L+1`` after one pass). Hooks are removed in ``finally``.
-    """
-    states: list[torch.Tensor] = []
-
-    def first_input(module, args, kwargs):
-        states.clear()
-        states.append(args[0] if args else kwargs["hidden_states"])
-
-    def output(module, args, kwargs, out):
-        states.append(layer_output_tensor(out))
-
-    handles = [layers[0].register_forward_pre_hook(first_input, with_kwargs=True)]
-    try:
-        for layer in layers:
-            handles.append(layer.register_forward_hook(output, with_kwargs=True))
-        yield states
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def list_files(folder: str, extensions: tuple[str, ...], what: str) -> list[str]:

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from ...errors import InputError
-from .base import Backend, Item, list_files, record_blocks
+from ...layer_states import record_blocks
+from .base import Backend, Item, list_files
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from ...errors import InputError
-from .base import Backend, Item, list_files, record_blocks
+from ...layer_states import record_blocks
+from .base import Backend, Item, list_files
 
 AUDIO_EXTENSIONS = (".wav",)
 WHISPER_SAMPLING_RATE = 16000

@@ -8,7 +8,7 @@ from matplotlib.colors import LogNorm
 
 from ..files import pyplot
 
-#: largest rank shown by the rank colour scale (ANALYSES.md §4)
+#: largest rank shown by the rank colour scale (as in the logit-lens write-up, log scale up to 2000)
 RANK_VMAX = 2000
 
 _COLOURS = {

@@ -72,7 +72,8 @@ def logit_lens_report(model, tokenizer, sequences: list[list[int]], model_name: 
             next_tokens = tokens[1:] + [""]
             top = [token_texts(tokenizer, result.top_ids[r, b, :n].tolist()) for r in range(len(labels))]
             final_top = token_texts(tokenizer, result.target_ids[b, :n].tolist())
-            entry = {"document": doc, "tokens": tokens, "tokens_raw": raws, "token_ids": seq, "next_tokens": next_tokens,
+            entry = {"document": doc, "tokens": tokens, "tokens_raw": raws, "token_ids": seq,
+                     "next_tokens": next_tokens,
                      "final_top1": final_top, "top1": top}
             for key, tensor in (("top1_prob", result.top_probs), ("final_top1_prob", result.target_probs),
                                 ("final_top1_rank", result.target_ranks), ("next_token_prob", result.next_probs),

@@ -21,7 +21,7 @@ from ..layer_states import residual_states
 
 
 @dataclass
-class LensResult:
+class DecompositionLensResult:
     """``logits`` ``(L+1, S, V)``: source ``sources[j]``'s vocabulary projection at layer ``l`` (0 = embeddings);
     ``target_logit`` ``(L+1, S)``: its entry for the actual next token ``next_id``.
     """
@@ -51,7 +51,7 @@ def frozen_final_norm(model, contributions: torch.Tensor, state: torch.Tensor) -
 
 
 @torch.no_grad()
-def decomposition_lens(model, ids: torch.Tensor, target: int, window: int | None = None) -> LensResult:
+def decomposition_lens(model, ids: torch.Tensor, target: int, window: int | None = None) -> DecompositionLensResult:
     """Lens for piece position ``target`` (its output predicts ``ids[target+1]``; the last position has no
     next token and reports ``next_id`` -1 with ``target_logit`` of token 0).
     """
@@ -74,15 +74,15 @@ def decomposition_lens(model, ids: torch.Tensor, target: int, window: int | None
     logits = torch.stack(layers)  # (L+1, S, V)
     next_id = int(ids[target + 1]) if target + 1 < length else -1
     target_logit = logits[..., max(next_id, 0)]
-    return LensResult(target, sources, next_id, logits, target_logit)
+    return DecompositionLensResult(target, sources, next_id, logits, target_logit)
 
 
 @dataclass
-class LensTable:
-    """A :class:`LensResult` as tables: ``rows`` (layer, source, rank, promoted token, logit), ``entries``
+class DecompositionLensTable:
+    """A :class:`DecompositionLensResult` as tables: ``rows`` (layer, source, rank, promoted token, logit), ``entries``
     (top tokens per layer and source), the column of logits plotted (``column`` ``(L+1, S)``) and its token."""
 
-    result: LensResult
+    result: DecompositionLensResult
     tokens: list[str]
     rows: list[dict]
     entries: list[dict]
@@ -108,7 +108,8 @@ class LensTable:
                                 f"at position {target}", colorbar="logit contribution")
 
 
-def lens_table(model, tokenizer, ids: torch.Tensor, target: int, window: int | None = None, top_k: int = 5) -> LensTable:
+def lens_table(model, tokenizer, ids: torch.Tensor, target: int, window: int | None = None,
+               top_k: int = 5) -> DecompositionLensTable:
     """:func:`decomposition_lens` of ``target`` as tables; at the last position (no next token) the plotted
     column follows the token the model predicts."""
     from ..tokens import raw_tokens, token_texts
@@ -134,4 +135,4 @@ def lens_table(model, tokenizer, ids: torch.Tensor, target: int, window: int | N
                                  promoted_token=names[rank], promoted_token_raw=raws[rank],
                                  promoted_id=int(top_ids[layer, j, rank]), logit=float(values[layer, j, rank]),
                                  next_token=label, next_token_logit=float(column[layer, j])))
-    return LensTable(result, tokens, rows, entries, column, label, dict(window=window, top_k=top_k))
+    return DecompositionLensTable(result, tokens, rows, entries, column, label, dict(window=window, top_k=top_k))

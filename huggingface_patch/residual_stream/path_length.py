@@ -85,13 +85,7 @@ def path_lengths(model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
 
 def correlations(x, y) -> dict[str, float]:
     """Pearson and Spearman correlation of paired values (NaN pairs dropped): ``{'pearson', 'spearman', 'n'}``."""
-    from scipy import stats
+    from ..stats import correlations as both
 
-    x = torch.as_tensor(x, dtype=torch.float64).flatten()
-    y = torch.as_tensor(y, dtype=torch.float64).flatten()
-    keep = ~(torch.isnan(x) | torch.isnan(y))
-    x, y = x[keep].numpy(), y[keep].numpy()
-    n = int(x.size)
-    if n < 3 or x.std() == 0 or y.std() == 0:
-        return {"pearson": math.nan, "spearman": math.nan, "n": n}
-    return {"pearson": float(stats.pearsonr(x, y)[0]), "spearman": float(stats.spearmanr(x, y)[0]), "n": n}
+    result = both(x, y)
+    return {"pearson": result["pearson"], "spearman": result["spearman"], "n": result["n"]}
