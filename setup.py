@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="huggingface-patch",
-    version="0.1.0",
+    version="0.2.0",
     description="Token-wise decomposition of Hugging Face causal-LM hidden states, and analyses built on it",
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
@@ -15,7 +15,7 @@ setup(
                                         "data/byte_tokenizer/*"]},
     install_requires=[
         "torch>=2.1",
-        "transformers>=5.0,<6",
+        "transformers>=5.24,<6",  # the release CI tests (see huggingface_patch/compat.py)
         "safetensors",
         "accelerate>=1.0",
         "gguf>=0.10",
@@ -26,7 +26,8 @@ setup(
         "tqdm",
         "pillow",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    # pinned tools of the test run (.ci/run): the linter, and the browser driver (it drives Debian's chromium)
+    extras_require={"test": ["pytest>=8", "ruff==0.17.6", "playwright==1.65.2"]},
     entry_points={
         "console_scripts": [
             "hfp-decompose=run_decompose:main",

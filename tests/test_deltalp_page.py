@@ -19,6 +19,8 @@ import pytest
 from analysis import deltalp as deltalp_cli
 from huggingface_patch.testing import save_tiny_model
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TEXT = "!ARTICLE\nThe keys to the old cabinet are on the table.\n!ARTICLE\nA dog ran home, then slept.\n"
 

@@ -39,6 +39,8 @@ from huggingface_patch.testing import TINY_KINDS, save_tiny_model
 
 register()
 
+pytestmark = pytest.mark.slow
+
 KINDS = TINY_KINDS + (MODEL_TYPE,)
 TEXT = "The cat sat on the mat. A dog ran home fast, then slept in the sun."
 FACTS = [

@@ -179,6 +179,7 @@ def test_one_rank_writes_only_its_pieces(setup, tmp_path, counted):
     assert_same_tensors(out, reference, [name for n in done.computed for name in piece_files(n)])
 
 
+@pytest.mark.slow
 def test_two_processes_with_torchrun_match_one_process(setup, tmp_path):
     """Torchrun with 2 CPU processes: the same files, bit-identical tensors, each rank its own pieces."""
     corpus, model, reference = setup
@@ -299,6 +300,7 @@ def _kill_then_rerun(setup, tmp_path, when) -> str:
     return out
 
 
+@pytest.mark.slow
 def test_sigkill_while_a_temporary_file_exists(setup, tmp_path):
     """Killed the moment a temporary file appears: the rerun leaves no temporary file and the outputs are the
     bytes of an uninterrupted run."""
@@ -308,6 +310,7 @@ def test_sigkill_while_a_temporary_file_exists(setup, tmp_path):
     assert_same_tensors(out, setup[2])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sigkill_at_a_random_moment(setup, tmp_path, seed):
     """Killed after a random number of the run's files exist: same result after a rerun."""
