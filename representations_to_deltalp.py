@@ -5,7 +5,8 @@
 IDENTIFIER is ``{CORPUS}_{MODEL}_{N}``; the files ``i_/d_/o_{IDENTIFIER}.pt`` and ``{MODEL}_proj_weights.pt``
 are read from the output folder and checked against its run record (they must come from one run, and MODEL's
 tokenizer must be the one that wrote them). Only the tokenizer is loaded, never the weights. Log-probabilities
-are in bits (log base 2), as in the paper.
+are in bits (log base 2), as in the paper. ``--precision bf16`` rounds the one large product (contributions
+times the LM head) to bf16 inputs with fp32 accumulation; the default is exact.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default="output", help="folder holding the files (default: output)")
     parser.add_argument("--allow-unrecorded", action="store_true",
                         help="read files that have no run record (e.g. written by the paper's own code)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                        help="precision of the contributions' product with the LM head: fp32 (default, exact) or bf16")
     return parser
 
 
@@ -42,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         piece = read_piece(args.output_dir, args.identifier, source.name, tokenizer,
                            allow_unrecorded=args.allow_unrecorded)
         tokens = tokenizer.convert_ids_to_tokens(piece.ids.tolist())
-        result = compute_deltalp(piece.final_state, piece.decomposition, piece.readout, piece.ids)
+        result = compute_deltalp(piece.final_state, piece.decomposition, piece.readout, piece.ids,
+                                 precision=args.precision)
         sys.stdout.write(paper_text(args.identifier, tokens, result, exclude_first=piece.start_token))
 
     return run_cli(body, PROG)

@@ -26,7 +26,9 @@ from huggingface_patch.cli import (
     ArgumentParser,
     UsageError,
     add_bos_argument,
+    add_precision_argument,
     check_device,
+    check_precision_device,
     positive_int,
     run_cli,
     setup_logging,
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="streaming mode: write each piece's ΔLP table and text instead of the d_/b_/o_/i_ files")
     parser.add_argument("--mlp-path", default="auto", choices=("auto", "dense", "sparse"),
                         help="MLP path: auto (default: the sparse ReLU path where it pays off), dense or sparse")
+    add_precision_argument(parser)
     parser.add_argument("--no-resume", dest="resume", action="store_false",
                         help="replace the folder's earlier run (default: resume a run with the same settings)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         check_output_dir(args.output_dir)
         check_device(args.device)
         info = process_info(args.device)
+        check_precision_device(args.precision, info.device)
         try:
             model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=info.device)
             start = document_start(model.config, tokenizer, args.bos, bundled=source.name)
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             pieces = prepare_pieces(articles, tokenizer, model.config, start)
             settings = run_settings(model, tokenizer, source.name, args.model, args.input_file, text, window,
                                     start=start, context=context_size(model.config),
-                                    mode="deltalp" if args.deltalp else "tensors")
+                                    mode="deltalp" if args.deltalp else "tensors", precision=args.precision)
             state.update(run=OutputRun(args.output_dir, settings), total=len(pieces))
             decompose_corpus(model, tokenizer, pieces, settings, args.output_dir, info=info, resume=args.resume,
                              block_size=args.block_size, max_memory=max_memory, mlp_path=args.mlp_path)

@@ -22,7 +22,9 @@ from huggingface_patch.cli import (
     ArgumentParser,
     UsageError,
     add_model_arguments,
+    add_precision_argument,
     check_device,
+    check_precision_device,
     positive_int,
     run_cli,
     setup_logging,
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write an interactive page per document (deltalp_doc{D}.html; self-contained)")
     parser.add_argument("--lens", action="store_true",
                         help="with --html: add the decomposition lens (per layer) for the targets of --plot-range")
+    add_precision_argument(parser)
     parser.add_argument("--output-dir", default="results/deltalp", help="output folder (default results/deltalp)")
     return parser
 
@@ -123,9 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         plot_range = check_args(args)
         check_output_dir(args.output_dir)
         check_device(args.device)
+        check_precision_device(args.precision, args.device)
         base = UNITS[args.units]
         level = "word" if args.words else "contrast" if args.foil is not None else "token"
-        settings = dict(window=args.window, context=args.context, include_bos=args.include_bos)
+        settings = dict(window=args.window, context=args.context, include_bos=args.include_bos,
+                        precision=args.precision)
         if args.from_files:
             if not os.path.isdir(args.from_files):
                 raise UsageError(f"--from-files folder not found: {args.from_files}")
@@ -137,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             identifiers = chosen_identifiers(args.from_files, args.identifiers, available)
             analyses = file_analyses(args.from_files, source.name, tokenizer, identifiers, args.window,
                                      args.allow_unrecorded)
+            for analysis in analyses:  # the files' own precision is in their run record; this is the head product's
+                analysis.precision = args.precision
             stitched = stitch_targets(analyses)
             settings["window"] = max(a.decomposition.shape[0] for a in analyses)
             inputs = {"files": args.from_files, "run_id": (recorded or {}).get("run_id"),
@@ -147,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
             start = document_start(model.config, tokenizer, args.bos, bundled=source.name)
             log.info("start token: %r (id %s; %s)", start.token, start.id, start.reason)
-            pieces, analyses = model_analyses(model, tokenizer, documents, args.window, start, context=args.context)
+            pieces, analyses = model_analyses(model, tokenizer, documents, args.window, start, context=args.context,
+                                              precision=args.precision)
             stitched = stitch_targets(pieces)
             settings["start"] = start.describe()
             inputs = {"corpus": describe_file(args.corpus)}

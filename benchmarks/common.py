@@ -122,45 +122,64 @@ def pairs_in_window(length: int, window: int) -> int:
     return window * length - window * (window - 1) // 2
 
 
-def layer_sizes(config) -> dict:
-    """Hidden, inner, head counts and vocabulary of a config (names differ per family)."""
-    hidden = getattr(config, "hidden_size", None) or config.n_embd
-    heads = getattr(config, "num_attention_heads", None) or config.n_head
-    kv = getattr(config, "num_key_value_heads", None) or heads
-    inner = getattr(config, "ffn_dim", None) or getattr(config, "intermediate_size", None) or \
-        getattr(config, "n_inner", None) or 4 * hidden
-    layers = getattr(config, "num_hidden_layers", None) or config.n_layer
-    gated = config.model_type in ("llama", "mistral", "qwen2")
-    return dict(hidden=hidden, heads=heads, kv_heads=kv, inner=inner, layers=layers, vocab=config.vocab_size,
-                gated=gated)
+def layer_sizes(model) -> dict:
+    """Hidden, inner and head sizes of a decomposing model, read from its adapter's spec (the registry is
+    the one place that knows where a family keeps them)."""
+    from huggingface_patch.architectures import get_adapter
+
+    spec = get_adapter(model).spec(model)
+    layer = spec.layers[0]
+    attention, mlp = layer.attention, layer.mlp
+    return dict(hidden=attention.value.in_features, heads=attention.num_heads, kv_heads=attention.num_kv_heads,
+                head_dim=attention.head_dim, inner=mlp.width, layers=len(spec.layers),
+                vocab=model.config.vocab_size, gated=mlp.kind == "gated")
 
 
-def decomposition_flops(config, length: int, window: int, active_fraction: float = 1.0) -> float:
+def decomposition_flops(model, length: int, window: int, active_fraction: float = 1.0) -> float:
     """FLOPs of the linear work the decomposition needs: for every in-window (source, target) pair and
     layer, the value and output projections and the MLP's two inner matrices (only the active neurons
     when ``active_fraction < 1``), plus the attention mixing of each source's window (half a square per
     head). The capture forward pass and the bias term are not counted (about one forward pass)."""
-    s = layer_sizes(config)
-    hidden, inner, head_dim = s["hidden"], s["inner"], s["hidden"] // s["heads"]
+    s = layer_sizes(model)
+    hidden, inner, head_dim = s["hidden"], s["inner"], s["head_dim"]
     pairs = pairs_in_window(length, window)
-    per_pair = 2 * hidden * s["kv_heads"] * head_dim + 2 * hidden * hidden + 4 * hidden * inner * active_fraction
+    per_pair = (2 * hidden * s["kv_heads"] * head_dim + 2 * s["heads"] * head_dim * hidden
+                + 4 * hidden * inner * active_fraction)
     w = min(window, length)
     mixing = length * w * w * head_dim * s["heads"]  # sum over sources of w^2/2 cells x d x 2 FLOPs
     return float(s["layers"] * (pairs * per_pair + mixing))
 
 
-def forward_flops(config, length: int, lm_head: bool = True) -> float:
+def forward_flops(model, length: int, lm_head: bool = True) -> float:
     """FLOPs of one plain forward pass over ``length`` tokens (matmuls only)."""
-    s = layer_sizes(config)
-    hidden, inner, head_dim = s["hidden"], s["inner"], s["hidden"] // s["heads"]
+    s = layer_sizes(model)
+    hidden, inner, head_dim = s["hidden"], s["inner"], s["head_dim"]
     qkv = 2 * hidden * (s["heads"] + 2 * s["kv_heads"]) * head_dim
     mlp = (6 if s["gated"] else 4) * hidden * inner
-    per_token = qkv + 2 * hidden * hidden + mlp
-    attention = 2 * length * length * hidden  # QK^T and AV, causal half of 2 x 2 T^2 H
+    per_token = qkv + 2 * s["heads"] * head_dim * hidden + mlp
+    attention = 2 * length * length * s["heads"] * head_dim  # QK^T and AV, causal half of 2 x 2 T^2 (h d)
     total = s["layers"] * (length * per_token + attention)
     if lm_head:
         total += 2 * length * hidden * s["vocab"]
     return float(total)
+
+
+def mlp_active_fraction(model, ids: torch.Tensor) -> float:
+    """Fraction of non-zero frozen MLP coefficients over all layers and positions (what the sparse ReLU path
+    skips is the rest), from the engine's own freeze of one forward pass."""
+    from huggingface_patch.architectures import get_adapter
+    from huggingface_patch.engine.capture import capture
+    from huggingface_patch.engine.frozen import compute_dtype, freeze
+    from huggingface_patch.engine.sparse import active_fraction
+
+    spec = get_adapter(model).spec(model)
+    valid = torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
+    with torch.no_grad(), capture(model, spec, valid=valid, dtype=compute_dtype(model.dtype)) as record:
+        model(ids)
+        frozen = freeze(spec, record.layer_inputs, record.layer_outputs, record.attention,
+                        record.layer_outputs[-1], valid, model.dtype, check=False)
+    fractions = [active_fraction(mlp.coefficient, valid) for mlp in frozen.mlps()]
+    return sum(fractions) / len(fractions)
 
 
 def parse_dtype(name: str) -> torch.dtype:

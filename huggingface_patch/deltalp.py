@@ -6,6 +6,11 @@ Logits are the model's read-out of a state (:class:`~huggingface_patch.architect
 ``state @ proj.T`` with ``proj`` the LM head weight ``(V, H)`` (the paper's ``proj_weights``), plus the
 head's bias where it has one (GPT-J), then final-logit softcapping where the model has it (Gemma 2). Every
 function taking ``proj`` accepts the bare weight or a ``Readout``.
+
+``precision`` (``"fp32"``, ``"bf16"``; see :mod:`huggingface_patch.engine.precision`) is that of the one large
+product, contributions times the LM head (``W x T x H x V``): the logits of the real state are always
+exact, and in bf16 only ``n[s, t] @ proj.T`` is rounded, so the error follows the size of the contribution,
+not of the state.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .architectures.spec import Readout
+from .architectures.spec import Affine, Readout
 from .engine.frozen import compute_dtype
+from .engine.precision import Precision
 
 LN2 = math.log(2.0)
 
@@ -27,10 +33,13 @@ class DeltaLP:
 
     ``lp``: ``(T-1,)`` log-probability of token ``t+1`` at target ``t``; ``ablated``: ``(W, T-1)`` the same
     without source ``t - k`` (relative layout; NaN where ``t - k < 0``). Units as requested (bits or nats).
+    ``identity_error``: the decomposition's identity error relative to max|h| when it was computed here
+    (:func:`stream_deltalp`).
     """
 
     lp: torch.Tensor
     ablated: torch.Tensor
+    identity_error: float | None = None
 
     @property
     def delta(self) -> torch.Tensor:
@@ -44,12 +53,13 @@ class DeltaLP:
 
 @torch.no_grad()
 def compute_deltalp(final_state: torch.Tensor, decomposition: torch.Tensor, proj: torch.Tensor, ids: torch.Tensor,
-                    base: float = 2.0, max_chunk_bytes: int = 256 * 2**20) -> DeltaLP:
+                    base: float = 2.0, max_chunk_bytes: int = 256 * 2**20, precision: str = "fp32") -> DeltaLP:
     """ΔLP for every target and every source in its window.
 
     ``final_state`` ``(T, H)``, ``decomposition`` ``(W, T, H)`` (relative layout), ``proj`` ``(V, H)``,
     ``ids`` ``(T,)``. Targets are processed in chunks so that ``W x chunk x V`` logits fit ``max_chunk_bytes``.
-    ``base`` 2 gives bits (the paper), ``math.e`` nats.
+    ``base`` 2 gives bits (the paper), ``math.e`` nats; ``precision`` of the contributions' product with the
+    head (see the module).
     """
     window, length, _ = decomposition.shape
     dtype = compute_dtype(final_state.dtype)
@@ -60,18 +70,28 @@ def compute_deltalp(final_state: torch.Tensor, decomposition: torch.Tensor, proj
     lp = torch.empty(length - 1, dtype=dtype)
     ablated = torch.full((window, length - 1), float("nan"), dtype=dtype)
     chunk = max(1, int(max_chunk_bytes // max(1, (window + 1) * head.vocab_size * weight.element_size())))
+    product = _head_product(weight, precision)
     for lo in range(0, length - 1, chunk):
         hi = min(length - 1, lo + chunk)
         logits = head.raw(final_state[lo:hi].to(dtype))  # (C, V) before softcapping
         gold = targets[lo:hi]
         lp[lo:hi] = torch.log_softmax(head.cap(logits), -1).gather(-1, gold[:, None])[:, 0].cpu() * scale
-        removed = head.cap(logits[None] - decomposition[:, lo:hi].to(dtype) @ weight.t())  # (W, C, V)
+        removed = head.cap(logits[None] - product(decomposition[:, lo:hi].to(dtype)))  # (W, C, V)
         values = torch.log_softmax(removed, -1).gather(-1, gold[None, :, None].expand(window, -1, 1))[..., 0]
         ablated[:, lo:hi] = values.cpu() * scale
     k = torch.arange(window)[:, None]
     t = torch.arange(length - 1)[None, :]
     ablated[(t - k) < 0] = float("nan")
     return DeltaLP(lp, ablated)
+
+
+def _head_product(weight: torch.Tensor, precision: str):
+    """``rows -> rows @ weight.T`` (``(..., H) -> (..., V)``) in ``precision``, returned in the rows' dtype."""
+    if precision == "fp32":
+        return lambda rows: rows @ weight.t()
+    mode = Precision(precision)
+    head = Affine(weight.t())
+    return lambda rows: Precision.widen(mode.linear(rows, head), rows.dtype)
 
 
 def paper_argmax(result: DeltaLP, target: int, exclude_first: bool = True) -> int:
@@ -213,7 +233,7 @@ def bias_only_lp(bias: torch.Tensor, proj: torch.Tensor, ids: torch.Tensor, base
 @torch.no_grad()
 def stream_deltalp(model, input_ids: torch.Tensor, window: int, base: float = 2.0, block_size: int | None = None,
                    max_memory: int | str | None = None, mlp_path: str = "auto",
-                   max_chunk_bytes: int = 64 * 2**20, progress: bool = False) -> DeltaLP:
+                   max_chunk_bytes: int = 64 * 2**20, progress: bool = False, precision: str = "fp32") -> DeltaLP:
     """ΔLP of one sequence computed block by block, never holding the ``(W, T, H)`` decomposition.
 
     ``model``: a decomposing causal-LM class; ``input_ids`` ``(T,)`` or ``(1, T)``. Each finished block of
@@ -222,7 +242,8 @@ def stream_deltalp(model, input_ids: torch.Tensor, window: int, base: float = 2.
     chunks of at most ``max_chunk_bytes``. ``state`` is the real state the LM head reads. Returns the same
     :class:`DeltaLP` as :func:`compute_deltalp` on the full decomposition (``ablated`` ``(min(W, T), T-1)``).
     Memory: the frozen coefficients, one block and one chunk of logits (see ``max_memory``);
-    ``progress`` shows a tqdm bar over the sources.
+    ``progress`` shows a tqdm bar over the sources; ``precision`` is that of the decomposition and of the
+    head product (see the module; in fp32 the ablated states' logits are computed directly, as always).
     """
     ids = input_ids.reshape(-1)
     length = ids.numel()
@@ -242,6 +263,7 @@ def stream_deltalp(model, input_ids: torch.Tensor, window: int, base: float = 2.
                          dtype=compute_dtype(model.dtype))
     targets = ids[1:].long()
     lp_box: dict[str, torch.Tensor] = {}
+    product = _head_product(proj, precision)
 
     def log_probs(states: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
         logits = head.logits(states)
@@ -257,6 +279,9 @@ def stream_deltalp(model, input_ids: torch.Tensor, window: int, base: float = 2.
             parts = [log_probs(state[lo : min(length - 1, lo + chunk)], targets[lo : min(length - 1, lo + chunk)])
                      for lo in range(0, length - 1, chunk)]
             lp_box["lp"] = torch.cat(parts).cpu()
+        if precision != "fp32":
+            consume_fast(start, block, state)
+            return
         _, sources, bw, hidden = block.shape
         i = torch.arange(sources, device=block.device)[:, None]
         k = torch.arange(bw, device=block.device)[None, :]
@@ -271,6 +296,22 @@ def stream_deltalp(model, input_ids: torch.Tensor, window: int, base: float = 2.
             values = log_probs(state[t] - rows[lo:hi], targets[t.to(targets.device)].to(block.device))
             ablated[kk[lo:hi].cpu(), t.cpu()] = values.cpu().to(ablated.dtype)
 
+    def consume_fast(start: int, block: torch.Tensor, state: torch.Tensor) -> None:
+        """A fast mode: exact logits of the block's real states once, then per distance ``k`` the sources'
+        contributions (one contiguous run of targets) times the head, subtracted."""
+        _, sources, bw, _ = block.shape
+        end = min(length - 1, start + sources + bw - 1)  # the last token predicts nothing
+        real = head.raw(state[start:end])  # (targets of the block, V)
+        for k in range(bw):
+            count = min(sources, length - 1 - start - k)
+            if count <= 0:
+                break
+            logits = torch.sub(real[k : k + count], product(block[0, :count, k]))
+            logits = head.cap(logits)
+            gold = targets[start + k : start + k + count].to(block.device)
+            values = (logits.gather(-1, gold[:, None])[:, 0] - torch.logsumexp(logits, -1)) * scale
+            ablated[k, start + k : start + k + count] = values.cpu().to(ablated.dtype)
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -283,11 +324,12 @@ def stream_deltalp(model, input_ids: torch.Tensor, window: int, base: float = 2.
             bar.update(block.shape[1])
 
     try:
-        model(ids[None].to(proj.device), decomposition_window=window, decomposition_block_size=block_size,
+        out = model(ids[None].to(proj.device), decomposition_window=window, decomposition_block_size=block_size,
               decomposition_max_memory=max_memory, decomposition_mlp_path=mlp_path,
-              decomposition_consumer=consume_and_count)
+              decomposition_consumer=consume_and_count, decomposition_precision=precision)
     finally:
         handle.remove()
         if bar is not None:
             bar.close()
-    return DeltaLP(lp_box["lp"].to(ablated.dtype), ablated)
+    identity = float(out.decomposition_identity_errors.max())
+    return DeltaLP(lp_box["lp"].to(ablated.dtype), ablated, identity_error=identity)

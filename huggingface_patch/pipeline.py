@@ -242,12 +242,12 @@ class OutputRun:
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.path(piece_record_name(self.identifier(number))))
 
-    def finish_piece(self, number: int, piece: Piece) -> None:
-        """Write the piece's record, last."""
+    def finish_piece(self, number: int, piece: Piece, extra: dict | None = None) -> None:
+        """Write the piece's record, last (``extra``: what the computation adds, e.g. its identity error)."""
         identifier = self.identifier(number)
         names = piece_files(identifier, self.mode)
         write_json({"run_id": self.run_id, "identifier": identifier, "number": number, "document": piece.document,
-                    "start": piece.start, "tokens": len(piece.ids),
+                    "start": piece.start, "tokens": len(piece.ids), **(extra or {}),
                     "files": {name: file_sha256(self.path(name)) for name in names}},
                    self.path(piece_record_name(identifier)))
 
@@ -279,35 +279,43 @@ def select_pieces(count: int, run: OutputRun, *, rank: int = 0, world_size: int 
 
 @torch.no_grad()
 def compute_piece(model, piece: Piece, window: int, *, block_size=None, max_memory=None,
-                  mlp_path: str = "auto") -> dict[str, torch.Tensor]:
-    """The paper's tensors of one piece: ``d`` ``(W, T, H)``, ``b`` and ``o`` ``(1, T, H)``, ``i`` ``(1, T)``."""
+                  mlp_path: str = "auto", precision: str = "fp32") -> dict[str, torch.Tensor]:
+    """The paper's tensors of one piece: ``d`` ``(W, T, H)``, ``b`` and ``o`` ``(1, T, H)``, ``i`` ``(1, T)``,
+    and ``identity_errors`` ``(L + 2,)`` (see ``decomposition_identity_errors``)."""
     device = next(model.parameters()).device
     ids = torch.tensor([piece.ids], device=device)
     out = model(ids, decomposition_window=window, decomposition_block_size=block_size, output_hidden_states=True,
-                decomposition_max_memory=max_memory, decomposition_mlp_path=mlp_path)
-    return {"d": out.decomposition[0], "b": out.decomposition_bias, "o": out.hidden_states[-1], "i": ids}
+                decomposition_max_memory=max_memory, decomposition_mlp_path=mlp_path,
+                decomposition_precision=precision)
+    return {"d": out.decomposition[0], "b": out.decomposition_bias, "o": out.hidden_states[-1], "i": ids,
+            "identity_errors": out.decomposition_identity_errors}
 
 
-def write_piece_tensors(run: OutputRun, number: int, tensors: dict[str, torch.Tensor]) -> None:
-    """``d_``, ``b_``, ``o_``, ``i_`` of a piece (each atomically)."""
+def write_piece_tensors(run: OutputRun, number: int, tensors: dict[str, torch.Tensor]) -> dict:
+    """``d_``, ``b_``, ``o_``, ``i_`` of a piece (each atomically); returns what its record adds."""
     identifier = run.identifier(number)
     for prefix, name in zip(TENSOR_PREFIXES, piece_files(identifier)):
         save_tensor(tensors[prefix].cpu(), run.path(name))
+    return {"identity_error": float(tensors["identity_errors"].max())}
 
 
 def write_piece_deltalp(run: OutputRun, number: int, model, tokenizer, piece: Piece, window: int, *,
-                        block_size=None, max_memory=None, mlp_path: str = "auto") -> None:
-    """Streaming mode: ΔLP of one piece (bits) as a table and as the paper's text."""
+                        block_size=None, max_memory=None, mlp_path: str = "auto", precision: str = "fp32") -> dict:
+    """Streaming mode: ΔLP of one piece (bits) as a table and as the paper's text; returns what its record
+    adds."""
     from .deltalp import paper_text, stream_deltalp
 
     identifier = run.identifier(number)
     ids = torch.tensor(piece.ids)
-    result = stream_deltalp(model, ids, window, block_size=block_size, max_memory=max_memory, mlp_path=mlp_path)
-    table = {"ids": ids, "lp": result.lp, "ablated": result.ablated, "delta": result.delta, "unit": "bits"}
+    result = stream_deltalp(model, ids, window, block_size=block_size, max_memory=max_memory, mlp_path=mlp_path,
+                            precision=precision)
+    table = {"ids": ids, "lp": result.lp, "ablated": result.ablated, "delta": result.delta, "unit": "bits",
+             "precision": precision}
     table_name, text_name = piece_files(identifier, "deltalp")
     save_object(table, run.path(table_name))
     tokens = tokenizer.convert_ids_to_tokens(piece.ids)
     write_text(paper_text(identifier, tokens, result, exclude_first=piece.offset == 1), run.path(text_name))
+    return {"identity_error": result.identity_error}
 
 
 def memory_plan(model, pieces: list[Piece], window: int, max_memory: int | None, streaming: bool) -> str:
@@ -359,14 +367,16 @@ def decompose_corpus(model, tokenizer, pieces: list[Piece], settings: dict, outp
     from tqdm.auto import tqdm
 
     desc = f"batches (rank {info.rank}/{info.world_size})" if info.world_size > 1 else "batches"
-    options = dict(block_size=block_size, max_memory=max_memory, mlp_path=mlp_path)
+    options = dict(block_size=block_size, max_memory=max_memory, mlp_path=mlp_path,
+                   precision=settings.get("precision", "fp32"))
     for number in tqdm(todo, desc=desc, unit="batch", disable=not progress or info.rank != 0):
         run.begin_piece(number)
         if run.mode == "deltalp":
-            write_piece_deltalp(run, number, model, tokenizer, pieces[number], settings["window"], **options)
+            extra = write_piece_deltalp(run, number, model, tokenizer, pieces[number], settings["window"], **options)
         else:
-            write_piece_tensors(run, number, compute_piece(model, pieces[number], settings["window"], **options))
-        run.finish_piece(number, pieces[number])
+            extra = write_piece_tensors(run, number, compute_piece(model, pieces[number], settings["window"],
+                                                                   **options))
+        run.finish_piece(number, pieces[number], extra)
     return DecomposeSummary(len(pieces), mine, todo)
 
 

@@ -240,3 +240,52 @@ def test_device_map_auto_loads_and_decomposes(tmp_path):
     out = model(ids, decomposition_window=12, output_hidden_states=True)
     final = out.decomposition.sum(1) + out.decomposition_bias
     assert_close_rel(final, out.hidden_states[-1], 1e-4, "device_map='auto': identity")
+
+
+def test_band_storage_holds_exactly_what_a_window_reads():
+    """BandCausal: inside the band (0 <= row - col < W) the same numbers as the full probabilities, zero
+    outside; built from full or packed storage alike."""
+    from huggingface_patch.engine.packed import BandCausal
+
+    probs = torch.softmax(torch.randn(2, 3, 23, 23).masked_fill(torch.ones(23, 23).triu(1).bool(), -1e9), -1)
+    for source in (probs, PackedCausal.pack(probs)):
+        band = BandCausal.from_full(source, 6)
+        dense = band.block(0, 23, 0, 23)
+        r, c = torch.arange(23)[:, None], torch.arange(23)[None, :]
+        inside = (r - c >= 0) & (r - c < 6)
+        assert torch.equal(dense[..., inside], probs[..., inside])
+        assert float(dense[..., ~inside].abs().max()) == 0.0
+        assert torch.equal(band.block(20, 30, 18, 28)[..., :3, :5], probs[..., 20:23, 18:23] * inside[20:23, 18:23])
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma2", "opt-pre"])
+def test_band_frozen_model_decomposes_as_the_full_one(kind):
+    """Freezing with a window (the bias carried layer by layer, the band kept) gives the same bits as freezing
+    everything and carrying the bias afterwards; a larger window than frozen for is refused."""
+    from huggingface_patch.engine.decompose import run_decomposition
+    from huggingface_patch.engine.frozen import freeze
+    from huggingface_patch.engine.packed import BandCausal
+
+    model = build_tiny_model(kind)
+    ids = torch.randint(3, 250, (2, 30), generator=torch.Generator().manual_seed(3))
+    spec = get_adapter(model).spec(model)
+    with torch.no_grad(), capture(model, spec) as record:
+        model(ids)
+    valid = torch.ones(ids.shape, dtype=torch.bool)
+
+    def frozen(window):
+        return freeze(spec, list(record.layer_inputs), list(record.layer_outputs), list(record.attention),
+                      record.final_state, valid, model.dtype, window=window)
+
+    banded = frozen(6)
+    kept = [branch.sublayer for blocks in banded.layers for block in blocks for branch in block.branches
+            if not hasattr(branch.sublayer, "coefficient")]
+    assert kept and all(isinstance(probs, BandCausal) for probs in kept)
+    with torch.no_grad():
+        mine = run_decomposition(banded, 6, block_size=4, output_layers=False)
+        theirs = run_decomposition(frozen(None), 6, block_size=4, output_layers=False)
+    gap = float((mine.decomposition - theirs.decomposition).abs().max())
+    assert torch.equal(mine.decomposition, theirs.decomposition), f"{kind}: largest difference {gap:.3e}"
+    assert torch.equal(mine.bias, theirs.bias)
+    with pytest.raises(ValueError, match="window of 6"):
+        run_decomposition(banded, 7)

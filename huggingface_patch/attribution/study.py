@@ -24,7 +24,7 @@ LEVELS = ("token", "word", "contrast")
 
 
 def model_analyses(model, tokenizer, documents: list[str], window: int, start: StartToken, *,
-                   context: int | None = None, conventions=None, progress: bool = True):
+                   context: int | None = None, conventions=None, progress: bool = True, precision: str = "fp32"):
     """``(pieces, analyses)``: the documents cut as ``run_decompose.py`` cuts them (or into ``context``-token
     pieces) and each piece decomposed (a generator: one piece in memory at a time)."""
     pieces = prepare_pieces(documents, tokenizer, model.config, start, context=context)
@@ -34,7 +34,8 @@ def model_analyses(model, tokenizer, documents: list[str], window: int, start: S
 
         for number, piece in enumerate(tqdm(pieces, desc="ΔLP", unit="piece", disable=not progress)):
             yield analyse_piece(model, tokenizer, piece.ids, window, document=piece.document, piece=number,
-                                start=piece.start, offset=piece.offset, conventions=conventions)
+                                start=piece.start, offset=piece.offset, conventions=conventions,
+                                precision=precision)
 
     return pieces, run()
 

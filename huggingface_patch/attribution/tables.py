@@ -42,7 +42,8 @@ class PieceAnalysis:
     token ``ids[offset]``; ``final_state`` ``(T, H)`` is what the LM head reads; ``decomposition`` ``(W, T, H)``
     relative layout; ``bias`` ``(T, H)`` or None; ``readout`` the model's read-out (a
     :class:`~huggingface_patch.architectures.Readout`, or the bare LM head weight ``(V, H)``); ``tokens``
-    the raw token pieces and ``texts`` what each stands for (defaults to ``tokens``).
+    the raw token pieces and ``texts`` what each stands for (defaults to ``tokens``); ``precision`` the
+    decomposition's matmul precision (its ΔLP uses the same for the head product).
     """
 
     document: int | str
@@ -57,6 +58,7 @@ class PieceAnalysis:
     extra: dict = field(default_factory=dict)
     texts: list[str] | None = None
     offset: int = 1
+    precision: str = "fp32"
 
     def __post_init__(self):
         self.readout = Readout.of(self.readout)
@@ -80,11 +82,12 @@ class PieceAnalysis:
 
     def deltalp(self, base: float = 2.0) -> DeltaLP:
         """Token-level ΔLP of this piece (:func:`huggingface_patch.deltalp.compute_deltalp`)."""
-        return compute_deltalp(self.final_state, self.decomposition, self.readout, self.ids, base=base)
+        return compute_deltalp(self.final_state, self.decomposition, self.readout, self.ids, base=base,
+                               precision=self.precision)
 
 
 @torch.no_grad()
-def head_input(model, ids: torch.Tensor, window: int, conventions=None):
+def head_input(model, ids: torch.Tensor, window: int, conventions=None, precision: str = "fp32"):
     """Run the decomposing ``model`` on ``ids`` ``(T,)``; return ``(final_state (T, H), decomposition (W, T, H),
     bias (T, H))``, with ``final_state`` captured at the LM head's input (exactly what it reads).
     """
@@ -95,7 +98,7 @@ def head_input(model, ids: torch.Tensor, window: int, conventions=None):
 
     head = model.get_output_embeddings()
     handle = head.register_forward_pre_hook(hook)
-    kwargs = {"decomposition_window": window}
+    kwargs = {"decomposition_window": window, "decomposition_precision": precision}
     if conventions is not None:
         kwargs["decomposition_conventions"] = conventions
     device = next(model.parameters()).device
@@ -107,13 +110,13 @@ def head_input(model, ids: torch.Tensor, window: int, conventions=None):
 
 
 def analyse_piece(model, tokenizer, ids: list[int] | torch.Tensor, window: int, *, document=0, piece: int = 0,
-                  start: int = 0, offset: int = 1, conventions=None) -> PieceAnalysis:
+                  start: int = 0, offset: int = 1, conventions=None, precision: str = "fp32") -> PieceAnalysis:
     """Decompose one piece and package it with its tokens and the model's read-out."""
     ids = torch.as_tensor(ids, dtype=torch.long)
-    final_state, decomposition, bias = head_input(model, ids, window, conventions)
+    final_state, decomposition, bias = head_input(model, ids, window, conventions, precision)
     return PieceAnalysis(document, piece, start, ids, raw_tokens(tokenizer, ids.tolist()), final_state,
                          decomposition, readout(model).to("cpu"), bias, texts=token_texts(tokenizer, ids.tolist()),
-                         offset=offset)
+                         offset=offset, precision=precision)
 
 
 def stitch_targets(pieces) -> dict[tuple, tuple[int, int]]:

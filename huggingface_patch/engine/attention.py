@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 
 from ..architectures.spec import AttentionSpec
-from .packed import PackedCausal
+from .packed import BandCausal, PackedCausal
+from .precision import EXACT, Precision
 
 #: query rows per chunk when mixing with packed (lower-triangle) probabilities
 MIX_ROWS = 256
@@ -34,6 +35,9 @@ def mask_padding_attention(probs: torch.Tensor, valid: torch.Tensor) -> torch.Te
 def mix_sequence(values: torch.Tensor, probs, spec: AttentionSpec) -> torch.Tensor:
     """Values ``(B, T, g*d)`` -> ``(B, T, h*d)``. Packed probabilities are unpacked a chunk of query rows at a
     time (only the columns up to the chunk's last row)."""
+    if isinstance(probs, BandCausal):
+        raise ValueError("a whole sequence cannot be mixed with band-stored probabilities: they only hold what "
+                         "source blocks read (the bias term is carried while the layer is frozen)")
     batch, length, _ = values.shape
     groups = spec.num_heads // spec.num_kv_heads
     v = values.view(batch, length, spec.num_kv_heads, 1, spec.head_dim).permute(0, 2, 3, 1, 4)
@@ -50,7 +54,8 @@ def mix_sequence(values: torch.Tensor, probs, spec: AttentionSpec) -> torch.Tens
     return out.permute(0, 3, 1, 2, 4).reshape(batch, length, spec.num_heads * spec.head_dim)
 
 
-def mix_block(values: torch.Tensor, probs, spec: AttentionSpec, layout) -> torch.Tensor:
+def mix_block(values: torch.Tensor, probs, spec: AttentionSpec, layout,
+              precision: Precision = EXACT) -> torch.Tensor:
     """Mix each source's value vectors over its own window: values ``(B, S, w, g*d)`` -> ``(B, S, w, h*d)``.
 
     Source ``i`` of the block only has values at positions ``start+i .. start+i+w-1``, so it needs the
@@ -62,7 +67,7 @@ def mix_block(values: torch.Tensor, probs, spec: AttentionSpec, layout) -> torch
     groups = spec.num_heads // spec.num_kv_heads
     size, lo = sources + window - 1, layout.start
     avail = min(size, layout.length - lo)
-    if isinstance(probs, PackedCausal):  # zero past the end already
+    if isinstance(probs, (PackedCausal, BandCausal)):  # zero past the end already
         square = probs.block(lo, lo + size, lo, lo + size)
     else:
         square = probs[:, :, lo : lo + avail, lo : lo + avail]
@@ -70,6 +75,7 @@ def mix_block(values: torch.Tensor, probs, spec: AttentionSpec, layout) -> torch
         padded = square.new_zeros(*square.shape[:2], size, size)
         padded[:, :, :avail, :avail] = square
         square = padded
+    square, values = precision.mixing_operands(square, values)
     st = square.stride()
     head_dim = spec.head_dim
     out = values.new_empty(batch, sources, window, spec.num_heads * head_dim)
@@ -88,8 +94,11 @@ def attention_real(spec: AttentionSpec, y: torch.Tensor, probs) -> torch.Tensor:
     return spec.output(mix_sequence(spec.value(y), probs, spec))
 
 
-def apply_attention(state: torch.Tensor, spec: AttentionSpec, probs, layout) -> torch.Tensor:
-    """A stream through the frozen attention; only the bias term carries ``b_V`` and ``b_O``."""
+def apply_attention(state: torch.Tensor, spec: AttentionSpec, probs, layout,
+                    precision: Precision = EXACT) -> torch.Tensor:
+    """A stream through the frozen attention; only the bias term carries ``b_V`` and ``b_O``. Source blocks
+    take their products in ``precision`` (the bias term is always exact)."""
     if layout.is_bias:
         return spec.output(mix_sequence(spec.value(state), probs, spec))
-    return spec.output.linear(mix_block(spec.value.linear(state), probs, spec, layout))
+    mixed = mix_block(precision.linear(state, spec.value), probs, spec, layout, precision)
+    return precision.linear(mixed, spec.output)

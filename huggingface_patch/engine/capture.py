@@ -1,8 +1,10 @@
 """Run the real Hugging Face forward pass once and keep what the decomposition freezes.
 
 Forward hooks collect, per decoder layer, its real input and output hidden states and the attention
-probabilities (returned by eager attention). Hooks are removed in ``finally``; the attention
-implementation is switched to eager for the call and restored afterwards.
+probabilities (returned by eager attention), or hand them to ``on_layer`` as soon as the layer has run (the
+decomposing classes freeze each layer there, so that no more than one layer's full probabilities are ever
+held). Hooks are removed in ``finally``; the attention implementation is switched to eager for the call and
+restored afterwards.
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ class Captured:
 
 @contextlib.contextmanager
 def capture(model: nn.Module, spec: ModelSpec, pack_attention: bool = False, valid: torch.Tensor | None = None,
-            dtype: torch.dtype | None = None):
+            dtype: torch.dtype | None = None, on_layer=None):
     """Context manager yielding a :class:`Captured` filled by the forward passes run inside it.
 
     With ``pack_attention`` each layer's probabilities are stored as their lower triangle
     (:class:`~.packed.PackedCausal`, in ``dtype``) as soon as the layer has run, with the rows and columns
     of padding positions (``valid`` ``(B, T)`` False) zeroed: the full ``(B, h, T, T)`` tensors are never
-    all held at once.
+    all held at once. ``on_layer(index, input, output, probabilities, record)``, when given, receives each
+    layer as soon as it has run (under ``torch.no_grad``); the record then keeps only the layer outputs.
     """
     record = Captured()
     n = len(spec.layers)
@@ -60,6 +63,11 @@ def capture(model: nn.Module, spec: ModelSpec, pack_attention: bool = False, val
     def on_layer_output(index):
         def hook(module, args, kwargs, output):
             record.layer_outputs[index] = layer_output_tensor(output)
+            if on_layer is not None:
+                probs = record.attention[index]
+                x_in, record.layer_inputs[index], record.attention[index] = record.layer_inputs[index], None, None
+                with torch.no_grad():
+                    on_layer(index, x_in, record.layer_outputs[index], probs, record)
 
         return hook
 

@@ -4,8 +4,9 @@ Everything is known before the forward pass (sizes from the model and the input)
 be met is refused before anything large is allocated. Figures count tensors only, not the Python/torch
 runtime (a few hundred MB).
 
-* fixed: the frozen coefficients (attention probabilities ``L x B x h x T x T``, MLP coefficients
-  ``L x B x T x F``), the captured real states, and the outputs (``B x W x T x H``, none when streaming);
+* fixed: the frozen coefficients (attention probabilities: the band ``L x B x h x T x W`` when the window is
+  under half the input, else ``L x B x h x T x T`` or its triangle; MLP coefficients ``L x B x T x F``), the
+  captured real states, and the outputs (``B x W x T x H``, none when streaming);
 * forward: the capture forward pass's own transients (attention scores of one layer, the logits);
 * block: one block of ``S`` sources holds about ``S x w x (3F + 8H)`` numbers on the dense MLP path
   (MLP inner activations, states), ``S x w x 10H`` on the sparse path, plus the block's square of
@@ -32,8 +33,18 @@ def attention_bytes(spec, batch: int, length: int, itemsize: int) -> int:
     return len(spec.layers) * batch * spec.layers[0].attention.num_heads * length * length * itemsize
 
 
-def should_pack(spec, batch: int, length: int, itemsize: int, max_memory: int | None) -> bool:
-    """Whether to store the attention probabilities packed (see :data:`PACK_ATTENTION_BYTES`)."""
+def uses_band(length: int, window: int | None) -> bool:
+    """Whether each layer keeps only the band of its probabilities a window reads (``2 W < T``: the band
+    ``T x W`` is smaller than the triangle)."""
+    return window is not None and 2 * window < length
+
+
+def should_pack(spec, batch: int, length: int, itemsize: int, max_memory: int | None,
+                window: int | None = None) -> bool:
+    """Whether to store the attention probabilities packed (see :data:`PACK_ATTENTION_BYTES`); never when the
+    band is kept instead (:func:`uses_band`)."""
+    if uses_band(length, window):
+        return False
     return max_memory is not None or attention_bytes(spec, batch, length, itemsize) > PACK_ATTENTION_BYTES
 
 
@@ -110,7 +121,11 @@ def estimate(spec, batch: int, length: int, window: int, itemsize: int, model_by
     hidden = attention.output.out_features
     inner = spec.layers[0].mlp.width
     w = min(window, length)
-    triangle = length * (length + 1) // 2 if packed else length * length
+    band = uses_band(length, window)
+    if band:
+        triangle = length * w
+    else:
+        triangle = length * (length + 1) // 2 if packed else length * length
     per_layer = batch * (heads * triangle + length * inner * (2 if tangent else 1) + 4 * length * hidden)
     outputs = 0 if streaming else batch * w * length * hidden * (1 + (layers + 1 if output_layers else 0))
     fixed = c * (layers * per_layer + outputs + 2 * batch * length * hidden)
@@ -123,7 +138,7 @@ def estimate(spec, batch: int, length: int, window: int, itemsize: int, model_by
         per_source_sparse=c * batch * w * 10 * hidden,
         length=length,
         window=w,
-        square=batch * (c * heads + (8 if packed else 0)),
+        square=batch * (c * heads + (8 if packed or band else 0)),
     )
 
 

@@ -19,6 +19,7 @@ import torch
 
 from ..architectures.spec import Affine, MLPSpec
 from .conventions import Conventions
+from .precision import EXACT, Precision
 from .sparse import sparse_mlp
 
 # act(z)/z at z == 0 is the activation's slope there (0 for ReLU: the paper's 0/1 mask).
@@ -102,14 +103,15 @@ def freeze_mlp(spec: MLPSpec, y: torch.Tensor, valid: torch.Tensor, conventions:
     return FrozenMLP(_zero_padding(coefficient, valid), linear_in, linear_out, intercept), out
 
 
-def apply_mlp(state: torch.Tensor, frozen: FrozenMLP, layout) -> torch.Tensor:
+def apply_mlp(state: torch.Tensor, frozen: FrozenMLP, layout, precision: Precision = EXACT) -> torch.Tensor:
     """A stream through the frozen MLP. Source blocks take the sparse path (only neurons with a non-zero
-    coefficient) when the layer was marked for it."""
+    coefficient) when the layer was marked for it, and their products in ``precision``."""
     if not layout.is_bias and frozen.sparse is not None:
-        return sparse_mlp(state, frozen, layout)
+        return sparse_mlp(state, frozen, layout, precision)
     first, last = frozen.linear_in, frozen.linear_out
-    inner = first(state) if layout.is_bias else first.linear(state)
-    inner.mul_(layout.align(frozen.coefficient))  # in place: the (S, w, F) block is the largest tensor
+    inner = first(state) if layout.is_bias else precision.linear(state, first)
+    inner.mul_(layout.align(precision.coefficient(frozen.coefficient, inner.dtype)))  # in place: the (S, w, F)
+    # block is the largest tensor
     if layout.is_bias and frozen.intercept is not None:
         inner = inner + frozen.intercept
-    return last(inner) if layout.is_bias else last.linear(inner)
+    return last(inner) if layout.is_bias else precision.linear(inner, last)

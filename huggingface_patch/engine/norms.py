@@ -39,6 +39,8 @@ def normalize(c: torch.Tensor, norm: NormSpec, scale: torch.Tensor) -> torch.Ten
     """The frozen norm applied to contributions ``c`` ``(..., H)`` with ``scale`` broadcastable to
     ``c.shape[:-1]``: centring (LayerNorm), scale and gain, no shift. One new tensor, then in-place updates
     (these are elementwise passes over a whole block)."""
+    if c.dtype != scale.dtype:  # a fast mode's bf16 product: centre and scale it in the compute dtype
+        c = c.to(scale.dtype)
     if norm.kind == "layer":
         c = c - c.mean(-1, keepdim=True)
         c.mul_(scale[..., None])

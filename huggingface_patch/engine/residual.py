@@ -17,6 +17,7 @@ from ..architectures.spec import AttentionSpec, Branch, LayerSpec
 from .attention import apply_attention
 from .mlp import FrozenMLP, apply_mlp
 from .norms import FrozenNorm, apply_norm
+from .precision import EXACT, Precision
 
 
 @dataclass
@@ -37,7 +38,8 @@ class FrozenBlock:
     post_norm: FrozenNorm | None = None
 
 
-def apply_branch(x: torch.Tensor, branch: Branch, frozen: FrozenBranch, layout, normed: dict) -> torch.Tensor:
+def apply_branch(x: torch.Tensor, branch: Branch, frozen: FrozenBranch, layout, normed: dict,
+                 precision: Precision = EXACT) -> torch.Tensor:
     """``output_norm(sublayer(pre_norm(x)))`` for a stream; ``normed`` caches ``pre_norm(x)`` per norm, so
     branches that share a norm (GPT-J) normalise once."""
     y = x
@@ -47,37 +49,42 @@ def apply_branch(x: torch.Tensor, branch: Branch, frozen: FrozenBranch, layout, 
             normed[key] = apply_norm(x, branch.pre_norm, frozen.pre_norm, layout)
         y = normed[key]
     if isinstance(branch.sublayer, AttentionSpec):
-        out = apply_attention(y, branch.sublayer, frozen.sublayer, layout)
+        out = apply_attention(y, branch.sublayer, frozen.sublayer, layout, precision)
     else:
-        out = apply_mlp(y, frozen.sublayer, layout)
+        out = apply_mlp(y, frozen.sublayer, layout, precision)
     if branch.output_norm is not None:
         out = apply_norm(out, branch.output_norm, frozen.output_norm, layout)
     return out
 
 
 def propagate_layer(state: torch.Tensor, layer_spec: LayerSpec, frozen_blocks: list[FrozenBlock],
-                    layout) -> torch.Tensor:
-    """Push a stream through one decoder layer (its residual blocks in order)."""
+                    layout, precision: Precision = EXACT) -> torch.Tensor:
+    """Push a stream through one decoder layer (its residual blocks in order); source blocks take their
+    products in ``precision``."""
     # with device_map="auto" each layer runs where its weights live
     state = state.to(layer_spec.attention.value.device)
     for block, frozen in zip(layer_spec.blocks, frozen_blocks):
         normed: dict = {}
         update = None
         for branch, frozen_branch in zip(block.branches, frozen.branches):
-            out = apply_branch(state, branch, frozen_branch, layout, normed)
-            update = out if update is None else update + out
+            out = apply_branch(state, branch, frozen_branch, layout, normed, precision)
+            # a fast mode's product may come back in bf16: parallel branches are summed in fp32
+            update = out if update is None else precision.widen(update, state.dtype) + out
         state = state + update
         if block.post_norm is not None:
             state = apply_norm(state, block.post_norm, frozen.post_norm, layout)
     return state
 
 
-def finalize(state: torch.Tensor, frozen, layout) -> torch.Tensor:
+def finalize(state: torch.Tensor, frozen, layout, precision: Precision = EXACT) -> torch.Tensor:
     """Final norm (if any) and ``project_out`` (if any): the state the LM head reads."""
     spec = frozen.spec
     if frozen.final_norm is not None:
         state = state.to(frozen.final_norm.scale.device)
         state = apply_norm(state, spec.final_norm, frozen.final_norm, layout)
     if spec.project_out is not None:
-        state = spec.project_out.linear(state)
+        if layout.is_bias:
+            state = spec.project_out.linear(state)
+        else:  # contributions leave the engine in the compute dtype
+            state = precision.widen(precision.linear(state, spec.project_out), state.dtype)
     return state

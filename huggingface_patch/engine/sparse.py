@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .precision import EXACT, Precision
+
 #: the sparse path is chosen automatically on CPU when at most this fraction of neurons is active
 #: (OPT-125m-shaped benchmark, 2 CPU cores: 0.38 vs 0.63 forward passes per source at 10% active,
 #: about even near 30%)
@@ -85,13 +87,13 @@ def plan_sparse(frozen_model, path: str, device: torch.device) -> list[float]:
     return fractions
 
 
-def sparse_mlp(state: torch.Tensor, frozen_mlp, layout) -> torch.Tensor:
+def sparse_mlp(state: torch.Tensor, frozen_mlp, layout, precision: Precision = EXACT) -> torch.Tensor:
     """MLP of a source block ``(B, S, w, H)`` through the active neurons only -> ``(B, S, w, H')``."""
     sparse: SparseMLP = frozen_mlp.sparse
     batch, sources, window, hidden = state.shape
     order, bounds = layout.target_order()
     order = order.to(state.device)
-    rows_in, rows_out = sparse.rows_in.to(state.dtype), sparse.rows_out.to(state.dtype)
+    rows_in, rows_out = precision.weight(sparse.rows_in, state.dtype), precision.weight(sparse.rows_out, state.dtype)
     out = state.new_zeros(batch, sources * window, rows_out.shape[1])
     for b in range(batch):
         grouped = state[b].reshape(sources * window, hidden)[order]  # rows ordered by target
@@ -104,8 +106,8 @@ def sparse_mlp(state: torch.Tensor, frozen_mlp, layout) -> torch.Tensor:
             if a == z or lo == hi:
                 continue
             neurons = sparse.index[a:z]
-            inner = grouped[lo:hi] @ rows_in.index_select(0, neurons).t()
+            inner = precision.mm(grouped[lo:hi], rows_in.index_select(0, neurons).t())
             inner *= sparse.values[a:z].to(inner.dtype)
-            torch.mm(inner, rows_out.index_select(0, neurons), out=result[lo:hi])
+            precision.mm(inner, rows_out.index_select(0, neurons), out=result[lo:hi])
         out[b, order] = result
     return out.view(batch, sources, window, -1)

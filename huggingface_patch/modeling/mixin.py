@@ -17,8 +17,9 @@ from ..architectures import get_adapter
 from ..engine.capture import capture
 from ..engine.conventions import DEFAULT, Conventions
 from ..engine.decompose import run_decomposition
-from ..engine.frozen import compute_dtype, freeze
+from ..engine.frozen import Freezer, compute_dtype
 from ..engine.memory import MemoryEstimate, choose_block_size, estimate, parse_memory, should_pack
+from ..engine.precision import check_precision
 from ..errors import InputError
 from .outputs import decomposed_output
 
@@ -82,7 +83,7 @@ class DecompositionMixin:
     def forward(self, *args, decomposition_window: int | None = None, output_layer_decompositions: bool = False,
                 decomposition_block_size: int | None = None, decomposition_conventions: Conventions | None = None,
                 decomposition_max_memory: int | str | None = None, decomposition_mlp_path: str = "auto",
-                decomposition_consumer: Callable | None = None, **kwargs):
+                decomposition_consumer: Callable | None = None, decomposition_precision: str = "fp32", **kwargs):
         """The base class's ``forward``; with ``decomposition_window`` (or ``config.dec_len``) the output also
         carries ``decomposition`` ``(B, W, T, H)`` and ``decomposition_bias`` ``(B, T, H)`` (see
         :class:`~huggingface_patch.modeling.outputs.DecomposedCausalLMOutputWithPast`).
@@ -95,7 +96,10 @@ class DecompositionMixin:
         ``decomposition_conventions``: a :class:`~huggingface_patch.engine.conventions.Conventions`;
         ``decomposition_consumer``: streaming mode, ``consumer(start, block)`` receives every finished block
         of sources ``(B, S, w, H)`` (see :func:`~huggingface_patch.engine.decompose.run_decomposition`) and
-        ``decomposition`` is None.
+        ``decomposition`` is None; ``decomposition_precision``: ``"fp32"`` (default, exact), ``"bf16"`` or
+        ``"tf32"`` (CUDA) for the contributions' matmuls (:mod:`~huggingface_patch.engine.precision`); the
+        model's own forward pass and the bias term stay exact, and the output's
+        ``decomposition_identity_errors`` says how far the result is from the real states.
         """
         window = decomposition_window if decomposition_window is not None else getattr(self.config, "dec_len", None)
         if window is None:
@@ -104,7 +108,8 @@ class DecompositionMixin:
             return super().forward(*args, **kwargs)
         options = dict(block_size=decomposition_block_size, conventions=decomposition_conventions or DEFAULT,
                        max_memory=None if decomposition_max_memory is None else parse_memory(decomposition_max_memory),
-                       mlp_path=decomposition_mlp_path, consumer=decomposition_consumer)
+                       mlp_path=decomposition_mlp_path, consumer=decomposition_consumer,
+                       precision=check_precision(decomposition_precision, self.device))
         return self._decomposed_forward(super().forward, args, kwargs, _check_window(window),
                                         output_layer_decompositions, **options)
 
@@ -128,10 +133,10 @@ class DecompositionMixin:
         return estimate(spec, batch, length, window, itemsize, model_bytes=model_bytes,
                         vocab=self.config.vocab_size, output_layers=output_layers, streaming=streaming,
                         tangent=(conventions or DEFAULT).activation == "tangent",
-                        packed=should_pack(spec, batch, length, itemsize, max_memory))
+                        packed=should_pack(spec, batch, length, itemsize, max_memory, window))
 
     def _decomposed_forward(self, base_forward, args, kwargs, window, output_layers, block_size, conventions,
-                            max_memory=None, mlp_path="auto", consumer=None):
+                            max_memory=None, mlp_path="auto", consumer=None, precision="fp32"):
         bound = inspect.signature(base_forward).bind(*args, **kwargs)
         call = dict(bound.arguments)
         call.update(call.pop("kwargs", {}))
@@ -160,33 +165,37 @@ class DecompositionMixin:
             planned = choose_block_size(est, max_memory)  # raises MemoryBudgetError before the forward pass
             log.debug("decomposition memory: %s", est.describe(planned))
 
-        pack = should_pack(spec, batch, length, compute_dtype(self.dtype).itemsize, max_memory)
-        with capture(self, spec, pack_attention=pack, valid=valid, dtype=compute_dtype(self.dtype)) as record:
+        pack = should_pack(spec, batch, length, compute_dtype(self.dtype).itemsize, max_memory, window)
+        # each layer is frozen as soon as it has run, and carries the bias term while its full attention
+        # probabilities exist; then it keeps only the band the window reads
+        freezer = Freezer(spec, valid, self.dtype, conventions=conventions, window=window,
+                          output_layers=output_layers)
+
+        def on_layer(index, x_in, x_out, probs, record):
+            if index == 0:
+                position = record.position_embeddings
+                freezer.start(x_in, None if position is None else position.detach())
+            freezer.add_layer(index, x_in, x_out, probs)
+
+        with capture(self, spec, pack_attention=pack, valid=valid, dtype=compute_dtype(self.dtype),
+                     on_layer=on_layer) as record:
             output = base_forward(**call)
         final_state = record.final_state
         if final_state is None:
             final_state = output.last_hidden_state
-        attention, record.attention = record.attention, []  # freeze() drops each layer's probabilities
 
         with torch.no_grad():
-            frozen = freeze(
-                spec,
-                [x.detach() for x in record.layer_inputs],
-                [x.detach() for x in record.layer_outputs],
-                attention,
-                final_state.detach(),
-                valid,
-                model_dtype=self.dtype,
-                conventions=conventions,
-                position_embeddings=None if record.position_embeddings is None else record.position_embeddings.detach(),
-            )
+            frozen = freezer.finish(final_state.detach())
             result = run_decomposition(frozen, window, block_size=block_size, output_layers=output_layers,
-                                       mlp_path=mlp_path, max_memory=max_memory, consumer=consumer, memory=est)
+                                       mlp_path=mlp_path, max_memory=max_memory, consumer=consumer, memory=est,
+                                       precision=precision)
         decomposed = decomposed_output(
             output,
             decomposition=result.decomposition,
             decomposition_bias=result.bias,
             layer_decompositions=result.layer_decompositions,
             layer_decomposition_biases=result.layer_biases,
+            decomposition_identity_errors=result.identity_errors,
+            decomposition_precision=result.precision,
         )
         return decomposed if return_dict is not False else decomposed.to_tuple()

@@ -22,6 +22,11 @@ _FIELDS_DOC = """
         `num_layers + 1` tensors `(batch, W, T, H)`: index 0 the embeddings, index `l` the output of layer `l`.
     layer_decomposition_biases (`tuple(torch.FloatTensor)`, with `output_layer_decompositions=True`):
         The matching bias terms `(batch, T, H)`.
+    decomposition_identity_errors (`torch.DoubleTensor` of shape `(num_layers + 2,)`):
+        For the targets `t < W` (all their sources in the window): the largest |contributions + bias - real
+        state| relative to max|h|, at the embeddings, after each layer and at the LM head's input.
+    decomposition_precision (`str`):
+        The matmul precision of the contributions: `"fp32"` (exact), `"bf16"` or `"tf32"`.
 """
 
 
@@ -32,6 +37,8 @@ class DecomposedCausalLMOutputWithPast(CausalLMOutputWithPast):
     decomposition_bias: torch.FloatTensor | None = None
     layer_decompositions: tuple[torch.FloatTensor, ...] | None = None
     layer_decomposition_biases: tuple[torch.FloatTensor, ...] | None = None
+    decomposition_identity_errors: torch.DoubleTensor | None = None
+    decomposition_precision: str | None = None
 
 
 @dataclass
@@ -41,6 +48,8 @@ class DecomposedCausalLMOutputWithCrossAttentions(CausalLMOutputWithCrossAttenti
     decomposition_bias: torch.FloatTensor | None = None
     layer_decompositions: tuple[torch.FloatTensor, ...] | None = None
     layer_decomposition_biases: tuple[torch.FloatTensor, ...] | None = None
+    decomposition_identity_errors: torch.DoubleTensor | None = None
+    decomposition_precision: str | None = None
 
 
 @dataclass
@@ -50,6 +59,8 @@ class DecomposedBaseModelOutputWithPast(BaseModelOutputWithPast):
     decomposition_bias: torch.FloatTensor | None = None
     layer_decompositions: tuple[torch.FloatTensor, ...] | None = None
     layer_decomposition_biases: tuple[torch.FloatTensor, ...] | None = None
+    decomposition_identity_errors: torch.DoubleTensor | None = None
+    decomposition_precision: str | None = None
 
 
 @dataclass
@@ -59,6 +70,8 @@ class DecomposedBaseModelOutputWithPastAndCrossAttentions(BaseModelOutputWithPas
     decomposition_bias: torch.FloatTensor | None = None
     layer_decompositions: tuple[torch.FloatTensor, ...] | None = None
     layer_decomposition_biases: tuple[torch.FloatTensor, ...] | None = None
+    decomposition_identity_errors: torch.DoubleTensor | None = None
+    decomposition_precision: str | None = None
 
 
 _DECOMPOSED = {
