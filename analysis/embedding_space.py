@@ -5,9 +5,11 @@
     python -m analysis.embedding_space qk   --layer 10 --head 3 --only-alnum
     python -m analysis.embedding_space tsne --layer 20 --neuron 100 --part value
     python -m analysis.embedding_space align --corpus examples/corpus.sentitems
+    python -m analysis.embedding_space select --corpus examples/essays.sentitems   # which neurons/heads to read
 
 Outputs (in ``--output-dir``): ``ff_L{l}_N{n}.csv/.json/.png``, ``{vo,qk}_L{l}_H{h}.csv/.json/.png``,
-``tsne_L{l}_N{n}_{part}.csv/.png/.html``, ``align.csv/.json/.png``; see docs/embedding_space.md.
+``tsne_L{l}_N{n}_{part}.csv/.png/.html``, ``align.csv/.json/.png``, ``selection.csv/.json``; see
+docs/embedding_space.md.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with its five subcommands."""
+    """The argument parser with its six subcommands."""
     parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
 
@@ -112,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--target", choices=("layer", "final"), default="layer",
                     help="hidden state of the same layer (default) or of the last layer")
     al.add_argument("--seed", type=int, default=0)
+
+    se = sub.add_parser("select", help="a stated rule picks the neurons and heads to read, per layer",
+                        description="Per layer: the FF neuron most often among the top activated neurons over the "
+                                    "corpus positions, and the heads with the largest Frobenius norm of W_VO and "
+                                    "W_QK (default layers: L/4, L/2, 3L/4, L-1).")
+    _common(se)
+    add_bos_argument(se)
+    se.add_argument("--corpus", default="examples/essays.sentitems",
+                    help="sentitems or plain text (default %(default)s)")
+    se.add_argument("--layers", type=non_negative_int, nargs="+", default=None,
+                    help="layers (default L/4, L/2, 3L/4, L-1)")
+    se.add_argument("--neurons", type=positive_int, default=5, help="most activated neurons per position (default 5)")
+    se.add_argument("--max-positions", type=positive_int, default=1000, help="positions used (default 1000)")
     return parser
 
 
@@ -126,8 +141,9 @@ def _token_filter(args):
                        keep_special=args.keep_special, max_id=args.max_id)
 
 
-def report_for(args, model, tokenizer, vocab, token_filter):
-    """The subcommand's report (see :mod:`huggingface_patch.embedding_space.reports`)."""
+def report_for(args, model, tokenizer, vocab, token_filter, start=None):
+    """The subcommand's report (see :mod:`huggingface_patch.embedding_space.reports`); ``start``: the start
+    token of the corpus texts (align, select)."""
     from huggingface_patch.embedding_space import reports
 
     common = dict(embedding=args.embedding, normalize=args.normalize)
@@ -145,9 +161,12 @@ def report_for(args, model, tokenizer, vocab, token_filter):
                                    learning_rate=args.learning_rate, seed=args.seed, **common)
     from huggingface_patch.corpus import read_corpus
 
+    if args.command == "select":
+        return reports.selection_report(model, tokenizer, read_corpus(args.corpus), layers=args.layers,
+                                        neurons=args.neurons, max_positions=args.max_positions, start=start)
     return reports.alignment_report(model, tokenizer, vocab, read_corpus(args.corpus), token_filter, layers=args.layers,
                                     neurons=args.neurons, tokens=args.tokens, max_positions=args.max_positions,
-                                    target=args.target, seed=args.seed, **common)
+                                    target=args.target, seed=args.seed, start=start, **common)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,13 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         from huggingface_patch.records import analysis_record, describe_file
 
         setup_logging(args.verbose)
-        start = time.perf_counter()
+        started = time.perf_counter()
         check_output_dir(args.output_dir)
         check_device(args.device)
         token_filter = _token_filter(args)  # a bad word list fails before the model loads
         if args.command in ("vo", "qk") and args.min_k > args.max_k:
             raise UsageError(f"--min-k ({args.min_k}) must not exceed --max-k ({args.max_k})")
-        if args.command == "align":
+        if args.command in ("align", "select"):
             from huggingface_patch.corpus import read_corpus
 
             read_corpus(args.corpus)
@@ -177,15 +196,21 @@ def main(argv: list[str] | None = None) -> int:
                                                             decomposed=False)
         get_adapter(model)  # UnsupportedArchitectureError names the supported families
         vocab = vocabulary(tokenizer, readout(model).vocab_size)
-        report = report_for(args, model, tokenizer, vocab, token_filter)
+        start_token = None
+        if args.command in ("align", "select"):
+            from huggingface_patch.corpus import document_start
+
+            start_token = document_start(model.config, tokenizer, args.bos, bundled=source.name)
+            logger.info("start token: %r (id %s; %s)", start_token.token, start_token.id, start_token.reason)
+        report = report_for(args, model, tokenizer, vocab, token_filter, start_token)
         settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "verbose", "device", "model",
                                                                    "no_progress")}
-        inputs = {"corpus": describe_file(args.corpus)} if args.command == "align" else {}
+        inputs = {"corpus": describe_file(args.corpus)} if args.command in ("align", "select") else {}
         record = analysis_record(prog, settings, model=model, model_name=source.name, model_argument=args.model,
                                  tokenizer=tokenizer, inputs=inputs)
         with ResultFolder(args.output_dir, record) as out:
             report.write(out, source.name)
-        logger.info("wrote %s in %.1f s", args.output_dir, time.perf_counter() - start)
+        logger.info("wrote %s in %.1f s", args.output_dir, time.perf_counter() - started)
 
     return run_cli(body, prog)
 

@@ -10,10 +10,12 @@ is the one that wrote them (:class:`~huggingface_patch.errors.RecordError` other
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import platform
+import subprocess
 
 import torch
 
@@ -37,11 +39,28 @@ def package_version() -> str:
 
 
 def environment() -> dict:
-    """Versions of the package and of what it runs on."""
+    """Versions of the package and of what it runs on; ``source``: the git commit of the package's source tree
+    when it runs from a checkout (``+modified`` when tracked files differ from it), else None."""
     import transformers
 
     return {"huggingface_patch": package_version(), "transformers": transformers.__version__,
-            "torch": torch.__version__, "python": platform.python_version()}
+            "torch": torch.__version__, "python": platform.python_version(), "source": source_commit()}
+
+
+@functools.lru_cache(maxsize=1)
+def source_commit() -> str | None:
+    """``git`` commit of the checkout this package is imported from (None outside a checkout)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isdir(os.path.join(root, ".git")):
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit[:12]}+modified" if changed else commit[:12]
 
 
 def _digest(parts) -> str:

@@ -464,3 +464,63 @@ def test_tsne_of_top_tokens(plain_models, byte_tokenizer):
     assert "<script src" not in page and "test &lt;page&gt;" in page and json.dumps(result.tokens[0])[1:-1] in page
     flat = tsne_top_tokens(vector, embedding_matrix(model), vocab, 10, n_components=2, normalize=True)
     assert flat.coords.shape == (10, 2)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "gptj"])
+def test_selection_rule_matches_its_definition(kind, byte_tokenizer):
+    """select_parameters: the neuron most often in a position's top 5 (counted here from the MLP's own inner
+    activation) and the heads with the largest ‖W_V,h W_O,h‖ / ‖W_Q,h W_K,hᵀ‖ (dense products here)."""
+    from huggingface_patch.corpus import StartToken
+    from huggingface_patch.embedding_space.projections import head_weights, num_heads
+    from huggingface_patch.embedding_space.selection import select_parameters
+    model = build_tiny_model(kind, decomposed=False)
+    tokenizer = byte_tokenizer
+    texts = ["the cat sat on the mat", "a dog ran home fast, then slept"]
+    start = StartToken(2, "</s>", "test")
+    chosen = select_parameters(model, tokenizer, texts, layers=[0, 2], neurons=5, start=start)
+
+    parts = model_parts(model)
+    inner, seen_ids = {}, []
+    handles = [layer.mlp_down.register_forward_pre_hook(
+        lambda module, args, i=i: inner.__setitem__(i, args[0])) for i, layer in enumerate(parts.layers)]
+    from huggingface_patch.embedding_space.projections import ff_size
+
+    counts = {layer: torch.zeros(ff_size(model, layer), dtype=torch.long) for layer in (0, 2)}
+    with torch.no_grad():
+        for text in texts:
+            ids = torch.tensor([[2] + tokenizer(text, add_special_tokens=False)["input_ids"]])
+            seen_ids.append(ids)
+            model(ids)
+            for layer in counts:
+                acts = inner[layer].reshape(1, ids.shape[1], -1)[0, 1:]
+                counts[layer] += torch.bincount(acts.topk(5, -1).indices.flatten(), minlength=counts[layer].numel())
+    for handle in handles:
+        handle.remove()
+    for entry in chosen["chosen"]:
+        layer = entry["layer"]
+        assert entry["neuron"] == int(counts[layer].argmax()), f"{kind} layer {layer}"
+        assert entry["neuron_top_count"] == int(counts[layer].max())
+        for part, head_key in (("vo", "vo_head"), ("qk", "qk_head")):
+            norms = []
+            for head in range(num_heads(model, layer)):
+                left, right = getattr(head_weights(model, layer, head), part)
+                norms.append(float(torch.linalg.matrix_norm(left.double() @ right.double())))
+            assert entry[head_key] == max(range(len(norms)), key=norms.__getitem__), f"{kind} {part} layer {layer}"
+            assert abs(entry[f"{part}_norm"] - max(norms)) <= 1e-9 * max(norms)
+    assert chosen["positions"] == sum(ids.shape[1] - 1 for ids in seen_ids)
+
+
+def test_alignment_uses_the_start_token(byte_tokenizer):
+    """--bos reaches the texts: with a start token every text starts with it, without one it does not."""
+    from huggingface_patch.corpus import StartToken
+    from huggingface_patch.embedding_space.align import collect_activations
+
+    model = build_tiny_model("llama", decomposed=False)
+    tokenizer = byte_tokenizer
+    firsts = []
+    handle = model.register_forward_pre_hook(lambda module, args, kwargs: firsts.append(int(kwargs["input_ids"][0, 0])),
+                                             with_kwargs=True)
+    collect_activations(model, tokenizer, ["xyz abc"], start_token=StartToken(7, "tok", "test"))
+    collect_activations(model, tokenizer, ["xyz abc"], start_token=StartToken(None, None, "none"))
+    handle.remove()
+    assert firsts[0] == 7 and firsts[1] == tokenizer("xyz abc", add_special_tokens=False)["input_ids"][0]

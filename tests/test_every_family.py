@@ -160,10 +160,12 @@ def test_recall_tools(kind, folders, workdir, tmp_path):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_embedding_space_tools(kind, folders, tmp_path):
-    """FF keys/values, W_VO and W_QK (fused projections split by the adapter), t-SNE and the alignment."""
+    """FF keys/values, W_VO and W_QK (fused projections split by the adapter), t-SNE, the alignment and the
+    rule-based selection."""
     for command, extra in (("ff", ["--layer", 1, "--neuron", 3]), ("vo", ["--layer", 1, "--head", 1]),
                            ("qk", ["--layer", 1, "--head", 1]), ("tsne", ["--layer", 0, "--neuron", 0]),
-                           ("align", [])):
+                           ("align", []), ("select", ["--corpus", "examples/essays.sentitems", "--max-positions",
+                                                      50])):
         out = tmp_path / command
         _ok(embedding_space.main, [command, "--model", folders(kind), "--output-dir", out, *extra])
         assert os.listdir(out), f"{command}: nothing written"

@@ -40,9 +40,11 @@ class Activations:
 
 @torch.no_grad()
 def collect_activations(model: nn.Module, tokenizer, texts: list[str], n_neurons: int = 5, max_positions: int = 1000,
-                        skip_first: bool = True, max_length: int = 512) -> Activations:
+                        skip_first: bool = True, max_length: int = 512, start_token=None) -> Activations:
     """Run the texts one at a time, each cut to ``max_length`` tokens and to the model's context; keep up to
-    ``max_positions`` positions (``skip_first``: not position 0)."""
+    ``max_positions`` positions (``skip_first``: not position 0). ``start_token``: a
+    :class:`~huggingface_patch.corpus.StartToken` put before each text (its own special tokens left out);
+    None: the tokenizer's own encoding."""
     from ..corpus import CorpusError, context_size
 
     try:
@@ -66,7 +68,11 @@ def collect_activations(model: nn.Module, tokenizer, texts: list[str], n_neurons
         for text in texts:
             if kept >= max_positions:
                 break
-            ids = tokenizer(text, return_tensors="pt").input_ids[:, :max_length].to(device)
+            if start_token is None:
+                ids = tokenizer(text, return_tensors="pt").input_ids[:, :max_length].to(device)
+            else:
+                encoded = start_token.prepend(tokenizer(text, add_special_tokens=False)["input_ids"])
+                ids = torch.tensor([encoded[:max_length]], device=device)
             with record_residual_stream(model) as states:
                 model(input_ids=ids)
             start = 1 if skip_first else 0
@@ -110,18 +116,19 @@ class AlignmentResult:
 def parameter_alignment(model: nn.Module, tokenizer, texts: list[str], *, layers: list[int] | None = None,
                         n_neurons: int = 5, k_tokens: int = 50, max_positions: int = 1000, target: str = "layer",
                         allowed: torch.Tensor | None = None, embedding: str = "output", seed: int = 0,
-                        normalize: bool = False,
-                        activations: Activations | None = None) -> AlignmentResult:
+                        normalize: bool = False, activations: Activations | None = None,
+                        start=None) -> AlignmentResult:
     """Recall of the hidden state's top tokens among the most activated neurons' top tokens.
 
-    Per layer and part (keys and values), against a random-position baseline (see the module docstring).
+    Per layer and part (keys and values), against a random-position baseline (see the module docstring);
+    ``start`` as in :func:`collect_activations`.
     """
     if target not in ALIGNMENT_TARGETS:
         raise ValueError(f"unknown target {target!r}: choose from {', '.join(ALIGNMENT_TARGETS)}")
     parts = model_parts(model)
     n_layers = len(parts.layers)
     layers = list(range(n_layers)) if layers is None else layers
-    acts = activations or collect_activations(model, tokenizer, texts, n_neurons, max_positions)
+    acts = activations or collect_activations(model, tokenizer, texts, n_neurons, max_positions, start_token=start)
     device = next(model.parameters()).device
     write = embedding_matrix(model, "output", normalize).float()
     read = embedding_matrix(model, embedding, normalize).float()

@@ -1,6 +1,7 @@
-"""The four readings of ``analysis.embedding_space`` as result objects that write their own outputs: a
+"""The readings of ``analysis.embedding_space`` as result objects that write their own outputs: a
 neuron's top tokens (:func:`ff_report`), a head's top token pairs (:func:`pairs_report`), a t-SNE of top
-tokens (:func:`tsne_report`) and the parameters-vs-hidden-states alignment (:func:`alignment_report`).
+tokens (:func:`tsne_report`), the parameters-vs-hidden-states alignment (:func:`alignment_report`) and the
+rule-based choice of parameters to read (:func:`selection_report`).
 Each ``write(folder, model_name)`` takes a :class:`~huggingface_patch.files.ResultFolder`."""
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ class AlignmentReport:
 
 def alignment_report(model, tokenizer, vocab, texts: list[str], token_filter, *, layers=None, neurons: int = 5,
                      tokens: int = 50, max_positions: int = 1000, target: str = "layer", embedding: str = "output",
-                     seed: int = 0, normalize: bool = False) -> AlignmentReport:
+                     seed: int = 0, normalize: bool = False, start=None) -> AlignmentReport:
     """Recall of the hidden state's top tokens among the most activated neurons' top tokens, per layer,
     against a random position."""
     from .align import parameter_alignment
@@ -210,7 +211,31 @@ def alignment_report(model, tokenizer, vocab, texts: list[str], token_filter, *,
             raise ParameterIndexError(f"layer {layer} is out of range: the model has {n} (layers 0..{n - 1})")
     result = parameter_alignment(model, tokenizer, texts, layers=layers, n_neurons=neurons, k_tokens=tokens,
                                  max_positions=max_positions, target=target, allowed=token_filter.allowed(vocab),
-                                 embedding=embedding, seed=seed, normalize=normalize)
+                                 embedding=embedding, seed=seed, normalize=normalize, start=start)
     settings = dict(neurons=neurons, tokens=tokens, target=target, embedding=embedding,
-                    filters=token_filter.describe())
+                    filters=token_filter.describe(), start=None if start is None else start.describe())
     return AlignmentReport(result, settings)
+
+
+@dataclass
+class SelectionReport:
+    """The parameters a stated rule picks per layer (:func:`~.selection.select_parameters`)."""
+
+    selection: dict
+
+    def write(self, folder, model_name: str) -> None:
+        rows = [{key: value for key, value in entry.items() if key != "head_norms"}
+                for entry in self.selection["chosen"]]
+        write_csv(rows, folder.path("selection.csv"))
+        write_json(dict(self.selection, model=model_name), folder.path("selection.json"))
+
+
+def selection_report(model, tokenizer, texts: list[str], *, layers=None, neurons: int = 5,
+                     max_positions: int = 1000, start=None) -> SelectionReport:
+    """Per layer: the most often top-activated FF neuron and the heads with the largest ``W_VO``/``W_QK``."""
+    from .selection import select_parameters
+
+    selection = select_parameters(model, tokenizer, texts, layers=layers, neurons=neurons,
+                                  max_positions=max_positions, start=start)
+    selection["start"] = None if start is None else start.describe()
+    return SelectionReport(selection)
