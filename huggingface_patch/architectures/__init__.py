@@ -14,6 +14,7 @@ from .base import ArchitectureAdapter, LayerParts, ModelParts
 from .registry import (
     ENTRY_POINT_GROUP,
     UnsupportedArchitectureError,
+    family_table,
     get_adapter,
     list_architectures,
     model_parts,
@@ -43,6 +44,7 @@ __all__ = [
     "Readout",
     "ResidualBlock",
     "UnsupportedArchitectureError",
+    "family_table",
     "get_adapter",
     "list_architectures",
     "model_parts",

@@ -103,3 +103,16 @@ def get_adapter(model_or_config) -> ArchitectureAdapter:
 def model_parts(model) -> ModelParts:
     """Shortcut: where layers, attention, MLP and final norm live in ``model`` (any supported family)."""
     return get_adapter(model).parts(model)
+
+
+def family_table() -> str:
+    """The README's table of supported families (Markdown), one row per registered adapter, from each
+    adapter's ``summary``."""
+    lines = ["| family | `model_type` | classes | frozen from the real forward pass | in the bias term | notes |",
+             "|---|---|---|---|---|---|"]
+    for adapter in registered_adapters():
+        s = adapter.summary
+        types = ", ".join(f"`{t}`" for t in adapter.model_types)
+        lines.append(f"| {adapter.name} | {types} | {s.get('classes', '')} | {s.get('frozen', '')} | "
+                     f"{s.get('bias term', '')} | {s.get('notes', '')} |")
+    return "\n".join(lines)

@@ -1,0 +1,263 @@
+"""Regenerate every number and figure of ``docs/results.md``: each analysis on each bundled real model.
+
+    bash scripts/reproduce.sh                         # every part, both models, then the report
+    bash scripts/reproduce.sh --parts saturation      # one part (both models), then the report
+    bash scripts/reproduce.sh --models smollm2-135m --parts deltalp
+    bash scripts/reproduce.sh --report-only           # rebuild docs/results* from the runs already there
+    bash scripts/reproduce.sh --list                  # the steps and their commands, nothing run
+
+Each step is one command-line tool of this repository, run in a fresh process with its own progress bars,
+writing into ``--work`` (default ``results/reproduce/{model}/{part}/{step}``). A step whose output folder holds
+a complete run of the same command is skipped (``--force`` reruns it), so an interrupted reproduction resumes.
+Wall-clock seconds per step and part go to ``{work}/timings.json`` and are printed at the end. Then
+``scripts/results_report.py`` turns the runs into ``docs/results/*.json|csv``, ``docs/figures/*.png`` and
+``docs/results.md``.
+
+The settings of every part, and why, are in ``docs/results.md`` ("How the numbers were made").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+MODELS = ("smollm2-135m", "gemma3-270m")
+PARTS = ("recall", "saturation", "deltalp", "embedding", "path_length")
+DATA = os.path.join(REPO, "huggingface_patch", "data")
+ESSAYS = os.path.join(REPO, "examples", "essays.sentitems")
+PARAGRAPHS = os.path.join(DATA, "reference_paragraphs.csv")
+#: facts per model for the two costly recall interventions (every known fact for the others)
+PATCHING_FACTS = 40
+#: (target, source) pairs of the ΔLP-vs-ablation comparison
+ABLATION_PAIRS = 1200
+
+
+@dataclass
+class Step:
+    """One tool run: ``module`` (``python -m``) or a script path, its arguments, and its output folder."""
+
+    part: str
+    model: str
+    name: str
+    argv: list[str]
+    output: str
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, *self.argv, "--output-dir", self.output]
+
+
+def num_layers(model: str) -> int:
+    """Decoder layers of a bundled model (from its converted folder's config)."""
+    from transformers import AutoConfig
+
+    from huggingface_patch.bundled import bundled_folder
+
+    config = AutoConfig.from_pretrained(bundled_folder(model))
+    return int(getattr(config, "num_hidden_layers", None) or config.text_config.num_hidden_layers)
+
+
+def knockout_window(layers: int) -> int:
+    """The attention-knockout window scaled from the paper's k = 9 of 48 layers (GPT2-XL): round(9 L / 48),
+    at least 1 (GPT-J's 28 layers give the paper's own k = 5)."""
+    return max(1, round(9 * layers / 48))
+
+
+def patching_sources(layers: int) -> list[str]:
+    """The paper's source layers 0, 1, 5, 10, 20 of 48, scaled to ``layers`` (distinct, below ``L - 1``)."""
+    scaled = sorted({0, 1, *(round(s * layers / 48) for s in (5, 10, 20))})
+    return [str(s) for s in scaled if s < layers - 1]
+
+
+def facts_corpus(work: str) -> str:
+    """``{work}/texts/facts.sentitems``: every known_1000 prompt completed with its dataset attribute, one
+    article each (the saturation analyses' second text, next to the essays)."""
+    path = os.path.join(work, "texts", "facts.sentitems")
+    if not os.path.isfile(path):
+        with open(os.path.join(DATA, "known_1000.json"), encoding="utf-8") as handle:
+            facts = json.load(handle)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        lines = [f"!ARTICLE\n{fact['prompt'].strip()} {fact['attribute'].strip()}.\n" for fact in facts]
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write("".join(lines))
+        os.replace(tmp, path)
+    return path
+
+
+def saturation_corpus(work: str) -> str:
+    """``{work}/texts/saturation.sentitems``: the essays followed by the completed facts."""
+    path = os.path.join(work, "texts", "saturation.sentitems")
+    if not os.path.isfile(path):
+        facts = facts_corpus(work)
+        with open(ESSAYS, encoding="utf-8") as a, open(facts, encoding="utf-8") as b:
+            text = a.read().rstrip("\n") + "\n" + b.read()
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    return path
+
+
+def steps_for(part: str, model: str, work: str) -> list[Step]:
+    """The steps of one part for one model (``path_length`` compares both models in one step)."""
+    out = os.path.join(work, model, part)
+
+    def step(name: str, *argv) -> Step:
+        return Step(part, model, name, [str(a) for a in argv], os.path.join(out, name))
+
+    if part == "recall":
+        layers = num_layers(model)
+        common = ["--model", model]
+        return [
+            step("knockout", "-m", "analysis.attention_knockout", *common, "--window", knockout_window(layers)),
+            step("extraction", "-m", "analysis.attribute_extraction", *common),
+            step("extraction_final_norm", "-m", "analysis.attribute_extraction", *common, "--final-norm"),
+            step("attributes_rate", "-m", "analysis.attributes_rate", *common, "--paragraphs", PARAGRAPHS),
+            step("attributes_rate_final_norm", "-m", "analysis.attributes_rate", *common, "--paragraphs",
+                 PARAGRAPHS, "--final-norm"),
+            step("sublayer", "-m", "analysis.sublayer_knockout", *common, "--metric", "attributes-rate",
+                 "--paragraphs", PARAGRAPHS, "--final-norm", "--kinds", "mlp", "attention-uniform",
+                 "attention-zero"),
+            step("patching", "-m", "analysis.patching", *common, "--limit", PATCHING_FACTS, "--final-norm",
+                 "--sources", *patching_sources(layers)),
+        ]
+    if part == "saturation":
+        corpus = saturation_corpus(work)
+        common = ["--model", model, "--corpus", corpus]
+        return [step(name, "-m", "analysis.saturation", name, *common)
+                for name in ("layers", "order", "probe", "early-exit")]
+    if part == "deltalp":
+        return [
+            step("deltalp", "-m", "analysis.deltalp", "--model", model, "--corpus", ESSAYS, "--window", 50, "--html",
+                 "--lens", "--plot-range", "0:0-39"),
+            step("ablation", "-m", "analysis.ablation_agreement", "--model", model, "--corpus", ESSAYS, "--window",
+                 50, "--pairs", ABLATION_PAIRS, "--max-tokens", 256),
+        ]
+    if part == "embedding":
+        common = ["--model", model]
+        return [
+            step("select", "-m", "analysis.embedding_space", "select", *common, "--corpus", ESSAYS),
+            step("align", "-m", "analysis.embedding_space", "align", *common, "--corpus", ESSAYS, "--only-ascii"),
+            # the readings of the selected parameters are added once the selection exists (see expand)
+        ]
+    if part == "path_length":
+        both = [arg for name in MODELS for arg in ("--model", name)]
+        corpus = saturation_corpus(work)
+        return [Step(part, "both", "path_length", ["-m", "analysis.path_length", *both, "--corpus", corpus,
+                                                    "--max-tokens", "256"], os.path.join(work, "both", part))]
+    raise ValueError(part)
+
+
+def expand(step: Step) -> list[Step]:
+    """Steps that follow from a finished step's output: the FF / VO / QK readings of the selected parameters."""
+    if step.name != "select":
+        return []
+    with open(os.path.join(step.output, "selection.json"), encoding="utf-8") as handle:
+        selection = json.load(handle)
+    base = os.path.dirname(step.output)
+    follow = []
+    for entry in selection["chosen"]:
+        layer = entry["layer"]
+        readings = (("ff", "--neuron", entry["neuron"], f"ff_L{layer}"),
+                    ("vo", "--head", entry["vo_head"], f"vo_L{layer}"),
+                    ("qk", "--head", entry["qk_head"], f"qk_L{layer}"))
+        for command, flag, value, name in readings:
+            follow.append(Step(step.part, step.model, name,
+                               ["-m", "analysis.embedding_space", command, "--model", step.model, "--layer",
+                                str(layer), flag, str(value), "--only-ascii"], os.path.join(base, name)))
+    return follow
+
+
+def done(step: Step) -> bool:
+    """The step's folder holds a complete run (``run.json``, written last) of this very command."""
+    marker = os.path.join(step.output, "reproduce.json")
+    if not (os.path.isfile(os.path.join(step.output, "run.json")) and os.path.isfile(marker)):
+        return False
+    with open(marker, encoding="utf-8") as handle:
+        return json.load(handle).get("argv") == step.argv
+
+
+def run(step: Step, index: int, total: int) -> float:
+    """Run one step (its own progress bars on stderr); returns its wall-clock seconds."""
+    print(f"[{index}/{total}] {step.part} / {step.model} / {step.name}: {' '.join(step.command[1:])}", flush=True)
+    start = time.perf_counter()
+    subprocess.run(step.command, check=True, cwd=REPO)
+    seconds = time.perf_counter() - start
+    with open(os.path.join(step.output, "reproduce.json"), "w", encoding="utf-8") as handle:
+        json.dump({"argv": step.argv, "seconds": round(seconds, 1)}, handle, indent=2)
+    print(f"      done in {seconds / 60:.1f} min", flush=True)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    parser.add_argument("--work", default=os.path.join(REPO, "results", "reproduce"),
+                        help="folder of the raw runs (default results/reproduce)")
+    parser.add_argument("--force", action="store_true", help="rerun steps that are already complete")
+    parser.add_argument("--list", action="store_true", help="print the steps and exit")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild the report from existing runs")
+    parser.add_argument("--no-report", action="store_true", help="run the steps, do not rebuild the report")
+    args = parser.parse_args(argv)
+
+    work = os.path.abspath(args.work)
+    if not args.report_only:
+        steps: list[Step] = []
+        for part in args.parts:
+            models = ["both"] if part == "path_length" else args.models
+            for model in models:
+                steps.extend(steps_for(part, MODELS[0] if model == "both" else model, work))
+        if args.list:
+            for step in steps:
+                print(f"{step.part:12} {step.model:14} {step.name:28} {' '.join(step.command[1:])}")
+            return 0
+        timings_path = os.path.join(work, "timings.json")
+        timings = {}
+        if os.path.isfile(timings_path):
+            with open(timings_path, encoding="utf-8") as handle:
+                timings = json.load(handle)
+        queue, index = list(steps), 0
+        while queue:
+            step = queue.pop(0)
+            index += 1
+            key = f"{step.part}/{step.model}/{step.name}"
+            if done(step) and not args.force:
+                print(f"[{index}/{index + len(queue)}] {key}: complete, skipped", flush=True)
+            else:
+                timings[key] = round(run(step, index, index + len(queue)), 1)
+                os.makedirs(work, exist_ok=True)
+                with open(timings_path + ".tmp", "w", encoding="utf-8") as handle:
+                    json.dump(timings, handle, indent=2, sort_keys=True)
+                os.replace(timings_path + ".tmp", timings_path)
+            queue[0:0] = expand(step)
+        print_timings(timings)
+    if args.no_report:
+        return 0
+    command = [sys.executable, os.path.join(REPO, "scripts", "results_report.py"), "--work", work]
+    return subprocess.run(command, cwd=REPO).returncode
+
+
+def print_timings(timings: dict) -> None:
+    """Minutes per part and model, and in total."""
+    parts: dict[str, float] = {}
+    for key, seconds in timings.items():
+        part, model, _ = key.split("/", 2)
+        parts[f"{part} / {model}"] = parts.get(f"{part} / {model}", 0.0) + seconds
+    print("\nwall-clock time of the steps run so far (this machine):")
+    for name, seconds in sorted(parts.items()):
+        print(f"  {name:34} {seconds / 60:6.1f} min")
+    print(f"  {'total':34} {sum(parts.values()) / 60:6.1f} min")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
