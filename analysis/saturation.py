@@ -6,6 +6,7 @@
     python -m analysis.saturation intervene   ...   # implant an earlier position's residual into a later one
     python -m analysis.saturation early-exit  ...   # probe vs softmax-margin / cosine baselines and oracle
     python -m analysis.saturation lm          ...   # rank-2 accuracy when s_2 saturates late vs early
+    python -m analysis.saturation all         ...   # layers, order, probe, early-exit and lm from one pass
 
 Text models read ``--corpus``; a ViT image classifier reads ``--images DIR``; Whisper reads ``--audio DIR``
 (WAV files). Outputs (CSV/JSON + PNG) go to ``--output-dir``. See ``docs/saturation.md``.
@@ -77,15 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("order", help="strict Kendall tau, permutation test and rank-correspondence plot")
     _common(p)
-    p.add_argument("--permutations", type=positive_int, default=1000, help="shuffles (default 1000)")
-    p.add_argument("--min-ranks", type=positive_int, default=3, help="least saturated ranks c (default 3)")
+    _order_options(p)
 
     p = sub.add_parser("probe", help="task-index probing from the residual stream (5-fold CV)")
     _common(p)
-    p.add_argument("--first-layer", type=positive_int, default=None,
-                   help="first labelled residual index (default 5; 1 for models under 10 blocks)")
-    p.add_argument("--folds", type=positive_int, default=5)
-    p.add_argument("--min-per-class", type=positive_int, default=5)
+    _probe_options(p, "first labelled residual index")
 
     p = sub.add_parser("intervene", help="implant an earlier position's residual into a later one")
     _common(p)
@@ -100,15 +97,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("early-exit", help="probe vs softmax-margin and cosine baselines and oracle")
     _common(p)
-    p.add_argument("--first-layer", type=positive_int, default=None,
-                   help="first layer where an exit is allowed (default 5; 1 for models under 10 blocks)")
+    _probe_options(p, "first layer where an exit is allowed", folds=False)
     p.add_argument("--test-fraction", type=_fraction, default=0.5)
-    p.add_argument("--min-per-class", type=positive_int, default=5)
 
     p = sub.add_parser("lm", help="rank-2 accuracy when s_2 saturates late vs early (two-proportion z-test)")
     _common(p)
-    p.add_argument("--late-margin", type=positive_int, default=7, help="early group: s_2 <= L - M (default 7)")
+    _lm_options(p)
+
+    p = sub.add_parser("all", help=f"{', '.join(ALL)} from one pass over the input (one output folder)")
+    _common(p)
+    _order_options(p)
+    _probe_options(p, "first labelled residual index and first exit layer")
+    p.add_argument("--test-fraction", type=_fraction, default=0.5, help="early exit: held-out share (default 0.5)")
+    _lm_options(p)
     return parser
+
+
+#: what ``all`` runs, in order (the intervention is left out: it runs the model again per pair)
+ALL = ("layers", "order", "probe", "early-exit", "lm")
+
+
+def _order_options(p) -> None:
+    p.add_argument("--permutations", type=positive_int, default=1000, help="shuffles (default 1000)")
+    p.add_argument("--min-ranks", type=positive_int, default=3, help="least saturated ranks c (default 3)")
+
+
+def _probe_options(p, first_layer: str, folds: bool = True) -> None:
+    p.add_argument("--first-layer", type=positive_int, default=None,
+                   help=f"{first_layer} (default 5; 1 for models under 10 blocks)")
+    if folds:
+        p.add_argument("--folds", type=positive_int, default=5)
+    p.add_argument("--min-per-class", type=positive_int, default=5)
+
+
+def _lm_options(p) -> None:
+    p.add_argument("--late-margin", type=positive_int, default=7, help="early group: s_2 <= L - M (default 7)")
 
 
 def _load(args):
@@ -122,7 +145,7 @@ def _load(args):
                            dtype=args.dtype, max_items=args.max_items, max_new_tokens=args.max_new_tokens,
                            start_choice=args.bos)
     log.info("model %s (%s): %d layers", args.model, backend.kind, backend.num_layers)
-    keep_residual = args.command in ("probe", "intervene", "early-exit")
+    keep_residual = args.command in ("probe", "intervene", "early-exit", "all")
     data = collect(backend, args.k, keep_residual=keep_residual, progress=not args.no_progress,
                    filter_fraction=args.filter_fraction)
     log.info("%d positions, %d kept by the filter", data.size, int(data.kept.sum()))
@@ -152,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         record = analysis_record(f"{PROG} {args.command}", settings, model=backend.model,
                                  model_name=os.path.basename(str(args.model).rstrip("/")), model_argument=args.model,
                                  tokenizer=tokenizer, inputs=inputs)
+        commands = ALL if args.command == "all" else (args.command,)
         with ResultFolder(args.output_dir, record) as out:
-            line = SUBCOMMANDS[args.command](args, backend, data, out)
-        print(line)
+            lines = [(name, SUBCOMMANDS[name](args, backend, data, out)) for name in commands]
+        for name, line in lines:
+            print(f"{name}: {line}" if len(lines) > 1 else line)
 
     return run_cli(body, PROG)
 

@@ -133,8 +133,8 @@ def steps_for(part: str, model: str, work: str) -> list[Step]:
     if part == "saturation":
         corpus = saturation_corpus(work)
         common = ["--model", model, "--corpus", corpus]
-        return [step(name, "-m", "analysis.saturation", name, *common)
-                for name in ("layers", "order", "probe", "early-exit")]
+        # one pass over the text for layers, order, probe, early exit and lm (the collection is the costly part)
+        return [step("all", "-m", "analysis.saturation", "all", *common)]
     if part == "deltalp":
         return [
             step("deltalp", "-m", "analysis.deltalp", "--model", model, "--corpus", ESSAYS, "--window", 50, "--html",

@@ -154,6 +154,25 @@ def test_every_subcommand_on_tiny_text_models(kind, text_models, corpus, tmp_pat
     assert oracle["speedup"] >= 1.0 and full["speedup"] == pytest.approx(1.0)
 
 
+def test_all_equals_the_separate_subcommands(text_models, corpus, tmp_path):
+    """``all`` collects once and writes every file of layers, order, probe, early-exit and lm, with the numbers
+    the separate subcommands compute."""
+    model = text_models["llama"]
+    options = ["--permutations", "200", "--min-per-class", "2", "--folds", "3", "--late-margin", "2"]
+    assert run(["all", "--model", model, "--corpus", corpus] + options, tmp_path / "all") == 0
+    for command in ("layers", "order", "probe", "early-exit", "lm"):
+        check_outputs(command, tmp_path / "all")
+        own = SMALL.get(command, [])
+        assert run([command, "--model", model, "--corpus", corpus] + own, tmp_path / command) == 0
+        for name in OUTPUTS[command]:
+            if name.endswith((".json", ".csv")):
+                ours = (tmp_path / "all" / name).read_text()
+                theirs = (tmp_path / command / name).read_text()
+                assert ours == theirs, f"{name} from 'all' differs from the '{command}' subcommand's"
+    record = json.loads((tmp_path / "all" / "run.json").read_text())
+    assert record["tool"] == "python -m analysis.saturation all"
+
+
 def test_layers_csv_matches_library_on_gpt2(text_models, corpus, tmp_path):
     import csv
 
