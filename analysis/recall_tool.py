@@ -80,7 +80,7 @@ class RecallTool:
             from huggingface_patch.corpus import document_start
             from huggingface_patch.files import ResultFolder, check_output_dir, write_csv, write_json
             from huggingface_patch.loading import load_model_and_tokenizer
-            from huggingface_patch.recall.queries import load_facts, prepare_queries
+            from huggingface_patch.recall.queries import known_queries, load_facts
             from huggingface_patch.records import analysis_record, describe_file
 
             setup_logging(args.verbose)
@@ -95,9 +95,15 @@ class RecallTool:
             if self.check_model is not None:
                 self.check_model(model, args, options)
             loaded = time.perf_counter()
+            facts_file = describe_file(args.facts)
             with tqdm(total=len(facts), desc="filtering facts", unit="fact") as bar:
-                queries = prepare_queries(model, tokenizer, facts, filter=args.filter, start=start,
-                                          batch_size=min(64, args.batch_rows), limit=args.limit, progress=bar)
+                # the model's answers to every fact are cached (keyed by weights, tokenizer, facts, filter and
+                # start token), so the tools after the first one on a model skip the filter
+                queries, selection = known_queries(model, tokenizer, facts, facts_file["sha256"], filter=args.filter,
+                                                   start=start, batch_size=min(64, args.batch_rows),
+                                                   limit=args.limit, progress=bar)
+            log.info("known facts: %s", {"cached": "read from the cache", "computed": "computed and cached",
+                                          "uncached": "computed for --limit (not cached)"}[selection])
             if not queries:
                 raise UsageError(f"the model knows none of the {len(facts)} facts with --filter {args.filter}; "
                                  "try --filter first-token or --filter none")
@@ -111,7 +117,7 @@ class RecallTool:
             settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "verbose", "device", "model")}
             record = analysis_record(self.prog, settings, model=model, model_name=source.name,
                                      model_argument=args.model, tokenizer=tokenizer,
-                                     inputs={"facts": describe_file(args.facts)})
+                                     inputs={"facts": facts_file})
             table, summary_name, figure = self.files
             with ResultFolder(args.output_dir, record) as out:
                 write_csv(records, out.path(table))

@@ -107,9 +107,12 @@ def saturation_corpus(work: str) -> str:
     return path
 
 
-def steps_for(part: str, model: str, work: str) -> list[Step]:
-    """The steps of one part for one model (``path_length`` compares both models in one step)."""
+def steps_for(part: str, model: str, work: str, facts: int | None = None, items: int | None = None) -> list[Step]:
+    """The steps of one part for one model (``path_length`` compares both models in one step). ``facts``: use
+    only the first N known facts in the recall part (default every one); ``items``: only the first N articles
+    of the saturation text."""
     out = os.path.join(work, model, part)
+    limit = ["--limit", facts] if facts else []
 
     def step(name: str, *argv) -> Step:
         return Step(part, model, name, [str(a) for a in argv], os.path.join(out, name))
@@ -117,22 +120,24 @@ def steps_for(part: str, model: str, work: str) -> list[Step]:
     if part == "recall":
         layers = num_layers(model)
         common = ["--model", model]
+        # the attributes-rate steps read only the subjects with a reference paragraph (62), so no limit there
         return [
-            step("knockout", "-m", "analysis.attention_knockout", *common, "--window", knockout_window(layers)),
-            step("extraction", "-m", "analysis.attribute_extraction", *common),
-            step("extraction_final_norm", "-m", "analysis.attribute_extraction", *common, "--final-norm"),
+            step("knockout", "-m", "analysis.attention_knockout", *common, *limit, "--window", knockout_window(layers)),
+            step("extraction", "-m", "analysis.attribute_extraction", *common, *limit),
+            step("extraction_final_norm", "-m", "analysis.attribute_extraction", *common, *limit, "--final-norm"),
             step("attributes_rate", "-m", "analysis.attributes_rate", *common, "--paragraphs", PARAGRAPHS),
             step("attributes_rate_final_norm", "-m", "analysis.attributes_rate", *common, "--paragraphs",
                  PARAGRAPHS, "--final-norm"),
             step("sublayer", "-m", "analysis.sublayer_knockout", *common, "--metric", "attributes-rate",
                  "--paragraphs", PARAGRAPHS, "--final-norm", "--kinds", "mlp", "attention-uniform",
                  "attention-zero"),
-            step("patching", "-m", "analysis.patching", *common, "--limit", PATCHING_FACTS, "--final-norm",
+            step("patching", "-m", "analysis.patching", "--model", model, "--limit",
+                 min(PATCHING_FACTS, facts or PATCHING_FACTS), "--final-norm",
                  "--sources", *patching_sources(layers)),
         ]
     if part == "saturation":
         corpus = saturation_corpus(work)
-        common = ["--model", model, "--corpus", corpus]
+        common = ["--model", model, "--corpus", corpus, *(["--max-items", items] if items else [])]
         # one pass over the text for layers, order, probe, early exit and lm (the collection is the costly part)
         return [step("all", "-m", "analysis.saturation", "all", *common)]
     if part == "deltalp":
@@ -204,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     parser.add_argument("--work", default=os.path.join(REPO, "results", "reproduce"),
                         help="folder of the raw runs (default results/reproduce)")
+    parser.add_argument("--facts", type=int, default=None,
+                        help="recall: only the first N known facts (default every one; a shorter run)")
+    parser.add_argument("--items", type=int, default=None,
+                        help="saturation: only the first N articles of its text (default all; a shorter run)")
     parser.add_argument("--force", action="store_true", help="rerun steps that are already complete")
     parser.add_argument("--list", action="store_true", help="print the steps and exit")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from existing runs")
@@ -216,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         for part in args.parts:
             models = ["both"] if part == "path_length" else args.models
             for model in models:
-                steps.extend(steps_for(part, MODELS[0] if model == "both" else model, work))
+                steps.extend(steps_for(part, MODELS[0] if model == "both" else model, work, args.facts, args.items))
         if args.list:
             for step in steps:
                 print(f"{step.part:12} {step.model:14} {step.name:28} {' '.join(step.command[1:])}")

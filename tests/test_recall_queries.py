@@ -11,15 +11,17 @@ from huggingface_patch.recall.queries import (
     DEFAULT_FACTS,
     FactQuery,
     FactsError,
+    _greedy_tokens,
     build_queries,
     encode_prompt,
     find_subject,
+    known_queries,
     length_batches,
     load_facts,
     prepare_queries,
     subject_token_span,
 )
-from huggingface_patch.testing import build_tiny_model, tokenizer_folder
+from huggingface_patch.testing import TINY_KINDS, build_tiny_model, tokenizer_folder
 
 PROMPTS = [
     ("Vinson Massif", "Vinson Massif is located in the continent of"),
@@ -186,6 +188,51 @@ def test_limit_stops_early(byte_tokenizer, tiny_llama):
     facts = [{"subject": s, "prompt": p, "attribute": "x"} for s, p in PROMPTS] * 3
     kept = prepare_queries(tiny_llama, byte_tokenizer, facts, filter="none", limit=5)
     assert [q.index for q in kept] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("family", list(TINY_KINDS))
+def test_greedy_continuation_with_cache_equals_full_recomputation(byte_tokenizer, family):
+    """The filter continues each batch with a key/value cache; the tokens are those of recomputing the whole
+    prefix at every step (the definition of a greedy continuation)."""
+    model = build_tiny_model(family, decomposed=False)
+    queries = build_queries(byte_tokenizer, [{"subject": s, "prompt": p, "attribute": "x"} for s, p in PROMPTS])
+    for batch in length_batches(queries, 8):
+        ids = torch.tensor([q.input_ids for q in batch])
+        with torch.no_grad():
+            current = ids
+            for _ in range(6):
+                nxt = model(input_ids=current, use_cache=False).logits[:, -1].argmax(-1)
+                current = torch.cat([current, nxt[:, None]], dim=1)
+        ours = _greedy_tokens(model, ids, current[:, ids.shape[1]], 6)
+        assert torch.equal(ours, current[:, ids.shape[1]:]), (ours, current[:, ids.shape[1]:])
+
+
+def test_known_facts_are_cached_by_what_they_depend_on(byte_tokenizer, tiny_llama, tmp_path):
+    facts = [{"subject": s, "prompt": p, "attribute": "x"} for s, p in PROMPTS] * 2
+    reference = prepare_queries(tiny_llama, byte_tokenizer, facts, filter="none")
+    first, how = known_queries(tiny_llama, byte_tokenizer, facts, "sha-a", filter="none", cache_dir=str(tmp_path))
+    assert how == "computed" and len(list(tmp_path.iterdir())) == 1
+    again, how = known_queries(tiny_llama, byte_tokenizer, facts, "sha-a", filter="none", cache_dir=str(tmp_path))
+    assert how == "cached"
+    for ours in (first, again):
+        assert [(q.index, q.target_id, q.target_token, q.target_prob) for q in ours] == \
+            [(q.index, q.target_id, q.target_token, q.target_prob) for q in reference]
+    limited, how = known_queries(tiny_llama, byte_tokenizer, facts, "sha-a", filter="none", limit=3,
+                                 cache_dir=str(tmp_path))
+    assert how == "cached" and [q.index for q in limited] == [0, 1, 2]
+    # other facts content, another filter or other weights miss the cache
+    _, how = known_queries(tiny_llama, byte_tokenizer, facts, "sha-b", filter="none", limit=3, cache_dir=str(tmp_path))
+    assert how == "uncached"
+    _, how = known_queries(tiny_llama, byte_tokenizer, facts, "sha-a", filter="greedy", cache_dir=str(tmp_path))
+    assert how == "computed"
+    other = build_tiny_model("llama", decomposed=False, seed=1)
+    _, how = known_queries(other, byte_tokenizer, facts, "sha-a", filter="none", cache_dir=str(tmp_path))
+    assert how == "computed"
+    # a damaged cache file is computed again
+    for path in tmp_path.iterdir():
+        path.write_text("{not json")
+    _, how = known_queries(tiny_llama, byte_tokenizer, facts, "sha-a", filter="none", cache_dir=str(tmp_path))
+    assert how == "computed"
 
 
 def test_position_sets():

@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from ..compat import cached_step
 from ..errors import HuggingfacePatchError
 
 logger = logging.getLogger(__name__)
@@ -224,26 +225,34 @@ def last_position_probs(model, input_ids: torch.Tensor, chunk: int = 256) -> tor
 
 
 @torch.no_grad()
+def _greedy_tokens(model, ids: torch.Tensor, first: torch.Tensor, steps: int, undecided=None) -> torch.Tensor:
+    """``(B, n)`` greedy continuation of ``ids`` ``(B, T)``, one length, no padding, whose first token
+    ``first`` ``(B,)`` is given: ``n <= steps`` tokens, ending early once ``undecided(tokens)`` is False.
+    Continued with a key/value cache (the rows share one length, so the cache continues them exactly)."""
+    tokens = [first[:, None]]
+    past = None
+    for _ in range(steps - 1):
+        if undecided is not None and not undecided(torch.cat(tokens, dim=1)):
+            break
+        step_ids = torch.cat([ids, first[:, None]], dim=1) if past is None else tokens[-1]
+        out, past = cached_step(model, step_ids, past, logits_to_keep=1)
+        tokens.append(out.logits[:, -1].argmax(-1)[:, None])
+    return torch.cat(tokens, dim=1)
+
+
 def _greedy_text(model, tokenizer, ids: torch.Tensor, first: torch.Tensor, attributes: Sequence[str],
                  steps: int) -> list[str]:
-    """Greedy continuations (first token given); stops once every row is decided against its attribute."""
-    tokens = [first[:, None]]
-    current = torch.cat([ids, first[:, None]], dim=1)
+    """Greedy continuations (first token given) as text; stops once every row is decided against its
+    attribute (the text is no longer a proper prefix of it)."""
 
-    def texts():
-        generated = torch.cat(tokens, dim=1)
+    def texts(generated):
         return [tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in generated]
 
-    for _ in range(steps - 1):
-        decoded = texts()
-        undecided = [len(t.strip()) < len(a.strip()) and a.strip().startswith(t.strip())
-                     for t, a in zip(decoded, attributes)]
-        if not any(undecided):
-            return decoded
-        nxt = model(input_ids=current, use_cache=False, logits_to_keep=1).logits[:, -1].argmax(-1)
-        tokens.append(nxt[:, None])
-        current = torch.cat([current, nxt[:, None]], dim=1)
-    return texts()
+    def undecided(generated) -> bool:
+        return any(len(t.strip()) < len(a.strip()) and a.strip().startswith(t.strip())
+                   for t, a in zip(texts(generated), attributes))
+
+    return texts(_greedy_tokens(model, ids, first, steps, undecided))
 
 
 def _is_known(mode: str, attribute: str, first_token: str, greedy: str | None) -> bool:
@@ -283,28 +292,92 @@ def prepare_queries(
     if filter not in FILTERS:
         raise ValueError(f"unknown filter {filter!r}: choose from {', '.join(FILTERS)}")
     queries = build_queries(tokenizer, facts, start=start)
-    device = model_device(model)
     kept: list[FactQuery] = []
     chunk = max(len(queries), 1) if limit is None else max(batch_size, 4 * limit)
     for first in range(0, len(queries), chunk):
-        for batch in length_batches(queries[first : first + chunk], batch_size):
-            ids = stack_ids(batch, device)
-            probs = last_position_probs(model, ids)
-            top = probs.argmax(-1)
-            greedy = None
-            if filter == "greedy":
-                steps = max(1, min(max_new_tokens, max(len(tokenizer(q.attribute)["input_ids"]) for q in batch) + 1))
-                greedy = _greedy_text(model, tokenizer, ids, top, [q.attribute for q in batch], steps)
-            for j, query in enumerate(batch):
-                query.target_id = int(top[j])
-                query.target_token = tokenizer.decode([query.target_id])
-                query.target_prob = float(probs[j, query.target_id])
-                query.extra["greedy"] = None if greedy is None else greedy[j]
-                if _is_known(filter, query.attribute, query.target_token, None if greedy is None else greedy[j]):
-                    kept.append(query)
-            if progress is not None:
-                progress.update(len(batch))
+        part = queries[first : first + chunk]
+        _score(model, tokenizer, part, filter, batch_size, max_new_tokens, progress)
+        kept.extend(q for q in part if _is_known(filter, q.attribute, q.target_token, q.extra["greedy"]))
         if limit is not None and len(kept) >= limit:
             break
     kept.sort(key=lambda q: q.index)
     return kept if limit is None else kept[:limit]
+
+
+@torch.no_grad()
+def _score(model, tokenizer, queries: Sequence[FactQuery], filter: str, batch_size: int, max_new_tokens: int,
+           progress=None) -> None:
+    """Fill in each query's top-1 next token, its probability and (``filter="greedy"``) its greedy
+    continuation (``extra["greedy"]``; None otherwise)."""
+    device = model_device(model)
+    for batch in length_batches(list(queries), batch_size):
+        ids = stack_ids(batch, device)
+        probs = last_position_probs(model, ids)
+        top = probs.argmax(-1)
+        greedy = None
+        if filter == "greedy":
+            steps = max(1, min(max_new_tokens, max(len(tokenizer(q.attribute)["input_ids"]) for q in batch) + 1))
+            greedy = _greedy_text(model, tokenizer, ids, top, [q.attribute for q in batch], steps)
+        for j, query in enumerate(batch):
+            query.target_id = int(top[j])
+            query.target_token = tokenizer.decode([query.target_id])
+            query.target_prob = float(probs[j, query.target_id])
+            query.extra["greedy"] = None if greedy is None else greedy[j]
+        if progress is not None:
+            progress.update(len(batch))
+
+
+#: bump when what :func:`_score` computes changes (old cached selections are then ignored)
+SELECTION_VERSION = 1
+
+
+def known_queries(model, tokenizer, facts: Sequence[dict], facts_sha256: str, *, filter: str = "greedy",
+                  start=None, batch_size: int = 32, max_new_tokens: int = 8, limit: int | None = None,
+                  progress=None, cache_dir: str | None = None) -> tuple[list[FactQuery], str]:
+    """:func:`prepare_queries` with the model's answers to every fact cached on disk, so that the recall tools
+    run on one model pay for the filter once. Returns ``(queries, how)``, ``how`` being ``"cached"`` (read),
+    ``"computed"`` (computed and written) or ``"uncached"`` (computed for a ``limit`` only, nothing written).
+
+    The cache file is named by a hash of everything the answers depend on: the weights and tokenizer
+    fingerprints, the facts file's content, the filter, the start token, ``max_new_tokens`` and
+    :data:`SELECTION_VERSION`; a change to any of them misses the cache. ``cache_dir`` defaults to
+    ``{cache_root}/known_facts`` (see :func:`huggingface_patch.bundled.cache_root`).
+    """
+    import hashlib
+
+    from ..bundled import cache_root
+    from ..files import write_text
+    from ..records import tokenizer_fingerprint, weights_fingerprint
+
+    key = json.dumps({"weights": weights_fingerprint(model), "tokenizer": tokenizer_fingerprint(tokenizer),
+                      "facts": facts_sha256, "filter": filter, "start": None if start is None else start.describe(),
+                      "max_new_tokens": max_new_tokens, "version": SELECTION_VERSION}, sort_keys=True)
+    folder = cache_dir or os.path.join(cache_root(), "known_facts")
+    path = os.path.join(folder, hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+    queries = build_queries(tokenizer, facts, start=start)
+    answers = None
+    if os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                stored = json.load(handle)
+            if stored.get("key") == key and len(stored["answers"]) == len(queries):
+                answers = stored["answers"]
+        except (OSError, ValueError, KeyError, TypeError):
+            answers = None  # unreadable: computed again and rewritten
+    if answers is None and limit is not None:
+        return prepare_queries(model, tokenizer, facts, filter=filter, start=start, batch_size=batch_size,
+                               max_new_tokens=max_new_tokens, limit=limit, progress=progress), "uncached"
+    how = "cached"
+    if answers is None:
+        _score(model, tokenizer, queries, filter, batch_size, max_new_tokens, progress)
+        answers = [[q.target_id, q.target_token, q.target_prob, q.extra["greedy"]] for q in queries]
+        os.makedirs(folder, exist_ok=True)
+        write_text(json.dumps({"key": key, "answers": answers}), path)
+        how = "computed"
+    elif progress is not None:
+        progress.update(len(queries))
+    for query, (target_id, token, prob, greedy) in zip(queries, answers):
+        query.target_id, query.target_token, query.target_prob = int(target_id), token, float(prob)
+        query.extra["greedy"] = greedy
+    kept = [q for q in queries if _is_known(filter, q.attribute, q.target_token, q.extra["greedy"])]
+    return (kept if limit is None else kept[:limit]), how

@@ -97,20 +97,32 @@ class SaturationData:
         return np.where(self.target >= 0, self.target, self.top[:, 0])
 
 
+#: logits held at once by :func:`lens_topk` (rows x vocabulary, fp32): about 256 MB
+LENS_CHUNK_VALUES = 64 * 1024 * 1024
+
+
 @torch.no_grad()
 def lens_topk(backend: Backend, states: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Logit-lens top-``k`` ids and softmax probabilities ``(L, n, k)`` of states ``(L+1, n, H)``.
 
-    One layer at a time, so the full ``(L, n, V)`` logits never sit in memory.
+    The rows of every layer go through the read-out together, in chunks of at most
+    :data:`LENS_CHUNK_VALUES` logits, so a short text reads the head's weight once rather than once per
+    layer, and the full ``(L, n, V)`` logits never sit in memory.
     """
+    layers, n, hidden = states.shape[0] - 1, states.shape[1], states.shape[2]
+    rows = states[1:].reshape(layers * n, hidden)
+    vocab = None
     ids, probs = [], []
-    for layer in range(1, states.shape[0]):
-        logits = backend.read_out(states[layer]).float()
-        p = torch.softmax(logits, dim=-1)
-        values, index = torch.topk(p, k, dim=-1)
+    first = 0
+    while first < rows.shape[0]:
+        size = 1 if vocab is None else max(1, LENS_CHUNK_VALUES // vocab)
+        logits = backend.read_out(rows[first : first + size]).float()
+        vocab = logits.shape[-1]
+        values, index = torch.topk(torch.softmax(logits, dim=-1), k, dim=-1)
         ids.append(index)
         probs.append(values)
-    return torch.stack(ids), torch.stack(probs)
+        first += size
+    return torch.cat(ids).reshape(layers, n, k), torch.cat(probs).reshape(layers, n, k)
 
 
 def collect(backend: Backend, k: int = DEFAULT_K, *, keep_residual: bool = True, progress: bool = True,
