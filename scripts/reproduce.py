@@ -35,7 +35,7 @@ DATA = os.path.join(REPO, "huggingface_patch", "data")
 ESSAYS = os.path.join(REPO, "examples", "essays.sentitems")
 PARAGRAPHS = os.path.join(DATA, "reference_paragraphs.csv")
 #: facts per model for the two costly recall interventions (every known fact for the others)
-PATCHING_FACTS = 40
+PATCHING_FACTS = 20
 #: (target, source) pairs of the ΔLP-vs-ablation comparison
 ABLATION_PAIRS = 1200
 
@@ -243,11 +243,17 @@ def main(argv: list[str] | None = None) -> int:
             if done(step) and not args.force:
                 print(f"[{index}/{index + len(queue)}] {key}: complete, skipped", flush=True)
             else:
-                timings[key] = round(run(step, index, index + len(queue)), 1)
+                seconds = round(run(step, index, index + len(queue)), 1)
+                # read again before writing: another reproduce.py (other models, other parts) may share the file
+                if os.path.isfile(timings_path):
+                    with open(timings_path, encoding="utf-8") as handle:
+                        timings = json.load(handle)
+                timings[key] = seconds
                 os.makedirs(work, exist_ok=True)
-                with open(timings_path + ".tmp", "w", encoding="utf-8") as handle:
+                tmp = f"{timings_path}.{os.getpid()}.tmp"
+                with open(tmp, "w", encoding="utf-8") as handle:
                     json.dump(timings, handle, indent=2, sort_keys=True)
-                os.replace(timings_path + ".tmp", timings_path)
+                os.replace(tmp, timings_path)
             queue[0:0] = expand(step)
         print_timings(timings)
     if args.no_report:

@@ -466,6 +466,7 @@ def render(results: dict) -> str:
     if missing:
         lines += ["**Not run yet** (no `run.json`; nothing is filled in for them): "
                   + "; ".join(f"{MODELS[m]}: {', '.join(v)}" for m, v in missing.items()), ""]
+    lines += _render_settings(results, models)
     lines += _render_recall(results, models)
     lines += _render_saturation(results, models)
     lines += _render_deltalp(results, models)
@@ -473,6 +474,29 @@ def render(results: dict) -> str:
     lines += _render_paths(results)
     lines += _render_costs(results)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _setting(results: dict, model: str, step: str, key: str):
+    return ((results["sources"].get(model, {}).get(step) or {}).get("settings") or {}).get(key)
+
+
+def _render_settings(results, models) -> list[str]:
+    """What was run on each model, read from the runs' own records."""
+    lines = ["## How the numbers were made", "",
+             "`scripts/reproduce.py` fixes every setting (`--list` prints each step's command). Both models run "
+             "in fp32 on the CPU with their document start token (`--bos auto`: SmolLM2's `<|endoftext|>`, Gemma's "
+             "`<bos>`). Where a part was cut short to fit the 2-core machine, the cut is below and in each run's "
+             "record; nothing was chosen after seeing a result.", ""]
+    for model in models:
+        limit = _setting(results, model, "recall/knockout", "limit")
+        items = _setting(results, model, "saturation/all", "max_items")
+        patch = _setting(results, model, "recall/patching", "limit")
+        parts = [f"recall: {'the first ' + str(limit) + ' known facts' if limit else 'every known fact'} "
+                 f"(patching: the first {patch})" if patch else
+                 f"recall: {'the first ' + str(limit) + ' known facts' if limit else 'every known fact'}",
+                 f"saturation: {'the first ' + str(items) + ' articles' if items else 'the whole text'}"]
+        lines.append(f"- {MODELS[model]}: " + "; ".join(parts) + ".")
+    return lines + [""]
 
 
 def _render_recall(results, models) -> list[str]:

@@ -107,3 +107,32 @@ def test_clicking_a_target_shades_its_sources_as_the_table_says(page_folder):
         lens_panel = page.inner_text("#panel")
         assert "logit contribution" in lens_panel and "layer emb" in lens_panel
         browser.close()
+
+
+def test_notebook_view_is_the_page_in_a_working_frame(page_folder):
+    """``DeltaLPStudy._repr_html_`` (what a notebook shows) embeds exactly the page of the first document, and
+    the embedded page works: clicking a token inside the frame shades its sources."""
+    import html
+
+    from huggingface_patch.attribution import DeltaLPStudy
+
+    with open(page_folder / "deltalp.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    settings = json.loads((page_folder / "deltalp_summary.json").read_text(encoding="utf-8"))
+    study = DeltaLPStudy(rows=rows, summary={}, settings=settings)
+    shown = study._repr_html_()
+    source = re.search(r'srcdoc="([^"]*)"', shown)
+    assert source and html.unescape(source.group(1)) == study.page("0")
+    assert 'sandbox="allow-scripts"' in shown
+    target = 9
+    expected = {int(r["source_index"]) for r in rows if r["document"] == "0" and int(r["target_index"]) == target}
+    with _browser() as play:
+        browser = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.set_content(f"<html><body>{shown}</body></html>")
+        frame = page.frame_locator("iframe")
+        frame.locator(f'#text .tok[data-index="{target}"]').click()
+        shaded = frame.locator("#text .tok").evaluate_all(
+            "spans => spans.filter(s => s.style.background).map(s => Number(s.dataset.index))")
+        assert set(shaded) == expected, (sorted(shaded), sorted(expected))
+        browser.close()
