@@ -107,10 +107,26 @@ def saturation_corpus(work: str) -> str:
     return path
 
 
-def steps_for(part: str, model: str, work: str, facts: int | None = None, items: int | None = None) -> list[Step]:
+def essays_corpus(work: str, count: int | None) -> str:
+    """The essays, or ``{work}/texts/essays{count}.sentitems``: only the first ``count`` of them."""
+    if not count:
+        return ESSAYS
+    path = os.path.join(work, "texts", f"essays{count}.sentitems")
+    if not os.path.isfile(path):
+        with open(ESSAYS, encoding="utf-8") as handle:
+            articles = handle.read().split("!ARTICLE\n")[1:]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w", encoding="utf-8") as handle:
+            handle.write("".join("!ARTICLE\n" + a for a in articles[:count]))
+        os.replace(path + ".tmp", path)
+    return path
+
+
+def steps_for(part: str, model: str, work: str, facts: int | None = None, items: int | None = None,
+              essays: int | None = None, pairs: int | None = None) -> list[Step]:
     """The steps of one part for one model (``path_length`` compares both models in one step). ``facts``: use
     only the first N known facts in the recall part (default every one); ``items``: only the first N articles
-    of the saturation text."""
+    of the saturation text; ``essays``: only the first N essays for ΔLP; ``pairs``: ablation pairs."""
     out = os.path.join(work, model, part)
     limit = ["--limit", facts] if facts else []
 
@@ -141,11 +157,12 @@ def steps_for(part: str, model: str, work: str, facts: int | None = None, items:
         # one pass over the text for layers, order, probe, early exit and lm (the collection is the costly part)
         return [step("all", "-m", "analysis.saturation", "all", *common)]
     if part == "deltalp":
+        corpus = essays_corpus(work, essays)
         return [
-            step("deltalp", "-m", "analysis.deltalp", "--model", model, "--corpus", ESSAYS, "--window", 50, "--html",
+            step("deltalp", "-m", "analysis.deltalp", "--model", model, "--corpus", corpus, "--window", 50, "--html",
                  "--lens", "--plot-range", "0:0-39"),
-            step("ablation", "-m", "analysis.ablation_agreement", "--model", model, "--corpus", ESSAYS, "--window",
-                 50, "--pairs", ABLATION_PAIRS, "--max-tokens", 256),
+            step("ablation", "-m", "analysis.ablation_agreement", "--model", model, "--corpus", corpus, "--window",
+                 50, "--pairs", pairs or ABLATION_PAIRS, "--max-tokens", 256),
         ]
     if part == "embedding":
         common = ["--model", model]
@@ -213,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="recall: only the first N known facts (default every one; a shorter run)")
     parser.add_argument("--items", type=int, default=None,
                         help="saturation: only the first N articles of its text (default all; a shorter run)")
+    parser.add_argument("--essays", type=int, default=None,
+                        help="ΔLP: only the first N essays (default all; a shorter run)")
+    parser.add_argument("--pairs", type=int, default=None,
+                        help=f"ΔLP vs ablation: this many pairs (default {ABLATION_PAIRS})")
     parser.add_argument("--force", action="store_true", help="rerun steps that are already complete")
     parser.add_argument("--list", action="store_true", help="print the steps and exit")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from existing runs")
@@ -225,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         for part in args.parts:
             models = ["both"] if part == "path_length" else args.models
             for model in models:
-                steps.extend(steps_for(part, MODELS[0] if model == "both" else model, work, args.facts, args.items))
+                steps.extend(steps_for(part, MODELS[0] if model == "both" else model, work, args.facts, args.items,
+                                       args.essays, args.pairs))
         if args.list:
             for step in steps:
                 print(f"{step.part:12} {step.model:14} {step.name:28} {' '.join(step.command[1:])}")

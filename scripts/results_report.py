@@ -68,6 +68,9 @@ def provenance(folder: str) -> dict:
            "config_fingerprint": model.get("config_fingerprint"), "settings": record.get("settings"),
            "inputs": {k: v.get("sha256", v) if isinstance(v, dict) else v
                       for k, v in (record.get("inputs") or {}).items()}}
+    if "models" in record:  # a comparison of several models (path length)
+        out["models"] = [{"name": m.get("name"), "weights_fingerprint": m.get("weights_fingerprint"),
+                          "start_token": m.get("start_token")} for m in record["models"]]
     marker = os.path.join(folder, "reproduce.json")
     if os.path.isfile(marker):
         out["seconds"] = read_json(marker).get("seconds")

@@ -62,6 +62,12 @@ def test_every_step_names_what_produced_it(results):
             if model != "both":
                 assert source["model"] == model, f"{where}: run with {source['model']}, reported for {model}"
                 assert source["weights_fingerprint"], f"{where}: no weights fingerprint"
+            else:
+                assert source["models"], f"{where}: the compared models are not recorded"
+                for entry in source["models"]:
+                    own = {s["weights_fingerprint"] for s in results["sources"].get(entry["name"], {}).values()}
+                    assert not own or own == {entry["weights_fingerprint"]}, (
+                        f"{where}: {entry['name']} ran with other weights than in its own runs")
 
 
 def test_each_figure_points_at_a_recorded_step(results):
