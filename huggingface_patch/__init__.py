@@ -29,6 +29,8 @@ _EXPORTS = {
 
 __version__ = "0.2.0"
 
+from . import _source  # noqa: E402,F401  (the source commit, read now: see _source.py)
+
 __all__ = sorted(_EXPORTS)
 
 

@@ -10,12 +10,10 @@ is the one that wrote them (:class:`~huggingface_patch.errors.RecordError` other
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 import platform
-import subprocess
 
 import torch
 
@@ -47,20 +45,13 @@ def environment() -> dict:
             "torch": torch.__version__, "python": platform.python_version(), "source": source_commit()}
 
 
-@functools.lru_cache(maxsize=1)
 def source_commit() -> str | None:
-    """``git`` commit of the checkout this package is imported from (None outside a checkout)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if not os.path.isdir(os.path.join(root, ".git")):
-        return None
-    try:
-        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        changed = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{commit[:12]}+modified" if changed else commit[:12]
+    """``git`` commit of the checkout this package was imported from, read when the package was imported (so
+    a run that outlives a commit names the code it ran), ``+modified`` when tracked files differed from it then;
+    None outside a checkout."""
+    from . import _source
+
+    return _source.AT_IMPORT
 
 
 def _digest(parts) -> str:

@@ -211,11 +211,14 @@ def done(step: Step) -> bool:
 def run(step: Step, index: int, total: int) -> float:
     """Run one step (its own progress bars on stderr); returns its wall-clock seconds."""
     print(f"[{index}/{total}] {step.part} / {step.model} / {step.name}: {' '.join(step.command[1:])}", flush=True)
+    from huggingface_patch import _source
+
+    source = _source._read()  # the code the step's process imports now (its run.json reads it too, at import)
     start = time.perf_counter()
     subprocess.run(step.command, check=True, cwd=REPO)
     seconds = time.perf_counter() - start
     with open(os.path.join(step.output, "reproduce.json"), "w", encoding="utf-8") as handle:
-        json.dump({"argv": step.argv, "seconds": round(seconds, 1)}, handle, indent=2)
+        json.dump({"argv": step.argv, "seconds": round(seconds, 1), "source_at_start": source}, handle, indent=2)
     print(f"      done in {seconds / 60:.1f} min", flush=True)
     return seconds
 

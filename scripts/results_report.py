@@ -66,14 +66,19 @@ def provenance(folder: str) -> dict:
            "package": (record.get("environment") or {}).get("huggingface_patch"),
            "model": model.get("name"), "weights_fingerprint": model.get("weights_fingerprint"),
            "config_fingerprint": model.get("config_fingerprint"), "settings": record.get("settings"),
-           "inputs": {k: v.get("sha256", v) if isinstance(v, dict) else v
-                      for k, v in (record.get("inputs") or {}).items()}}
+           "inputs": record.get("inputs") or {}}
     if "models" in record:  # a comparison of several models (path length)
         out["models"] = [{"name": m.get("name"), "weights_fingerprint": m.get("weights_fingerprint"),
                           "start_token": m.get("start_token")} for m in record["models"]]
     marker = os.path.join(folder, "reproduce.json")
     if os.path.isfile(marker):
-        out["seconds"] = read_json(marker).get("seconds")
+        started = read_json(marker)
+        out["seconds"] = started.get("seconds")
+        # records made before the commit was read at import name the commit current when the run *ended*;
+        # reproduce.py now notes the one current when it started the step
+        out["source_read_at_start"] = "source_at_start" in started
+        if started.get("source_at_start"):
+            out["source"] = started["source_at_start"]
     return out
 
 
@@ -445,9 +450,11 @@ def ci(pair, digits: int = 1) -> str:
 
 
 def commit_of(results: dict, model: str, step: str) -> str:
+    """The step's source commit, short; † where the record read it when the run ended (see the footnote)."""
     source = results["sources"].get(model, {}).get(step, {})
     commit = source.get("source") or "unknown"
-    return commit[:7] + ("+modified" if commit.endswith("+modified") else "")
+    mark = "" if source.get("source_read_at_start", True) else " †"
+    return commit[:7] + ("+modified" if commit.endswith("+modified") else "") + mark
 
 
 def figure(results: dict, name: str, caption: str) -> str:
@@ -490,6 +497,14 @@ def _render_settings(results, models) -> list[str]:
              "in fp32 on the CPU with their document start token (`--bos auto`: SmolLM2's `<|endoftext|>`, Gemma's "
              "`<bos>`). Where a part was cut short to fit the 2-core machine, the cut is below and in each run's "
              "record; nothing was chosen after seeing a result.", ""]
+    late = sorted(f"{MODELS.get(m, m)} {step}" for m, steps in results["sources"].items()
+                  for step, source in steps.items() if not source.get("source_read_at_start", True))
+    if late:
+        lines += ["† The records of these runs were written before this project read the source commit when the "
+                  "package is imported, so they name the commit checked out when the run *ended*: "
+                  + ", ".join(late) + ". The code that ran is that commit or an earlier one of the same day; between "
+                  "them only speed (a key/value cache in the known-facts filter, the lens read-out batched; same "
+                  "results, tested) and reporting changed.", ""]
     for model in models:
         limit = _setting(results, model, "recall/knockout", "limit")
         items = _setting(results, model, "saturation/all", "max_items")
@@ -656,8 +671,9 @@ def _exit_cell(curves: dict, method: str) -> str:
 
 def _render_deltalp(results, models) -> list[str]:
     lines = ["## ΔLP: which context token matters most (Oh & Schuler 2023)", "", f"Paper: {PAPERS['oh']}.", "",
-             "Text: the project's essays, window 50, exact (fp32) decomposition. The argmax source excludes the "
-             "start token, as in the paper.", "",
+             "Text: the project's essays (`examples/essays.sentitems`; `essays2` = its first two, for the costlier "
+             "model), window 50, exact (fp32) decomposition; the ablation comparison cuts each essay to 256 "
+             "tokens. The argmax source excludes the start token, as in the paper.", "",
              "| model | targets | argmax is the previous token | within 5 tokens | mean distance | ΔLP vs real "
              "ablation | source |", "|---|---|---|---|---|---|---|"]
     for model in models:
@@ -667,7 +683,9 @@ def _render_deltalp(results, models) -> list[str]:
             continue
         agreement = (f"Spearman {f(b['spearman'], 3)}, Pearson {f(b['pearson'], 3)} over {b['n']} pairs"
                      if b else "not run")
-        lines.append(f"| {MODELS[model]} | {a['targets']} | {f(a['previous_pct'])}% {ci(a['previous_ci'])} | "
+        text = ((results["sources"][model].get(a["step"]) or {}).get("inputs") or {}).get("corpus") or {}
+        name = os.path.splitext(text.get("file", "?"))[0] if isinstance(text, dict) else "?"
+        lines.append(f"| {MODELS[model]} ({name}) | {a['targets']} | {f(a['previous_pct'])}% {ci(a['previous_ci'])} | "
                      f"{f(a['within5_pct'])}% | {f(a['mean_distance'], 2)} | {agreement} | "
                      f"{commit_of(results, model, a['step'])} |")
     lines += ["", "Paper: the most important context words are mostly collocational associates of the predicted "

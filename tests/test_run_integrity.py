@@ -356,3 +356,21 @@ def test_api_refuses_unusable_input(case, fragment):
         model.train()
     with pytest.raises(InputError, match=re.escape(fragment)):
         model(ids, decomposition_window=3, **kwargs)
+
+
+def test_records_name_the_commit_read_at_import(monkeypatch):
+    """The source commit in a record is the one read when the package was imported: a commit made during a long
+    run does not rename the code that run used (no git call happens when a record is written)."""
+    import re
+    import subprocess
+
+    from huggingface_patch import _source, records
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("git was called while writing a record")
+
+    monkeypatch.setattr(subprocess, "run", refuse)
+    assert records.environment()["source"] == _source.AT_IMPORT
+    root = os.path.dirname(os.path.dirname(os.path.abspath(records.__file__)))
+    if os.path.isdir(os.path.join(root, ".git")):
+        assert re.fullmatch(r"[0-9a-f]{12}(\+modified)?", _source.AT_IMPORT or ""), _source.AT_IMPORT
