@@ -37,7 +37,9 @@ PARAGRAPHS = os.path.join(DATA, "reference_paragraphs.csv")
 #: facts per model for the two costly recall interventions (every known fact for the others)
 PATCHING_FACTS = 20
 #: (target, source) pairs of the ΔLP-vs-ablation comparison
-ABLATION_PAIRS = 1200
+ABLATION_PAIRS = 1000
+#: tokens per essay in that comparison (each pair reruns the model on the essay without one token)
+ABLATION_TOKENS = 128
 
 
 @dataclass
@@ -162,7 +164,7 @@ def steps_for(part: str, model: str, work: str, facts: int | None = None, items:
             step("deltalp", "-m", "analysis.deltalp", "--model", model, "--corpus", corpus, "--window", 50, "--html",
                  "--lens", "--plot-range", "0:0-39"),
             step("ablation", "-m", "analysis.ablation_agreement", "--model", model, "--corpus", corpus, "--window",
-                 50, "--pairs", pairs or ABLATION_PAIRS, "--max-tokens", 256),
+                 50, "--pairs", pairs or ABLATION_PAIRS, "--max-tokens", ABLATION_TOKENS),
         ]
     if part == "embedding":
         common = ["--model", model]

@@ -672,7 +672,7 @@ def _exit_cell(curves: dict, method: str) -> str:
 def _render_deltalp(results, models) -> list[str]:
     lines = ["## ΔLP: which context token matters most (Oh & Schuler 2023)", "", f"Paper: {PAPERS['oh']}.", "",
              "Text: the project's essays (`examples/essays.sentitems`; `essays2` = its first two, for the costlier "
-             "model), window 50, exact (fp32) decomposition; the ablation comparison cuts each essay to 256 "
+             "model), window 50, exact (fp32) decomposition; the ablation comparison cuts each essay to 128 "
              "tokens. The argmax source excludes the start token, as in the paper.", "",
              "| model | targets | argmax is the previous token | within 5 tokens | mean distance | ΔLP vs real "
              "ablation | source |", "|---|---|---|---|---|---|---|"]
