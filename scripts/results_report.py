@@ -822,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.work} holds no runs: run bash scripts/reproduce.sh first", file=sys.stderr)
         return 2
     results = collect(os.path.abspath(args.work))
-    write_text(json.dumps(results, indent=1, sort_keys=True, ensure_ascii=False) + "\n", results_path)
+    write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", results_path)
     write_text(render(results), REPORT)
     with open(README, encoding="utf-8") as handle:
         readme = handle.read()
