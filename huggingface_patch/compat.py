@@ -55,11 +55,9 @@ def eager_attention(model: nn.Module):
         model.set_attn_implementation(previous)
 
 
+
 def cached_step(model: nn.Module, input_ids: torch.Tensor, cache, **kwargs):
     """One forward pass that continues ``cache`` (None: start one); returns ``(output, cache)``. Transformers
-    5.24 names the argument and the output field ``cache``; earlier 5.x releases ``past_key_values``."""
-    import inspect
-
-    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    out = model(input_ids=input_ids, use_cache=True, **{name: cache}, **kwargs)
-    return out, getattr(out, "cache", None) if name == "cache" else out.past_key_values
+    5.24 names the argument and the output field ``cache`` (``past_key_values`` is deprecated there)."""
+    out = model(input_ids=input_ids, use_cache=True, cache=cache, **kwargs)
+    return out, out.cache

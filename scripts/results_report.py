@@ -486,6 +486,16 @@ def render(results: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _header(*columns: str) -> list[str]:
+    """A Markdown table's header and separator lines."""
+    return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+
+
+def _section(title: str, blurb: str, columns: tuple[str, ...], rows: list[str], paper: str) -> list[str]:
+    """One ``###`` section: what is measured, the table, and the paper's own figure under it."""
+    return [f"### {title}", "", blurb, "", *_header(*columns), *rows, "", paper, ""]
+
+
 def _setting(results: dict, model: str, step: str, key: str):
     return ((results["sources"].get(model, {}).get(step) or {}).get("settings") or {}).get(key)
 
@@ -534,12 +544,13 @@ def _render_recall(results, models) -> list[str]:
                     rows.append(f"| {MODELS[model]} | knockout {name} → last (k = {ko['window']}) | "
                                 f"{f(s['lowest_mean'])}% at layer {s['at_layer']} {ci(s['ci'])} | n = {ko['facts']} "
                                 f"known of {ko['facts_total']} | {commit_of(results, model, ko['step'])} |")
-    lines += ["### Attention knockout", "",
-              "Largest mean change of the attribute's probability when the last position cannot attend to a set of "
-              "positions in k consecutive layers (95% t-interval over facts).", "",
-              "| model | knockout | largest drop | n | source |", "|---|---|---|---|---|", *rows, "",
-              "Paper (GPT-2 XL, k = 9): blocking the non-subject (relation) positions hurts most in early-to-middle "
-              "layers, the subject positions in the upper-middle layers, last → last matters little.", ""]
+    lines += _section("Attention knockout",
+                      "Largest mean change of the attribute's probability when the last position cannot attend to a "
+                      "set of positions in k consecutive layers (95% t-interval over facts).",
+                      ("model", "knockout", "largest drop", "n", "source"), rows,
+                      "Paper (GPT-2 XL, k = 9): blocking the non-subject (relation) positions hurts most in "
+                      "early-to-middle layers, the subject positions in the upper-middle layers, last → last matters "
+                      "little.")
     for model in models:
         lines.append(figure(results, f"results_{model}_knockout.png", f"{MODELS[model]} attention knockout"))
     rows = []
@@ -555,13 +566,12 @@ def _render_recall(results, models) -> list[str]:
                         f"{ci(m.get('ci', [None, None]))} | {f(e['attention_first_pct'])}% "
                         f"{ci(e['attention_first_ci'])} (of {e['with_any']}) | {e['n']} | "
                         f"{commit_of(results, model, e['step'])} |")
-    lines += ["### Attribute extraction", "",
-              "Share of known facts where a sublayer's output, projected to the vocabulary at the last position, "
-              "ranks the attribute first at some layer (95% Wilson intervals). The paper projects without the "
-              "final norm; we report both.", "",
-              "| model | projection | MHSA extracts | MLP extracts | MHSA first | n | source |",
-              "|---|---|---|---|---|---|---|", *rows, "",
-              "Paper (GPT-2 XL): about 68% of facts have an MHSA extraction event, about 17% an MLP one.", ""]
+    lines += _section("Attribute extraction",
+                      "Share of known facts where a sublayer's output, projected to the vocabulary at the last "
+                      "position, ranks the attribute first at some layer (95% Wilson intervals). The paper projects "
+                      "without the final norm; we report both.",
+                      ("model", "projection", "MHSA extracts", "MLP extracts", "MHSA first", "n", "source"), rows,
+                      "Paper (GPT-2 XL): about 68% of facts have an MHSA extraction event, about 17% an MLP one.")
     for model in models:
         lines.append(figure(results, f"results_{model}_extraction.png", f"{MODELS[model]} attribute extraction"))
     rows = []
@@ -577,14 +587,14 @@ def _render_recall(results, models) -> list[str]:
                     rows.append(f"| {MODELS[model]} | {'final norm' if 'final' in step else 'no norm (paper)'} | "
                                 f"{name} | {f(p['highest_mean'])}% at layer {p['at_layer']} {ci(p['ci'])} | "
                                 f"{p['n']} | {commit_of(results, model, r['step'])} |")
-    lines += ["### Attributes rate", "",
-              "Share of the top-50 tokens of a position's hidden state (read through the unembedding) that belong "
-              "to the subject's reference paragraph's words, highest over layers (95% t-interval over facts). "
-              "Reference paragraphs: `huggingface_patch/data/reference_paragraphs.csv`, 62 subjects written for this "
-              "project (the paper used Wikipedia paragraphs).", "",
-              "| model | projection | position | highest rate | n | source |", "|---|---|---|---|---|---|", *rows, "",
-              "Paper (GPT-2 XL): the last subject position reaches about 50% in the upper-intermediate layers, far "
-              "above every other position.", ""]
+    lines += _section("Attributes rate",
+                      "Share of the top-50 tokens of a position's hidden state (read through the unembedding) that "
+                      "belong to the subject's reference paragraph's words, highest over layers (95% t-interval over "
+                      "facts). Reference paragraphs: `huggingface_patch/data/reference_paragraphs.csv`, 62 subjects "
+                      "written for this project (the paper used Wikipedia paragraphs).",
+                      ("model", "projection", "position", "highest rate", "n", "source"), rows,
+                      "Paper (GPT-2 XL): the last subject position reaches about 50% in the upper-intermediate "
+                      "layers, far above every other position.")
     for model in models:
         lines.append(figure(results, f"results_{model}_attributes_rate_final_norm.png",
                             f"{MODELS[model]} attributes rate (final norm)"))
@@ -597,14 +607,13 @@ def _render_recall(results, models) -> list[str]:
             rows.append(f"| {MODELS[model]} | {name} | {f(k['lowest_mean'])}% from layer {k['at_start']} "
                         f"{ci(k['ci'])} | {f(k['early_mean'])}% | {f(s['baseline'])}% | {s['facts']} | "
                         f"{commit_of(results, model, s['step'])} |")
-    lines += ["### Sublayer knockout", "",
-              "Attributes rate of the last subject position at the measure layer when a window of sublayers "
-              "starting at a given layer is knocked out (MLP output zeroed; attention replaced by uniform weights "
-              "or zeroed).", "",
-              "| model | knocked out | lowest rate | mean over the first third | none | n | source |",
-              "|---|---|---|---|---|---|---|", *rows, "",
-              "Paper (GPT-2 XL, measured at layer 40): knocking out early MLP sublayers lowers the rate much more "
-              "than knocking out MHSA.", ""]
+    lines += _section("Sublayer knockout",
+                      "Attributes rate of the last subject position at the measure layer when a window of sublayers "
+                      "starting at a given layer is knocked out (MLP output zeroed; attention replaced by uniform "
+                      "weights or zeroed).",
+                      ("model", "knocked out", "lowest rate", "mean over the first third", "none", "n", "source"),
+                      rows, "Paper (GPT-2 XL, measured at layer 40): knocking out early MLP sublayers lowers the rate "
+                      "much more than knocking out MHSA.")
     for model in models:
         lines.append(figure(results, f"results_{model}_sublayer.png", f"{MODELS[model]} sublayer knockout"))
     rows = []
@@ -616,12 +625,13 @@ def _render_recall(results, models) -> list[str]:
             rows.append(f"| {MODELS[model]} | {name} | {f(c['largest_cut_pct'])}% at source layer {c['at_source']} "
                         f"({f(c['unpatched'])}% → {f(c['patched'])}%) | {p['n']} | "
                         f"{commit_of(results, model, p['step'])} |")
-    lines += ["### Patching early subject representations", "",
-              "Share of facts with an MHSA extraction event above layer l' when the subject positions' hidden "
-              "states from layer l' are patched in from a prompt about a different subject, relative to no "
-              "patching (a subset of the known facts: this intervention is the costliest).", "",
-              "| model | patched positions | largest relative cut | n | source |", "|---|---|---|---|---|", *rows, "",
-              "Paper (GPT-2 XL): patching in early subject representations cuts extraction by up to about 50%.", ""]
+    lines += _section("Patching early subject representations",
+                      "Share of facts with an MHSA extraction event above layer l' when the subject positions' hidden "
+                      "states from layer l' are patched in from a prompt about a different subject, relative to no "
+                      "patching (a subset of the known facts: this intervention is the costliest).",
+                      ("model", "patched positions", "largest relative cut", "n", "source"), rows,
+                      "Paper (GPT-2 XL): patching in early subject representations cuts extraction by up to about "
+                      "50%.")
     return lines
 
 
@@ -813,7 +823,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(REPORT, encoding="utf-8") as handle:
             stale = handle.read() != render(results)
         with open(README, encoding="utf-8") as handle:
-            stale_readme = replace_block(handle.read(), render_readme(results)) != open(README, encoding="utf-8").read()
+            readme = handle.read()
+        stale_readme = replace_block(readme, render_readme(results)) != readme
         for name, bad in (("docs/results.md", stale), ("README.md results block", stale_readme)):
             if bad:
                 print(f"{name} is not rendered from docs/results/results.json: run scripts/results_report.py")
