@@ -105,12 +105,12 @@ def model_parts(model) -> ModelParts:
     return get_adapter(model).parts(model)
 
 
-def family_table() -> str:
-    """The README's table of supported families (Markdown), one row per registered adapter, from each
-    adapter's ``summary``."""
+def family_table(adapters=None) -> str:
+    """The README's table of supported families (Markdown), one row per adapter (default: every registered
+    one), from each adapter's ``summary``."""
     lines = ["| family | `model_type` | classes | frozen from the real forward pass | in the bias term | notes |",
              "|---|---|---|---|---|---|"]
-    for adapter in registered_adapters():
+    for adapter in registered_adapters() if adapters is None else adapters:
         s = adapter.summary
         types = ", ".join(f"`{t}`" for t in adapter.model_types)
         lines.append(f"| {adapter.name} | {types} | {s.get('classes', '')} | {s.get('frozen', '')} | "
