@@ -2,7 +2,7 @@
 position of every layer to the vocabulary; an extraction event is the attribute (the model's top-1
 prediction) at rank 0. Per-layer rates, per-example rates, and how often attention extracts first.
 
-    python -m analysis.attribute_extraction --model smollm2-135m --limit 50 --output-dir results/extraction
+    python -m analysis.attribute_extraction --model smollm2-135m --sample 50 --output-dir results/extraction
 
 Outputs: ``extraction.csv`` (one row per fact, sublayer, layer: rank, score, extraction, top-10 tokens),
 ``extraction_summary.json``, ``extraction.png`` (extraction rate per layer), ``queries.json``, ``run.json``.
@@ -29,16 +29,16 @@ def summarize(records, model, args, options) -> dict:
     from huggingface_patch.recall.extraction import num_layers, summarize_extraction
 
     return dict(final_norm=args.final_norm, num_layers=num_layers(model),
-                **summarize_extraction(records, num_layers(model)))
+                **summarize_extraction(records, num_layers(model), options["clusters"], args.cluster, args.seed))
 
 
 def plot(summary, path, title, args, options) -> None:
-    from huggingface_patch.recall.plots import plot_lines
+    from huggingface_patch.recall.plots import plot_bands
 
-    layers = list(range(1, summary["num_layers"] + 1))
-    plot_lines({f"{k} (any layer: {summary['per_example_rate'][k]:.0f}%)": (layers, v)
-                for k, v in summary["per_layer_rate"].items()}, path, xlabel="layer",
-               ylabel="attribute extraction rate (%)", title=title.format("attribute extraction at the last position"))
+    curves = {f"{k} (any layer: {summary['per_example_rate'][k]:.0f}%)": rows
+              for k, rows in summary["per_layer_interval"].items()}
+    plot_bands(curves, path, hline=None, value="rate", ylabel="attribute extraction rate (%)",
+               title=title.format("attribute extraction at the last position"))
 
 
 TOOL = RecallTool("attribute_extraction", __doc__.split("\n\n")[0], "results/attribute_extraction",

@@ -50,13 +50,14 @@ def summarize(records, model, args, options) -> dict:
     from huggingface_patch.recall.attributes_rate import summarize_rates
 
     return dict(top_k=args.top_k, keep=args.keep,
-                summary=summarize_rates(records))
+                **summarize_rates(records, clusters=options["clusters"], cluster_by=args.cluster, seed=args.seed))
 
 
 def plot(summary, path, title, args, options) -> None:
     from huggingface_patch.recall.plots import plot_bands
 
-    plot_bands(summary["summary"], path, hline=None, xlabel="layer (1 = embeddings)", ylabel="attributes rate (%)",
+    plot_bands(summary["summary"], path, hline=None, ylabel="attributes rate (%)",
+               xlabel="layer (0-based block whose output is read; -1 = embeddings)",
                title=title.format("attributes rate by position"))
 
 

@@ -1,8 +1,8 @@
-"""Patching early representations (Geva et al. 2023): replace the input of layer l at the subject,
-non-subject or last positions with the hidden state of an earlier layer l' and measure attention
-extraction at l (per-example rate over layers l > l', against the unpatched rate).
+"""Patching early representations (Geva et al. 2023): replace the input of block l at the subject,
+non-subject or last positions with the same prompt's state after an earlier block s and measure attention
+extraction at l (per-example rate over blocks l >= s + 2, against the unpatched rate).
 
-    python -m analysis.patching --model smollm2-135m --limit 20 --output-dir results/patching
+    python -m analysis.patching --model smollm2-135m --sample 20 --output-dir results/patching
 
 Outputs: ``patching.csv`` (one row per fact, set, source layer and layer: rank, extraction),
 ``patching_summary.json``, ``patching.png`` (per-example extraction rate vs source layer), ``queries.json``,
@@ -11,15 +11,27 @@ Outputs: ``patching.csv`` (one row per fact, set, source layer and layer: rank, 
 
 from __future__ import annotations
 
+import argparse
+
 from analysis.recall_tool import RecallTool
-from huggingface_patch.cli import non_negative_int
+
+
+def _block(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a block index (-1 or more), got {text!r}") from None
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"expected a block index of -1 (the embeddings) or more, got {value}")
+    return value
 
 
 def add_arguments(parser) -> None:
     from huggingface_patch.recall.patching import DEFAULT_SOURCES, POSITION_SETS
 
-    parser.add_argument("--sources", nargs="+", type=non_negative_int, default=list(DEFAULT_SOURCES),
-                        help="source layers l' (hidden_states index; default 0 1 5 10 20; those >= L-1 are dropped)")
+    parser.add_argument("--sources", nargs="+", type=_block, default=list(DEFAULT_SOURCES),
+                        help="0-based blocks whose output is patched in, -1 = the embeddings (default -1 0 4 9 19: "
+                             "the paper's hidden_states 0 1 5 10 20); those above L-3 are dropped")
     parser.add_argument("--sets", nargs="+", choices=POSITION_SETS, default=list(POSITION_SETS),
                         help="positions patched (default: all)")
     parser.add_argument("--final-norm", action="store_true", help="apply the final norm before projecting")
@@ -41,7 +53,7 @@ def run(model, tokenizer, queries, args, options, progress):
 def summarize(records, model, args, options) -> dict:
     from huggingface_patch.recall.patching import summarize_patching
 
-    return summarize_patching(records)
+    return summarize_patching(records, options["clusters"], args.cluster, args.seed)
 
 
 def plot(summary, path, title, args, options) -> None:
@@ -49,7 +61,7 @@ def plot(summary, path, title, args, options) -> None:
 
     series = {f"patch {name}": (summary["sources"], rates) for name, rates in summary["patched"].items()}
     series["no patching"] = (summary["sources"], summary["unpatched"])
-    plot_lines(series, path, xlabel="source layer l' (hidden_states index)",
+    plot_lines(series, path, xlabel="source: 0-based block whose output is patched in (-1 = embeddings)",
                ylabel="% examples with attention extraction", title=title.format("patching early representations"))
 
 

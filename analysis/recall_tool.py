@@ -23,6 +23,9 @@ from huggingface_patch.cli import (
     setup_logging,
 )
 
+#: what a ``layer`` number means in every recall table, summary and figure
+LAYER_CONVENTION = "0-based index of the decoder block (its output, or its sublayer); -1 = the embeddings"
+
 
 @dataclass
 class RecallTool:
@@ -51,14 +54,22 @@ class RecallTool:
 
     def parser(self) -> argparse.ArgumentParser:
         from huggingface_patch.recall.queries import DEFAULT_FACTS, FILTERS
+        from huggingface_patch.recall.statistics import CLUSTER_BY
 
         parser = ArgumentParser(prog=self.prog, description=self.description)
         add_model_arguments(parser)
         parser.add_argument("--facts", default=DEFAULT_FACTS,
                             help="JSON list of facts with 'subject' and 'prompt' (default: the shipped "
                                  "known_1000.json)")
-        parser.add_argument("--limit", type=positive_int, default=None,
-                            help="use only the first N facts the model knows")
+        parser.add_argument("--sample", type=positive_int, default=None, metavar="N",
+                            help="a random sample of N of the facts the model knows (drawn with --seed; default: "
+                                 "every known fact)")
+        parser.add_argument("--seed", type=int, default=0,
+                            help="seed of the sample and of every bootstrap (default 0; recorded)")
+        parser.add_argument("--cluster", choices=CLUSTER_BY, default="relation",
+                            help="what a cluster of facts is for the intervals and paired tests: facts of one "
+                                 "'relation' (default) share a template and a kind of answer; 'subject'; 'none' "
+                                 "(facts independent)")
         parser.add_argument("--filter", choices=FILTERS, default="greedy",
                             help="which facts to keep: 'greedy' (default) = greedy continuation starts with the "
                                  "attribute; 'first-token' = top-1 token is a prefix of the attribute; 'none' = keep "
@@ -80,7 +91,8 @@ class RecallTool:
             from huggingface_patch.corpus import document_start
             from huggingface_patch.files import ResultFolder, check_output_dir, write_csv, write_json
             from huggingface_patch.loading import load_model_and_tokenizer
-            from huggingface_patch.recall.queries import known_queries, load_facts
+            from huggingface_patch.recall.queries import known_queries, load_facts, sample_queries
+            from huggingface_patch.recall.statistics import cluster_labels
             from huggingface_patch.records import analysis_record, describe_file
 
             setup_logging(args.verbose)
@@ -97,19 +109,17 @@ class RecallTool:
             loaded = time.perf_counter()
             facts_file = describe_file(args.facts)
             with tqdm(total=len(facts), desc="filtering facts", unit="fact") as bar:
-                # the model's answers to every fact are cached (keyed by weights, tokenizer, facts, filter and
-                # start token), so the tools after the first one on a model skip the filter
-                queries, selection = known_queries(model, tokenizer, facts, facts_file["sha256"], filter=args.filter,
-                                                   start=start, batch_size=min(64, args.batch_rows),
-                                                   limit=args.limit, progress=bar)
-            log.info("known facts: %s", {"cached": "read from the cache", "computed": "computed and cached",
-                                          "uncached": "computed for --limit (not cached)"}[selection])
-            if not queries:
+                # the model's answers to every fact are cached (keyed by config, weights, dtype, tokenizer,
+                # facts, filter and start token), so the tools after the first one on a model skip the filter
+                known, selection = known_queries(model, tokenizer, facts, facts_file["sha256"], filter=args.filter,
+                                                 start=start, batch_size=min(64, args.batch_rows), progress=bar)
+            log.info("known facts: %s", {"cached": "read from the cache", "computed": "computed and cached"}[selection])
+            if not known:
                 raise UsageError(f"the model knows none of the {len(facts)} facts with --filter {args.filter}; "
                                  "try --filter first-token or --filter none")
-            known = None if args.limit is not None else len(queries)
-            if known is not None:
-                log.info("the model knows %d of %d facts (filter %s)", known, len(facts), args.filter)
+            log.info("the model knows %d of %d facts (filter %s)", len(known), len(facts), args.filter)
+            queries = sample_queries(known, args.sample, args.seed)
+            options["clusters"] = cluster_labels(queries, args.cluster)
             with tqdm(total=len(queries), desc=self.name.replace("_", " "), unit="fact") as bar:
                 records = self.run(model, tokenizer, queries, args, options, bar)
             summary = self.summarize(records, model, args, options)
@@ -122,9 +132,12 @@ class RecallTool:
             with ResultFolder(args.output_dir, record) as out:
                 write_csv(records, out.path(table))
                 write_json([q.summary() for q in queries], out.path("queries.json"))
-                write_json(dict(model=source.name, facts_total=len(facts), facts_known=known, facts_used=len(queries),
-                                filter=args.filter, start_token=start.describe(), seconds_total=round(elapsed, 1),
-                                seconds_loading=round(loaded - started, 1), **summary), out.path(summary_name))
+                write_json(dict(model=source.name, facts_total=len(facts), facts_known=len(known),
+                                facts_used=len(queries), sample=dict(size=args.sample, seed=args.seed,
+                                                                     drawn_from=len(known)),
+                                filter=args.filter, start_token=start.describe(), layer_convention=LAYER_CONVENTION,
+                                seconds_total=round(elapsed, 1), seconds_loading=round(loaded - started, 1),
+                                **summary), out.path(summary_name))
                 self.plot(summary, out.path(figure), f"{source.name}: {{}} (n={len(queries)})", args, options)
             log.info("wrote %s (%d facts, %.0f s)", args.output_dir, len(queries), elapsed)
 

@@ -20,6 +20,7 @@ import os
 
 from huggingface_patch.cli import (
     ArgumentParser,
+    UsageError,
     add_bos_argument,
     check_device,
     non_negative_int,
@@ -62,7 +63,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="use only the first N documents / images / audio files")
     parser.add_argument("--max-new-tokens", type=positive_int, default=20,
                         help="Whisper: greedy transcript length (default 20)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0; recorded)")
+    parser.add_argument("--random-init", type=int, nargs="?", const=0, default=None, metavar="SEED",
+                        help="the untrained control: same architecture and tokenizer, weights re-initialised with "
+                             "SEED (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("-v", "--verbose", action="store_true")
 
@@ -76,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("layers", help="saturation layer of each of the top-k final tokens at every position")
     _common(p)
 
-    p = sub.add_parser("order", help="strict Kendall tau, permutation test and rank-correspondence plot")
+    p = sub.add_parser("order", help="strict Kendall tau, permutation tests and rank-correspondence plot")
     _common(p)
-    _order_options(p)
+    _order_options(p, table=True)
 
     p = sub.add_parser("probe", help="task-index probing from the residual stream (5-fold CV)")
     _common(p)
@@ -117,9 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
 ALL = ("layers", "order", "probe", "early-exit", "lm")
 
 
-def _order_options(p) -> None:
+def _order_options(p, table: bool = False) -> None:
     p.add_argument("--permutations", type=positive_int, default=1000, help="shuffles (default 1000)")
-    p.add_argument("--min-ranks", type=positive_int, default=3, help="least saturated ranks c (default 3)")
+    p.add_argument("--min-ranks", type=_min_ranks, default=3, help="least saturated ranks c (default 3)")
+    if table:
+        p.add_argument("--from-table", metavar="FILE.csv",
+                       help="test a table of saturation layers instead of running a model: columns s1..sk (0-based "
+                            "layer indices, L-1 = saturates only at the last layer), one row per position before any "
+                            "filter; optional column 'document' (clusters the interval of tau)")
+        p.add_argument("--num-layers", type=positive_int, default=None,
+                       help="L, the model's blocks (with --from-table)")
+
+
+def _min_ranks(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (tau needs two ranks), got {value}")
+    return value
 
 
 def _probe_options(p, first_layer: str, folds: bool = True) -> None:
@@ -127,6 +145,11 @@ def _probe_options(p, first_layer: str, folds: bool = True) -> None:
                    help=f"{first_layer} (default 5; 1 for models under 10 blocks)")
     if folds:
         p.add_argument("--folds", type=positive_int, default=5)
+        p.add_argument("--probe-groups", choices=("position", "document"), default="position",
+                       help="what a cross-validation fold keeps together (default position: a position's residuals "
+                            "at different layers never sit in two folds)")
+        p.add_argument("--probe-permutations", type=non_negative_int, default=20,
+                       help="label permutations (within layer) of the probe's null (default 20)")
     p.add_argument("--min-per-class", type=positive_int, default=5)
 
 
@@ -143,13 +166,42 @@ def _load(args):
         corpus = DEFAULT_CORPUS
     backend = load_backend(args.model, corpus=corpus, images=args.images, audio=args.audio, device=args.device,
                            dtype=args.dtype, max_items=args.max_items, max_new_tokens=args.max_new_tokens,
-                           start_choice=args.bos)
+                           start_choice=args.bos, random_init=args.random_init)
     log.info("model %s (%s): %d layers", args.model, backend.kind, backend.num_layers)
     keep_residual = args.command in ("probe", "intervene", "early-exit", "all")
     data = collect(backend, args.k, keep_residual=keep_residual, progress=not args.no_progress,
                    filter_fraction=args.filter_fraction)
     log.info("%d positions, %d kept by the filter", data.size, int(data.kept.sum()))
     return backend, data
+
+
+def _from_table(args) -> None:
+    """``order --from-table``: the ordering tests on a user's table, no model."""
+    import math
+
+    import numpy as np
+
+    from huggingface_patch.files import ResultFolder, check_output_dir
+    from huggingface_patch.records import analysis_record, describe_file
+    from huggingface_patch.saturation.ordering import read_saturation_table
+    from huggingface_patch.saturation.reports import write_order
+
+    if args.num_layers is None:
+        raise UsageError("--from-table needs --num-layers L (the number of blocks of the model the table came from)")
+    check_output_dir(args.output_dir)
+    table = read_saturation_table(args.from_table, args.num_layers)
+    sat = table["saturation"]
+    documents = table["document"] if table["document"] is not None else np.zeros(len(sat), dtype=int)
+    inputs = {"saturation": sat, "num_layers": args.num_layers, "position": np.arange(len(sat)),
+              "document": documents, "filter_limit": math.floor(args.filter_fraction * args.num_layers)}
+    settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "verbose", "device", "no_progress")}
+    record = analysis_record(f"{PROG} order", settings, inputs={"table": describe_file(args.from_table)})
+    meta = {"table": args.from_table, "num_layers": args.num_layers, "k": int(sat.shape[1]),
+            "clustered_by_document": table["document"] is not None}
+    with ResultFolder(args.output_dir, record) as out:
+        line = write_order(inputs, args, out, meta, os.path.basename(args.from_table),
+                           [str(d) for d in documents])
+    print(line)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
         from huggingface_patch.saturation.reports import SUBCOMMANDS
 
         setup_logging(args.verbose)
+        if getattr(args, "from_table", None):
+            return _from_table(args)
+        if getattr(args, "num_layers", None) is not None:
+            raise UsageError("--num-layers goes with --from-table (a model's own depth is read from the model)")
         check_output_dir(args.output_dir)
         check_device(args.device)
         backend, data = _load(args)

@@ -3,7 +3,7 @@ every position and measure, at layer m, the attribute probability (default) or t
 last subject position. Attention kinds: 'attention-uniform' (the paper's quirk: uniform attention over
 the causal prefix) and 'attention-zero' (true zero attention).
 
-    python -m analysis.sublayer_knockout --model smollm2-135m --limit 20 --output-dir results/sublayer
+    python -m analysis.sublayer_knockout --model smollm2-135m --sample 20 --output-dir results/sublayer
 
 Outputs: ``sublayer.csv`` (one row per fact, kind and start layer), ``sublayer_summary.json``,
 ``sublayer.png`` (mean value vs first knocked-out layer, one line per kind, dotted: no intervention),
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from analysis.recall_tool import RecallTool
 from huggingface_patch.cli import UsageError, positive_int
+from huggingface_patch.recall.depth import setting
 
 
 def add_arguments(parser) -> None:
@@ -21,10 +22,12 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
                         help="what to knock out (default: all)")
-    parser.add_argument("--measure-layer", type=positive_int, default=None,
-                        help="0-based layer whose output is measured (default: 40/48 of the depth, 25 for 30 layers)")
-    parser.add_argument("--window", type=positive_int, default=11,
-                        help="layers knocked out from each start (default 11, the paper's effective value)")
+    parser.add_argument("--measure-layer", type=setting, default="scaled",
+                        help="0-based block whose output is measured: a number, 'scaled' (default: the paper's 40 of "
+                             "48 scaled to the depth, 25 for 30 blocks) or 'paper' (40)")
+    parser.add_argument("--window", type=setting, default="scaled",
+                        help="blocks knocked out from each start: a number, 'scaled' (default: the paper's effective "
+                             "11 of 48 scaled to the depth, 7 for 30 blocks) or 'paper' (11)")
     parser.add_argument("--metric", choices=METRICS, default=None,
                         help="default: attributes-rate with --paragraphs, else attribute-prob")
     parser.add_argument("--paragraphs", default=None, help="CSV subject,paragraphs for the attributes rate")
@@ -51,13 +54,15 @@ def prepare(args, facts):
 
 def check_model(model, args, options) -> None:
     from huggingface_patch.architectures import model_parts
-    from huggingface_patch.recall.sublayer import default_measure_layer
+    from huggingface_patch.recall.depth import PAPER_MEASURE_LAYER, PAPER_SUBLAYER_WINDOW, resolve
 
     layers = len(model_parts(model).layers)
-    m = default_measure_layer(layers) if args.measure_layer is None else args.measure_layer
+    m, options["measure_rule"] = resolve(args.measure_layer, PAPER_MEASURE_LAYER, layers)
+    m = min(m, layers - 1) if args.measure_layer == "scaled" else m
     if not 0 < m < layers:
         raise UsageError(f"--measure-layer must be between 1 and {layers - 1} for this {layers}-layer model")
     options["measure_layer"] = m
+    options["window"], options["window_rule"] = resolve(args.window, PAPER_SUBLAYER_WINDOW, layers)
 
 
 def run(model, tokenizer, queries, args, options, progress):
@@ -68,7 +73,7 @@ def run(model, tokenizer, queries, args, options, progress):
     if options["metric"] == "attributes-rate":
         references = {s: reference_set(tokenizer, text) for s, text in options["paragraphs"].items()}
     return sublayer_knockout(model, tokenizer, queries, kinds=args.kinds, measure_layer=options["measure_layer"],
-                             window=args.window, metric=options["metric"], position=args.position,
+                             window=options["window"], metric=options["metric"], position=args.position,
                              references=references, top_k=args.top_k, apply_final_norm=args.final_norm,
                              max_rows=args.batch_rows, progress=progress)
 
@@ -77,7 +82,8 @@ def summarize(records, model, args, options) -> dict:
     from huggingface_patch.recall.sublayer import summarize_sublayer
 
     return dict(metric=options["metric"], position=args.position, measure_layer=options["measure_layer"],
-                window=args.window, summary=summarize_sublayer(records))
+                measure_rule=options["measure_rule"], window=options["window"], window_rule=options["window_rule"],
+                **summarize_sublayer(records, options["clusters"], args.cluster, args.seed))
 
 
 def plot(summary, path, title, args, options) -> None:
@@ -86,9 +92,9 @@ def plot(summary, path, title, args, options) -> None:
     curves = dict(summary["summary"])
     baseline = curves.pop("none", [{"mean": float("nan")}])[0]["mean"]
     ylabel = "attributes rate (%)" if summary["metric"] == "attributes-rate" else "attribute probability"
-    plot_bands(curves, path, hline=baseline, xlabel="first knocked-out layer",
-               ylabel=f"{ylabel} at layer {summary['measure_layer'] + 1}",
-               title=title.format(f"sublayer knockout, {args.window} layers; dotted: none"))
+    plot_bands(curves, path, hline=baseline, xlabel="first knocked-out layer (0-based block index)",
+               ylabel=f"{ylabel} after block {summary['measure_layer']}",
+               title=title.format(f"sublayer knockout, {summary['window']} blocks; dotted: none"))
 
 
 TOOL = RecallTool("sublayer_knockout", __doc__.split("\n\n")[0], "results/sublayer_knockout",

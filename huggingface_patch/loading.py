@@ -187,3 +187,16 @@ def _reason(exc: BaseException) -> str:
         return exc.__class__.__name__
     first = text.split(". ")[0].rstrip(".")
     return first if len(first) <= 200 else first[:197].rsplit(" ", 1)[0] + " ..."
+
+
+def reinitialized(model, seed: int):
+    """A copy of ``model``'s architecture with freshly initialised weights (the family's own initialisation,
+    seeded with ``seed``), in eval mode, on ``model``'s device and dtype: the untrained control of an
+    analysis (same architecture, same tokenizer, no training)."""
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        fresh = type(model)._from_config(model.config, dtype=model.dtype)
+    finally:
+        torch.random.set_rng_state(state)
+    return fresh.to(model.device).eval()

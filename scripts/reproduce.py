@@ -67,16 +67,12 @@ def num_layers(model: str) -> int:
     return int(getattr(config, "num_hidden_layers", None) or config.text_config.num_hidden_layers)
 
 
-def knockout_window(layers: int) -> int:
-    """The attention-knockout window scaled from the paper's k = 9 of 48 layers (GPT2-XL): round(9 L / 48),
-    at least 1 (GPT-J's 28 layers give the paper's own k = 5)."""
-    return max(1, round(9 * layers / 48))
-
-
 def patching_sources(layers: int) -> list[str]:
-    """The paper's source layers 0, 1, 5, 10, 20 of 48, scaled to ``layers`` (distinct, below ``L - 1``)."""
+    """The paper's sources ``hidden_states`` 0, 1, 5, 10, 20 of 48 scaled to ``layers``, as the 0-based blocks
+    whose output is patched in (``hidden_states[l]`` is the output of block ``l - 1``; -1 = the embeddings;
+    distinct, at most ``L - 3`` so that a later block exists to patch)."""
     scaled = sorted({0, 1, *(round(s * layers / 48) for s in (5, 10, 20))})
-    return [str(s) for s in scaled if s < layers - 1]
+    return [str(s - 1) for s in scaled if s - 1 <= layers - 3]
 
 
 def facts_corpus(work: str) -> str:
@@ -130,7 +126,7 @@ def steps_for(part: str, model: str, work: str, facts: int | None = None, items:
     only the first N known facts in the recall part (default every one); ``items``: only the first N articles
     of the saturation text; ``essays``: only the first N essays for ΔLP; ``pairs``: ablation pairs."""
     out = os.path.join(work, model, part)
-    limit = ["--limit", facts] if facts else []
+    limit = ["--sample", facts] if facts else []
 
     def step(name: str, *argv) -> Step:
         return Step(part, model, name, [str(a) for a in argv], os.path.join(out, name))
@@ -140,7 +136,7 @@ def steps_for(part: str, model: str, work: str, facts: int | None = None, items:
         common = ["--model", model]
         # the attributes-rate steps read only the subjects with a reference paragraph (62), so no limit there
         return [
-            step("knockout", "-m", "analysis.attention_knockout", *common, *limit, "--window", knockout_window(layers)),
+            step("knockout", "-m", "analysis.attention_knockout", *common, *limit),
             step("extraction", "-m", "analysis.attribute_extraction", *common, *limit),
             step("extraction_final_norm", "-m", "analysis.attribute_extraction", *common, *limit, "--final-norm"),
             step("attributes_rate", "-m", "analysis.attributes_rate", *common, "--paragraphs", PARAGRAPHS),
@@ -149,7 +145,7 @@ def steps_for(part: str, model: str, work: str, facts: int | None = None, items:
             step("sublayer", "-m", "analysis.sublayer_knockout", *common, "--metric", "attributes-rate",
                  "--paragraphs", PARAGRAPHS, "--final-norm", "--kinds", "mlp", "attention-uniform",
                  "attention-zero"),
-            step("patching", "-m", "analysis.patching", "--model", model, "--limit",
+            step("patching", "-m", "analysis.patching", "--model", model, "--sample",
                  min(PATCHING_FACTS, facts or PATCHING_FACTS), "--final-norm",
                  "--sources", *patching_sources(layers)),
         ]

@@ -145,11 +145,11 @@ def test_attribution_tools(kind, folders, workdir, tmp_path):
 @pytest.mark.parametrize("kind", KINDS)
 def test_recall_tools(kind, folders, workdir, tmp_path):
     """The five Geva et al. tools on two facts (every fact kept: a random model knows none)."""
-    common = ["--model", folders(kind), "--facts", workdir / "facts.json", "--filter", "none", "--limit", 2]
+    common = ["--model", folders(kind), "--facts", workdir / "facts.json", "--filter", "none", "--sample", 2]
     tools = [(attention_knockout, ["--window", 1], "knockout.csv"),
              (attribute_extraction, [], "extraction.csv"),
              (sublayer_knockout, [], "sublayer.csv"),
-             (patching, ["--sources", 0, 1], "patching.csv"),
+             (patching, ["--sources", -1, 0], "patching.csv"),
              (attributes_rate, [], "attributes_rate.csv")]
     for tool, extra, table in tools:
         out = tmp_path / tool.__name__.rsplit(".", 1)[-1]

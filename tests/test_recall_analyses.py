@@ -65,9 +65,20 @@ def test_attention_knockout_records_and_batching(setup):
         assert a["p_new"] == pytest.approx(b["p_new"], rel=1e-4, abs=1e-7)
     for r in records:
         assert r["relative_change"] == pytest.approx((r["p_new"] - r["p_base"]) / r["p_base"] * 100)
-    summary = summarize(records)
-    assert set(summary) == {"subject", "non-subject", "last"}
-    assert all(row["ci_low"] <= row["mean"] <= row["ci_high"] for rows in summary.values() for row in rows)
+    clusters = {q.index: q.index % 2 for q in queries}
+    result = summarize(records, clusters=clusters, cluster_by="relation")
+    summary = result["summary"]
+    assert set(summary) == {"subject", "non-subject", "last"} == set(result["largest_drop"])
+    assert all(row["ci_low"] <= row["mean"] <= row["ci_high"] for rows in summary.values() for row in rows
+               if row["ci_low"] == row["ci_low"])
+    assert result["cluster_by"] == "relation" and result["clusters"] == 2
+    comparison = result["comparisons"]["subject vs non-subject"]
+    per_fact = {}
+    for r in records:
+        if r["set"] in ("subject", "non-subject"):
+            per_fact.setdefault(r["index"], {}).setdefault(r["set"], []).append(r["relative_change"])
+    expected = sum(sum(v["subject"]) / L - sum(v["non-subject"]) / L for v in per_fact.values()) / len(per_fact)
+    assert comparison["mean_over_layers"]["difference"]["estimate"] == pytest.approx(expected)
 
 
 def test_attribute_extraction(setup, tokenizer):
@@ -121,12 +132,18 @@ def test_sublayer_knockout_attributes_rate(setup, tokenizer):
 
 def test_patching(setup):
     model, queries = setup
-    records = patching_extraction(model, queries, sources=[0, 1, 50])
+    records = patching_extraction(model, queries, sources=[-1, 0, 50])
     patched = [r for r in records if r["set"] != "none"]
-    assert {r["source_layer"] for r in patched} <= {0, 1}
-    assert all(r["layer"] > r["source_layer"] for r in patched)
+    assert {r["source_layer"] for r in patched} <= {-1, 0}
+    assert all(r["layer"] >= r["source_layer"] + 2 for r in patched)
     summary = summarize_patching(records)
     assert summary["sources"] and len(summary["unpatched"]) == len(summary["sources"])
+    for name, rows in summary["comparisons"].items():
+        for j, row in enumerate(rows):
+            comparison = row["patched_minus_unpatched"]
+            assert comparison["a_mean"] * 100 == pytest.approx(summary["patched"][name][j])
+            assert comparison["b_mean"] * 100 == pytest.approx(summary["unpatched"][j])
+            assert 0 <= comparison["p_value"] <= 1
 
 
 def test_patching_with_clean_states_is_identity(setup):
@@ -201,8 +218,12 @@ def test_attributes_rate_on_tiny(setup, tokenizer):
     records = attributes_rate(model, tokenizer, queries, references, top_k=20, keep=5)
     L = len(model_parts(model).layers)
     assert len(records) == len(queries) * 5 * L
-    summary = summarize_rates(records)
-    assert set(summary) == {"first", "subject-first", "subject-last", "after-subject", "last"}
+    assert {r["layer"] for r in records} == set(range(-1, L - 1))  # -1 = the embeddings
+    result = summarize_rates(records)
+    assert set(result["summary"]) == {"first", "subject-first", "subject-last", "after-subject", "last"}
+    assert set(result["comparisons"]) == {f"subject-last vs {p}" for p in ("first", "subject-first", "after-subject",
+                                                                           "last")}
+    assert result["peak"]["last"]["point"] in range(-1, L - 1)
 
 
 @pytest.mark.real_model

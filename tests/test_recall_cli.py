@@ -56,7 +56,7 @@ def test_help(name, capsys):
     tool, _ = TOOLS[name]
     assert run(tool, ["--help"]) == 0
     out = capsys.readouterr().out
-    assert "--model" in out and "--limit" in out and "--output-dir" in out
+    assert "--model" in out and "--sample" in out and "--cluster" in out and "--output-dir" in out
 
 
 @pytest.mark.parametrize("name", TOOLS)
@@ -65,9 +65,9 @@ def test_run_on_tiny_model(name, workspace):
     out = workspace["root"] / f"out_{name}"
     extra = ["--window", "1"] if name == "attention_knockout" else []
     if name == "patching":
-        extra = ["--sources", "0", "1"]
+        extra = ["--sources", "-1", "0"]
     code = run(tool, ["--model", workspace["model"], "--facts", workspace["facts"], "--filter", "none",
-                      "--limit", "2", "--output-dir", str(out), *extra])
+                      "--sample", "2", "--output-dir", str(out), *extra])
     assert code == 0
     for filename in outputs:
         path = out / filename
@@ -76,7 +76,9 @@ def test_run_on_tiny_model(name, workspace):
         rows = list(csv.DictReader(handle))
     assert rows and len({r["index"] for r in rows}) <= 2
     summary = json.loads((out / outputs[1]).read_text())
-    assert summary["facts_used"] <= 2
+    assert summary["facts_used"] <= 2 and summary["facts_known"] == 3
+    assert summary["sample"] == {"size": 2, "seed": 0, "drawn_from": 3}
+    assert "0-based" in summary["layer_convention"]
     assert (out / outputs[2]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
 
@@ -115,14 +117,14 @@ def _bad_inputs(workspace):
     return {
         "missing facts": (["--model", model, "--facts", str(root / "nope.json")], "file not found"),
         "malformed JSON": (["--model", model, "--facts", str(malformed)], "malformed JSON"),
-        "bad limit": (["--model", model, "--facts", facts, "--limit", "0"], "positive integer"),
-        "bad limit text": (["--model", model, "--facts", facts, "--limit", "ten"], "positive integer"),
+        "bad sample": (["--model", model, "--facts", facts, "--sample", "0"], "positive integer"),
+        "bad sample text": (["--model", model, "--facts", facts, "--sample", "ten"], "positive integer"),
         "missing model": (["--model", str(root / "no_such_model"), "--facts", facts], "not found"),
         "unsupported model": (["--model", str(unsupported), "--facts", facts], "unsupported architecture"),
     }
 
 
-@pytest.mark.parametrize("case", ["missing facts", "malformed JSON", "bad limit", "bad limit text",
+@pytest.mark.parametrize("case", ["missing facts", "malformed JSON", "bad sample", "bad sample text",
                                   "missing model", "unsupported model"])
 @pytest.mark.parametrize("name", ["attention_knockout", "attribute_extraction", "sublayer_knockout", "patching",
                                   "attributes_rate"])

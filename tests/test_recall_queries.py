@@ -19,6 +19,7 @@ from huggingface_patch.recall.queries import (
     length_batches,
     load_facts,
     prepare_queries,
+    sample_queries,
     subject_token_span,
 )
 from huggingface_patch.testing import TINY_KINDS, build_tiny_model, tokenizer_folder
@@ -184,10 +185,15 @@ def test_filters_keep_what_the_model_completes(byte_tokenizer, tiny_llama):
         assert isinstance(kept[0], FactQuery)
 
 
-def test_limit_stops_early(byte_tokenizer, tiny_llama):
+def test_a_sample_is_random_seeded_and_in_order(byte_tokenizer, tiny_llama):
     facts = [{"subject": s, "prompt": p, "attribute": "x"} for s, p in PROMPTS] * 3
-    kept = prepare_queries(tiny_llama, byte_tokenizer, facts, filter="none", limit=5)
-    assert [q.index for q in kept] == [0, 1, 2, 3, 4]
+    kept = prepare_queries(tiny_llama, byte_tokenizer, facts, filter="none")
+    first = sample_queries(kept, 5, seed=0)
+    assert len(first) == 5 and [q.index for q in first] == sorted(q.index for q in first)
+    assert [q.index for q in first] != [0, 1, 2, 3, 4]  # not the first five in file order
+    assert [q.index for q in sample_queries(kept, 5, seed=0)] == [q.index for q in first]
+    assert [q.index for q in sample_queries(kept, 5, seed=1)] != [q.index for q in first]
+    assert sample_queries(kept, None) == kept and sample_queries(kept, 10_000) == kept
 
 
 @pytest.mark.parametrize("family", list(TINY_KINDS))
@@ -217,16 +223,26 @@ def test_known_facts_are_cached_by_what_they_depend_on(byte_tokenizer, tiny_llam
     for ours in (first, again):
         assert [(q.index, q.target_id, q.target_token, q.target_prob) for q in ours] == \
             [(q.index, q.target_id, q.target_token, q.target_prob) for q in reference]
-    limited, how = known_queries(tiny_llama, byte_tokenizer, facts, "sha-a", filter="none", limit=3,
-                                 cache_dir=str(tmp_path))
-    assert how == "cached" and [q.index for q in limited] == [0, 1, 2]
-    # other facts content, another filter or other weights miss the cache
-    _, how = known_queries(tiny_llama, byte_tokenizer, facts, "sha-b", filter="none", limit=3, cache_dir=str(tmp_path))
-    assert how == "uncached"
+    # other facts content, another filter, other weights, another config or dtype miss the cache
+    _, how = known_queries(tiny_llama, byte_tokenizer, facts, "sha-b", filter="none", cache_dir=str(tmp_path))
+    assert how == "computed"
     _, how = known_queries(tiny_llama, byte_tokenizer, facts, "sha-a", filter="greedy", cache_dir=str(tmp_path))
     assert how == "computed"
     other = build_tiny_model("llama", decomposed=False, seed=1)
     _, how = known_queries(other, byte_tokenizer, facts, "sha-a", filter="none", cache_dir=str(tmp_path))
+    assert how == "computed"
+    import copy
+
+    config = copy.deepcopy(tiny_llama.config)
+    config.rms_norm_eps = 0.5  # same weights, another model: its own answers, not the cached ones
+    same_weights = type(tiny_llama)(config).eval()
+    same_weights.load_state_dict(tiny_llama.state_dict())
+    answers, how = known_queries(same_weights, byte_tokenizer, facts, "sha-a", filter="none", cache_dir=str(tmp_path))
+    assert how == "computed"
+    assert [q.target_id for q in answers] == [q.target_id for q in prepare_queries(same_weights, byte_tokenizer, facts,
+                                                                                    filter="none")]
+    _, how = known_queries(copy.deepcopy(tiny_llama).double(), byte_tokenizer, facts, "sha-a", filter="none",
+                           cache_dir=str(tmp_path))
     assert how == "computed"
     # a damaged cache file is computed again
     for path in tmp_path.iterdir():

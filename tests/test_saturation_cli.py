@@ -145,7 +145,7 @@ def test_every_subcommand_on_tiny_text_models(kind, text_models, corpus, tmp_pat
     layers = json.loads((tmp_path / "layers" / "saturation_layers.json").read_text())
     assert layers["num_layers"] == 6 and layers["k"] == 5 and layers["positions"] > 100
     order = json.loads((tmp_path / "order" / "saturation_order.json").read_text())
-    assert order["kendall"]["permutations"] == 200
+    assert order["kendall"]["selection_aware"]["permutations"] == 200 == order["kendall"]["paper"]["permutations"]
     assert len(order["rank_correspondence"]["mean_index_plus_one"]) == 5
     early = json.loads((tmp_path / "early-exit" / "saturation_early_exit.json").read_text())
     full = early["curves"]["full"][0]
@@ -295,3 +295,68 @@ def test_unsupported_model_is_one_line_error(capsys, tmp_path, corpus):
     capsys.readouterr()
     _one_line_error(capsys, ["layers", "--model", str(folder), "--corpus", corpus,
                              "--output-dir", str(tmp_path / "out")], "unsupported")
+
+
+def _table(path, rows, columns=("s1", "s2", "s3", "s4", "s5")):
+    lines = [",".join(columns)] + [",".join(str(v) for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_order_from_a_users_table(tmp_path):
+    """``order --from-table`` runs both tests on a table, with no model, and matches the library."""
+    import math
+
+    from huggingface_patch.saturation.ordering import kendall_tests
+
+    rng = np.random.default_rng(0)
+    sat = np.sort(rng.integers(0, 29, size=(60, 5)), axis=1)
+    sat[:10, 0] = 29  # some positions fail the filter
+    table = _table(tmp_path / "table.csv", sat.tolist())
+    out = tmp_path / "out"
+    assert main(["order", "--from-table", table, "--num-layers", "30", "--permutations", "300",
+                 "--output-dir", str(out)]) == 0
+    result = json.loads((out / "saturation_order.json").read_text())
+    expected = kendall_tests(sat, 30, math.floor(0.85 * 30), 300, seed=0)
+    for test in ("paper", "selection_aware"):
+        for key in ("tau", "null_mean", "null_sd", "p_value", "positions"):
+            assert result["kendall"][test][key] == pytest.approx(expected[test][key]), (test, key)
+    assert result["kept_positions"] == 50 and result["positions"] == 60
+    record = json.loads((out / "run.json").read_text())
+    assert record["inputs"]["table"]["file"] == "table.csv"
+
+
+def test_order_from_table_bad_tables_are_one_line_errors(capsys, tmp_path):
+    out = ["--output-dir", str(tmp_path / "out"), "--num-layers", "10"]
+    good = _table(tmp_path / "good.csv", [[1, 2, 3, 4, 5]])
+    _one_line_error(capsys, ["order", "--from-table", good, "--output-dir", str(tmp_path / "o")], "--num-layers")
+    _one_line_error(capsys, ["order", "--from-table", str(tmp_path / "missing.csv")] + out, "not found")
+    _one_line_error(capsys, ["order", "--from-table", _table(tmp_path / "a.csv", [[1, 2]], ("a", "b"))] + out,
+                    "s1, s2")
+    _one_line_error(capsys, ["order", "--from-table", _table(tmp_path / "b.csv", [[1]], ("s1",))] + out,
+                    "at least two")
+    _one_line_error(capsys, ["order", "--from-table", _table(tmp_path / "c.csv", [[1, 12, 3, 4, 5]])] + out,
+                    "outside 0..9")
+    _one_line_error(capsys, ["order", "--from-table", _table(tmp_path / "d.csv", [[1, "x", 3, 4, 5]])] + out,
+                    "not a whole number")
+    _one_line_error(capsys, ["order", "--from-table", _table(tmp_path / "e.csv", [[1, 2]], ("s1", "s3"))] + out,
+                    "without gaps")
+    assert not (tmp_path / "out").exists()
+
+
+def test_random_init_is_the_untrained_control(text_models, corpus, tmp_path):
+    """``--random-init SEED`` re-initialises the weights (same architecture and tokenizer), records it, and
+    the same seed gives the same numbers."""
+    model = text_models["llama"]
+    base = ["layers", "--model", model, "--corpus", corpus]
+    assert run(base, tmp_path / "trained") == 0
+    assert run(base + ["--random-init", "3"], tmp_path / "random") == 0
+    assert run(base + ["--random-init", "3"], tmp_path / "again") == 0
+    trained = (tmp_path / "trained" / "saturation_layers.csv").read_text()
+    random = (tmp_path / "random" / "saturation_layers.csv").read_text()
+    assert random != trained
+    assert random == (tmp_path / "again" / "saturation_layers.csv").read_text()
+    record = json.loads((tmp_path / "random" / "run.json").read_text())
+    assert record["settings"]["random_init"] == 3
+    assert record["model"]["weights_fingerprint"] != json.loads((tmp_path / "trained" / "run.json").read_text())[
+        "model"]["weights_fingerprint"]

@@ -131,16 +131,16 @@ def test_permutation_test_exact_distribution_by_brute_force():
     sat = np.array([[0, 1, 2]])
     result = permutation_test(sat, num_layers=10, n_permutations=6000, seed=0)
     assert result["tau"] == pytest.approx(1.0)
-    assert result["shuffled_at_least_observed"] / 6000 == pytest.approx(1 / 6, abs=0.02)
+    assert result["null_at_least_observed"] / 6000 == pytest.approx(1 / 6, abs=0.02)
     mean_over_perms = np.mean([brute_force_strict_tau(p) for p in itertools.permutations([0, 1, 2])])
-    assert result["shuffled_mean"] == pytest.approx(mean_over_perms, abs=0.03)
+    assert result["null_mean"] == pytest.approx(mean_over_perms, abs=0.03)
 
 
 def test_permutation_test_ordered_population_gives_small_p():
     rng = np.random.default_rng(0)
     sat = np.sort(rng.choice(20, size=(200, 5), replace=True), axis=1) + np.arange(5)  # mostly ordered
     result = permutation_test(sat, num_layers=40, n_permutations=1000, seed=0)
-    assert result["shuffled_at_least_observed"] == 0
+    assert result["null_at_least_observed"] == 0
     assert result["p_value"] == pytest.approx(1 / 1001)
     assert result["p_text"] == "p < 0.001"
 

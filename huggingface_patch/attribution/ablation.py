@@ -54,16 +54,21 @@ def real_ablation(model, ids: torch.Tensor, pairs: list[AblationPair], base: flo
     return pairs
 
 
-def agreement(x, y) -> dict:
-    """Spearman and Pearson correlation of two sequences (with their p-values and n)."""
+def agreement(x, y, documents=None, seed: int = 0) -> dict:
+    """Spearman and Pearson correlation of two sequences (with their p-values and n), and the Spearman
+    correlation's interval from a bootstrap that resamples whole documents (``documents`` ``(n,)``: pairs of
+    one essay share its context, so they are not independent; None: pairs resampled singly)."""
     from ..errors import InputError
     from ..stats import correlations
+    from ..stats.correlation import correlation_interval
 
     if len(x) < 3:
         raise InputError(f"need at least 3 pairs to correlate, got {len(x)}")
     result = correlations(x, y)
+    interval = correlation_interval(x, y, documents, cluster_by=None if documents is None else "document",
+                                    seed=seed)
     return dict(n=result["n"], spearman=result["spearman"], spearman_p=result["spearman_p"],
-                pearson=result["pearson"], pearson_p=result["pearson_p"])
+                pearson=result["pearson"], pearson_p=result["pearson_p"], spearman_interval=interval.to_dict())
 
 
 @dataclass
@@ -131,7 +136,7 @@ def ablation_study(model, tokenizer, documents: list[str], start, *, window: int
                              real_delta_lp=pair.real_delta_lp))
     flat = [p for group in by_doc.values() for p in group]
     rows.sort(key=lambda r: (r["document"], r["target_index"], r["source_index"]))
-    stats = agreement([p.delta_lp for p in flat], [p.real_delta_lp for p in flat])
+    stats = agreement([p.delta_lp for p in flat], [p.real_delta_lp for p in flat], [p.document for p in flat], seed)
     settings = dict(window=window, units=units, seed=seed, max_tokens=max_tokens, pairs_requested=pairs,
                     start_token=start.describe())
     return AblationStudy(rows, stats, flat, settings)

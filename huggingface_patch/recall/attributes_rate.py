@@ -1,9 +1,10 @@
 """Subject enrichment / "attributes rate" (Geva et al. 2023, §C).
 
-The hidden state ``hidden_states[l]`` (``l = 0 … L-1``; 0 = embeddings) at a position is projected to the
-vocabulary (no final norm by default), the top ``top_k`` (500) tokens are decoded, tokens whose stripped
-lowercased form is a stopword or has length <= 2 are dropped, and the first ``keep`` (50) remaining
-tokens are compared with a reference set built from text about the subject:
+The hidden state ``hidden_states[l]`` (``l = 0 … L-1``: the embeddings and the outputs of blocks 0 … L-2,
+as in the paper's code) at a position is projected to the vocabulary (no final norm by default), the top
+``top_k`` (500) tokens are decoded, tokens whose stripped lowercased form is a stopword or has length <= 2
+are dropped, and the first ``keep`` (50) remaining tokens are compared with a reference set built from
+text about the subject:
 
     rate = 100 * |top-keep tokens ∩ reference set| / (number kept, normally keep)
 
@@ -85,7 +86,8 @@ def attributes_rate(model, tokenizer, queries: Sequence[FactQuery], references: 
                     apply_final_norm: bool = False, max_rows: int = 64, strings: TokenStrings | None = None,
                     progress=None) -> list[dict]:
     """Records ``{index, subject, position, token_position, layer, rate, n_kept, top_tokens}`` for each query
-    with a reference set, each position and each ``l = 0 … L-1`` (plotted as ``l + 1``)."""
+    with a reference set, each position and each state: ``layer`` is the 0-based index of the block whose
+    output is read, -1 for the embeddings (so ``hidden_states[l]`` is ``layer = l - 1``)."""
     device = model_device(model)
     strings = strings or TokenStrings(tokenizer, model.get_output_embeddings().weight.shape[0])
     usable = [q for q in queries if q.subject in references]
@@ -99,15 +101,36 @@ def attributes_rate(model, tokenizer, queries: Sequence[FactQuery], references: 
                 for layer in range(logits.shape[0]):
                     kept = filtered_top_tokens(logits[layer], strings, top_k, keep)
                     records.append(dict(index=q.index, subject=q.subject, position=name, token_position=pos,
-                                        layer=layer, rate=rate(kept, references[q.subject]), n_kept=len(kept),
+                                        layer=layer - 1, rate=rate(kept, references[q.subject]), n_kept=len(kept),
                                         top_tokens=" ".join(kept[:10])))
         if progress is not None:
             progress.update(len(batch))
     return records
 
 
-def summarize_rates(records: Sequence[dict], key: str = "position", value: str = "rate") -> dict[str, list[dict]]:
-    """Per ``key`` value and layer: ``{layer, n, mean, ci_low, ci_high}`` (95% t-interval)."""
-    from .knockout import summarize
+def summarize_rates(records: Sequence[dict], key: str = "position", value: str = "rate", *, clusters=None,
+                    cluster_by: str = "relation", seed: int = 0, reference: str = "subject-last") -> dict:
+    """Per ``key`` value (position) and layer: mean rate with pointwise cluster-bootstrap intervals
+    (``summary``), the layer of each position's peak reported as selected (``peak``), and (``comparisons``)
+    each fact's peak rate over layers at ``reference`` against its peak at every other position, in pairs
+    (the paper's claim: the last subject position stands out)."""
+    import numpy as np
 
-    return summarize([{**r, "set": r[key], "relative_change": r[value]} for r in records])
+    from .statistics import clustering_note, curve_rows, extremum, item_matrix, paired
+
+    names = sorted({r[key] for r in records})
+    out = {"summary": {}, "peak": {}, "comparisons": {}, **clustering_note(clusters, cluster_by)}
+    peaks = {}
+    for name in names:
+        items, xs, matrix = item_matrix(records, "layer", lambda r: r[value], where=lambda r, n=name: r[key] == n)
+        out["summary"][name] = curve_rows(items, xs, matrix, clusters, cluster_by, seed)
+        out["peak"][name] = extremum(items, xs, matrix, clusters, cluster_by, seed, "max")
+        with np.errstate(all="ignore"):
+            peaks[name] = (items, np.nanmax(matrix, axis=1))
+    if reference in peaks:
+        items, ref = peaks[reference]
+        for name in names:
+            if name != reference and peaks[name][0] == items:
+                out["comparisons"][f"{reference} vs {name}"] = {
+                    "peak_over_layers": paired(ref, peaks[name][1], items, clusters, cluster_by, seed)}
+    return out

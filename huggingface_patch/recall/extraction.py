@@ -69,14 +69,23 @@ def attribute_extraction(model, tokenizer, queries: Sequence[FactQuery], *, appl
     return records
 
 
-def summarize_extraction(records: Sequence[dict], num_layers: int) -> dict:
+def summarize_extraction(records: Sequence[dict], num_layers: int, clusters=None, cluster_by: str = "relation",
+                         seed: int = 0) -> dict:
     """Per-layer rates, per-example rates (any layer), mean number of extracting layers per example, and
-    the share of examples where attention extracts no later than the MLP.
+    the share of examples where attention extracts no later than the MLP; every rate with its interval
+    (Wilson, or the cluster bootstrap by ``cluster_by`` when ``clusters`` ``{fact index: cluster}`` is
+    given) and attention vs MLP compared on the same facts (``attention_vs_mlp``: McNemar, or a sign-flip
+    test by cluster).
 
     ``attention_first_pct``: among examples with an extraction event in either sublayer, the percentage
     whose first attention extraction layer is <= the first MLP extraction layer (no MLP event counts as
     "later"; no attention event as "not first").
     """
+    import numpy as np
+
+    from ..stats import rate_interval
+    from .statistics import clustering_note, item_matrix, paired, rate_rows
+
     examples = sorted({r["index"] for r in records})
     layers_of: dict[tuple[str, int], list[int]] = {}
     per_layer = {kind: [0] * num_layers for kind in SUBLAYERS}
@@ -85,12 +94,22 @@ def summarize_extraction(records: Sequence[dict], num_layers: int) -> dict:
             per_layer[r["sublayer"]][r["layer"]] += 1
             layers_of.setdefault((r["sublayer"], r["index"]), []).append(r["layer"])
     n = max(1, len(examples))
-    summary = dict(n_examples=len(examples),
+    labels = None if clusters is None else [clusters[i] for i in examples]
+    summary = dict(n_examples=len(examples), **clustering_note(clusters, cluster_by),
                    per_layer_rate={k: [100.0 * c / n for c in v] for k, v in per_layer.items()},
-                   per_example_rate={}, mean_extracting_layers={})
+                   per_layer_interval={}, per_example_rate={}, per_example_interval={}, mean_extracting_layers={})
+    any_event = {}
     for kind in SUBLAYERS:
-        summary["per_example_rate"][kind] = 100.0 * sum((kind, i) in layers_of for i in examples) / n
+        items, xs, matrix = item_matrix(records, "layer", lambda r: r["extraction"],
+                                        where=lambda r, k=kind: r["sublayer"] == k)
+        summary["per_layer_interval"][kind] = rate_rows(items, xs, matrix, clusters, cluster_by, seed)
+        any_event[kind] = np.array([float((kind, i) in layers_of) for i in examples])
+        summary["per_example_rate"][kind] = 100.0 * any_event[kind].sum() / n
+        summary["per_example_interval"][kind] = rate_interval(any_event[kind], labels, cluster_by=cluster_by,
+                                                              seed=seed).to_dict()
         summary["mean_extracting_layers"][kind] = sum(len(layers_of.get((kind, i), [])) for i in examples) / n
+    summary["attention_vs_mlp"] = paired(any_event["attention"], any_event["mlp"], examples, clusters, cluster_by,
+                                         seed)
     first, either = 0, 0
     for i in examples:
         a = min(layers_of.get(("attention", i), [float("inf")]))

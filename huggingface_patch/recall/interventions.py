@@ -59,7 +59,9 @@ def _hooks(register_all):
 @contextlib.contextmanager
 def block_attention_edges(model, blocked: Mapping[int, torch.Tensor]):
     """Knock out attention edges: in layer ``l``, query position ``i`` cannot attend to key ``j`` where
-    ``blocked[l][r, i, j]`` is True (all heads; ``blocked[l]`` is ``(R, T, T)`` or ``(T, T)``).
+    ``blocked[l][r, i, j]`` is True (all heads; ``blocked[l]`` is ``(R, Q, K)`` or ``(Q, K)`` for ``Q`` query
+    and ``K`` key positions: ``(R, T, T)`` for a whole prompt, ``(R, 1, T)`` for one token continuing a
+    cache).
 
     Blocked cells get ``finfo.min`` in the 4-D additive mask (the paper's mechanism), so a query row with
     every allowed key blocked falls back to uniform attention, as in the original code. Layers not in
@@ -73,6 +75,8 @@ def block_attention_edges(model, blocked: Mapping[int, torch.Tensor]):
             cells = block.to(mask.device)
             if cells.ndim == 3:
                 cells = cells[:, None]
+            if cells.shape[-1] > mask.shape[-1]:  # a sliding-window cache holds only the last keys
+                cells = cells[..., -mask.shape[-1]:]
             kwargs["attention_mask"] = torch.where(cells, torch.finfo(mask.dtype).min, mask)
             return args, kwargs
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from ..architectures import model_parts
@@ -63,11 +64,15 @@ def attention_knockout(
 ) -> list[dict]:
     """Run the knockout for every query, every layer and every set.
 
-    Rows of one forward pass are (query, set, layer) combinations of same-length prompts (no padding),
-    each with its own per-layer blocking mask, in chunks of at most ``max_rows``. Returns records
-    ``{index, subject, set, layer, window_start, window_end, p_base, p_new, relative_change}``;
-    ``layer`` is 0-based (the paper plots ``layer + 1``).
+    Blocking edges *from* the last position changes only what the last position computes, so each
+    same-length batch runs its prefix once with a key/value cache and every (query, set, layer) item runs
+    only its last token through the model (:mod:`.replay`), with its own per-layer blocking mask, in chunks
+    of at most ``max_rows`` items: the numbers of a whole forward pass per item, to round-off. Returns
+    records ``{index, subject, set, layer, window_start, window_end, p_base, p_new, relative_change}``;
+    ``layer`` is the 0-based block at the window's centre (the paper plots ``layer + 1``).
     """
+    from .replay import last_token_logits, prefix_cache
+
     for name in sets:
         if name not in _SETS:
             raise ValueError(f"unknown knockout set {name!r}: choose from {', '.join(_SETS)}")
@@ -77,45 +82,63 @@ def attention_knockout(
     device = model_device(model)
     records = []
     combos = [(name, layer) for name in sets for layer in range(L)]
-    per_chunk = max(1, max_rows // len(combos))
-    for batch in length_batches(queries, per_chunk):
+    for batch in length_batches(queries, max(1, max_rows // len(combos))):
         T = batch[0].length
-        rows = [(q, name, layer) for q in batch for name, layer in combos]
-        ids = stack_ids([q for q, _, _ in rows], device)
-        keys = [knockout_positions(name, q) for q, name, _ in rows]
-        edges = edge_mask(T, keys, device=device)
-        blocked = {}
-        for index in range(L):
-            active = torch.tensor([index in layer_window(layer, L, window) for _, _, layer in rows], device=device)
-            blocked[index] = edges & active[:, None, None]
-        with block_attention_edges(model, blocked):
-            logits = model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1]
-        probs = torch.softmax(logits.float(), dim=-1)
-        for r, (q, name, layer) in enumerate(rows):
-            p_new = float(probs[r, q.target_id])
-            win = layer_window(layer, L, window)
-            records.append(dict(index=q.index, subject=q.subject, set=name, layer=layer, window_start=win.start,
-                                window_end=win.stop, p_base=q.target_prob, p_new=p_new,
-                                relative_change=(p_new - q.target_prob) / q.target_prob * 100.0))
+        ids = stack_ids(batch, device)
+        cache = prefix_cache(model, ids) if T > 1 else None
+        items = [(b, q, name, layer) for b, q in enumerate(batch) for name, layer in combos]
+        for lo in range(0, len(items), max_rows):
+            chunk = items[lo : lo + max_rows]
+            keys = [knockout_positions(name, q) for _, q, name, _ in chunk]
+            edges = edge_mask(T, keys, device=device)[:, -1:]  # (R, 1, T): the last position's row
+            blocked = {}
+            for index in range(L):
+                active = torch.tensor([index in layer_window(layer, L, window) for *_, layer in chunk], device=device)
+                blocked[index] = edges & active[:, None, None]
+            rows = [b for b, *_ in chunk]
+            with block_attention_edges(model, blocked):
+                if cache is None:
+                    logits = model(input_ids=ids[rows], use_cache=False, logits_to_keep=1).logits[:, -1]
+                else:
+                    logits = last_token_logits(model, ids, cache, rows)
+            probs = torch.softmax(logits.float(), dim=-1)
+            for r, (_, q, name, layer) in enumerate(chunk):
+                p_new = float(probs[r, q.target_id])
+                win = layer_window(layer, L, window)
+                records.append(dict(index=q.index, subject=q.subject, set=name, layer=layer, window_start=win.start,
+                                    window_end=win.stop, p_base=q.target_prob, p_new=p_new,
+                                    relative_change=(p_new - q.target_prob) / q.target_prob * 100.0))
         if progress is not None:
             progress.update(len(batch))
     return records
 
 
-def summarize(records: Sequence[dict], key: str = "relative_change") -> dict[str, list[dict]]:
-    """Per set, per layer: ``{layer, n, mean, ci_low, ci_high}`` (95% t-interval of the mean)."""
-    from scipy import stats
+def summarize(records: Sequence[dict], key: str = "relative_change", *, group: str = "set", x: str = "layer",
+              clusters=None, cluster_by: str = "relation", seed: int = 0,
+              pairs: Sequence[tuple[str, str]] = (("subject", "non-subject"),)) -> dict:
+    """Per group (set) and layer: the mean of ``key`` with pointwise cluster-bootstrap intervals
+    (``summary``); per group the layer of the largest drop, reported as selected (``largest_drop``); for each
+    pair ``(a, b)`` of groups, on the same facts: the paired difference of their mean over layers and whether
+    ``b``'s largest drop comes at an earlier layer than ``a``'s (``comparisons``). ``clusters``:
+    ``{fact index: cluster}`` (None: facts independent)."""
+    from .statistics import clustering_note, curve_rows, extremum, item_matrix, paired, selected_point_difference
 
-    out: dict[str, dict[int, list[float]]] = {}
-    for rec in records:
-        out.setdefault(rec["set"], {}).setdefault(rec["layer"], []).append(rec[key])
-    summary = {}
-    for name, by_layer in out.items():
-        rows = []
-        for layer in sorted(by_layer):
-            values = torch.tensor(by_layer[layer], dtype=torch.float64)
-            n, mean = len(values), float(values.mean())
-            half = float(stats.t.ppf(0.975, n - 1) * values.std(unbiased=True) / math.sqrt(n)) if n > 1 else 0.0
-            rows.append(dict(layer=layer, n=n, mean=mean, ci_low=mean - half, ci_high=mean + half))
-        summary[name] = rows
-    return summary
+    names = sorted({r[group] for r in records})
+    matrices = {}
+    out = {"summary": {}, "largest_drop": {}, "comparisons": {}, **clustering_note(clusters, cluster_by)}
+    for name in names:
+        items, xs, matrix = item_matrix(records, x, lambda r: r[key], where=lambda r, n=name: r[group] == n)
+        matrices[name] = (items, xs, matrix)
+        out["summary"][name] = curve_rows(items, xs, matrix, clusters, cluster_by, seed, x)
+        if len(xs) > 1:
+            out["largest_drop"][name] = extremum(items, xs, matrix, clusters, cluster_by, seed, "min")
+    for a, b in pairs:
+        if a not in matrices or b not in matrices or matrices[a][:2] != matrices[b][:2]:
+            continue
+        items, xs, ma = matrices[a]
+        mb = matrices[b][2]
+        out["comparisons"][f"{a} vs {b}"] = {
+            "mean_over_layers": paired(np.nanmean(ma, 1), np.nanmean(mb, 1), items, clusters, cluster_by, seed),
+            "layer_of_largest_drop": selected_point_difference(items, xs, ma, mb, clusters, cluster_by, seed),
+        }
+    return out

@@ -1,6 +1,7 @@
 """Matplotlib figures of the recall analyses (Agg backend; saved atomically with ``files.save_figure``).
 
-Layers are shown 1-based (the paper plots ``layer + 1``).
+Layers are shown as the tables hold them: 0-based block indices, -1 = the embeddings (the paper plots
+``layer + 1``); bands are the summaries' intervals (pointwise, cluster bootstrap or Wilson).
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from ..files import pyplot as _pyplot
 from ..files import save_figure
 
 
-def plot_bands(summary: Mapping[str, Sequence[dict]], path: str, *, title: str, ylabel: str, xlabel: str = "layer",
-               hline: float | None = 0.0) -> None:
-    """One line per key with its shaded 95% band; ``summary[key]`` rows ``{layer, mean, ci_low, ci_high}``."""
+def plot_bands(summary: Mapping[str, Sequence[dict]], path: str, *, title: str, ylabel: str,
+               xlabel: str = "layer (0-based block index)", hline: float | None = 0.0, value: str = "mean") -> None:
+    """One line per key with its shaded 95% band; ``summary[key]`` rows ``{layer, <value>, ci_low, ci_high}``."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for name, rows in summary.items():
-        x = [r["layer"] + 1 for r in rows]
-        line, = ax.plot(x, [r["mean"] for r in rows], label=name, linewidth=1.8)
+        x = [r["layer"] for r in rows]
+        line, = ax.plot(x, [r[value] for r in rows], label=name, linewidth=1.8)
         if all("ci_low" in r for r in rows):
             ax.fill_between(x, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], alpha=0.2,
                             color=line.get_color())

@@ -276,7 +276,6 @@ def prepare_queries(
     start=None,
     batch_size: int = 32,
     max_new_tokens: int = 8,
-    limit: int | None = None,
     progress=None,
 ) -> list[FactQuery]:
     """Tokenize ``facts``, record the model's top-1 next token, and keep the facts the model knows.
@@ -285,23 +284,25 @@ def prepare_queries(
     ``max_new_tokens`` tokens) starts with the dataset attribute — how known_1000 itself was built for
     GPT-2 XL; ``"first-token"`` keeps it when the top-1 token (stripped) is a non-empty prefix of the
     attribute; ``"none"`` keeps every fact (for random test models). In every case the analyses use
-    the top-1 token as the attribute. Returned queries keep the order of ``facts``. With ``limit`` the
-    facts are processed in order in chunks and only the first ``limit`` known ones are returned (the rest
-    is never run).
+    the top-1 token as the attribute. Returned queries keep the order of ``facts``; a sample of them is
+    :func:`sample_queries`.
     """
     if filter not in FILTERS:
         raise ValueError(f"unknown filter {filter!r}: choose from {', '.join(FILTERS)}")
     queries = build_queries(tokenizer, facts, start=start)
-    kept: list[FactQuery] = []
-    chunk = max(len(queries), 1) if limit is None else max(batch_size, 4 * limit)
-    for first in range(0, len(queries), chunk):
-        part = queries[first : first + chunk]
-        _score(model, tokenizer, part, filter, batch_size, max_new_tokens, progress)
-        kept.extend(q for q in part if _is_known(filter, q.attribute, q.target_token, q.extra["greedy"]))
-        if limit is not None and len(kept) >= limit:
-            break
-    kept.sort(key=lambda q: q.index)
-    return kept if limit is None else kept[:limit]
+    _score(model, tokenizer, queries, filter, batch_size, max_new_tokens, progress)
+    return [q for q in queries if _is_known(filter, q.attribute, q.target_token, q.extra["greedy"])]
+
+
+def sample_queries(queries: Sequence[FactQuery], size: int | None, seed: int = 0) -> list[FactQuery]:
+    """A simple random sample of ``size`` queries (all when ``size`` is None or not smaller), drawn with
+    ``seed`` and returned in their original order: never "the first N in file order"."""
+    import numpy as np
+
+    if size is None or size >= len(queries):
+        return list(queries)
+    chosen = np.sort(np.random.default_rng(seed).choice(len(queries), size=size, replace=False))
+    return [queries[int(i)] for i in chosen]
 
 
 @torch.no_grad()
@@ -332,24 +333,26 @@ SELECTION_VERSION = 1
 
 
 def known_queries(model, tokenizer, facts: Sequence[dict], facts_sha256: str, *, filter: str = "greedy",
-                  start=None, batch_size: int = 32, max_new_tokens: int = 8, limit: int | None = None,
-                  progress=None, cache_dir: str | None = None) -> tuple[list[FactQuery], str]:
+                  start=None, batch_size: int = 32, max_new_tokens: int = 8, progress=None,
+                  cache_dir: str | None = None) -> tuple[list[FactQuery], str]:
     """:func:`prepare_queries` with the model's answers to every fact cached on disk, so that the recall tools
-    run on one model pay for the filter once. Returns ``(queries, how)``, ``how`` being ``"cached"`` (read),
-    ``"computed"`` (computed and written) or ``"uncached"`` (computed for a ``limit`` only, nothing written).
+    run on one model pay for the filter once. Returns ``(queries, how)``, ``how`` being ``"cached"`` (read)
+    or ``"computed"`` (computed and written).
 
-    The cache file is named by a hash of everything the answers depend on: the weights and tokenizer
-    fingerprints, the facts file's content, the filter, the start token, ``max_new_tokens`` and
-    :data:`SELECTION_VERSION`; a change to any of them misses the cache. ``cache_dir`` defaults to
-    ``{cache_root}/known_facts`` (see :func:`huggingface_patch.bundled.cache_root`).
+    The cache file is named by a hash of everything the answers depend on: the model's config and weights
+    fingerprints and dtype, the tokenizer fingerprint, the facts file's content, the filter, the start token,
+    ``max_new_tokens`` and :data:`SELECTION_VERSION`; a change to any of them misses the cache (the stored
+    key is compared in full on reading). ``cache_dir`` defaults to ``{cache_root}/known_facts`` (see
+    :func:`huggingface_patch.bundled.cache_root`).
     """
     import hashlib
 
     from ..bundled import cache_root
     from ..files import write_text
-    from ..records import tokenizer_fingerprint, weights_fingerprint
+    from ..records import config_fingerprint, tokenizer_fingerprint, weights_fingerprint
 
-    key = json.dumps({"weights": weights_fingerprint(model), "tokenizer": tokenizer_fingerprint(tokenizer),
+    key = json.dumps({"weights": weights_fingerprint(model), "config": config_fingerprint(model.config),
+                      "dtype": str(next(model.parameters()).dtype), "tokenizer": tokenizer_fingerprint(tokenizer),
                       "facts": facts_sha256, "filter": filter, "start": None if start is None else start.describe(),
                       "max_new_tokens": max_new_tokens, "version": SELECTION_VERSION}, sort_keys=True)
     folder = cache_dir or os.path.join(cache_root(), "known_facts")
@@ -364,9 +367,6 @@ def known_queries(model, tokenizer, facts: Sequence[dict], facts_sha256: str, *,
                 answers = stored["answers"]
         except (OSError, ValueError, KeyError, TypeError):
             answers = None  # unreadable: computed again and rewritten
-    if answers is None and limit is not None:
-        return prepare_queries(model, tokenizer, facts, filter=filter, start=start, batch_size=batch_size,
-                               max_new_tokens=max_new_tokens, limit=limit, progress=progress), "uncached"
     how = "cached"
     if answers is None:
         _score(model, tokenizer, queries, filter, batch_size, max_new_tokens, progress)
@@ -379,5 +379,4 @@ def known_queries(model, tokenizer, facts: Sequence[dict], facts_sha256: str, *,
     for query, (target_id, token, prob, greedy) in zip(queries, answers):
         query.target_id, query.target_token, query.target_prob = int(target_id), token, float(prob)
         query.extra["greedy"] = greedy
-    kept = [q for q in queries if _is_known(filter, q.attribute, q.target_token, q.extra["greedy"])]
-    return (kept if limit is None else kept[:limit]), how
+    return [q for q in queries if _is_known(filter, q.attribute, q.target_token, q.extra["greedy"])], how

@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 import torch
 
 from ..architectures import model_parts
-from ..layer_states import project_to_vocab, record_residual_stream
+from ..layer_states import project_to_vocab
 from .attributes_rate import TokenStrings, filtered_top_tokens, rate
 from .interventions import knockout_attention, knockout_mlp
 from .queries import FactQuery, length_batches, model_device, stack_ids
@@ -31,7 +31,9 @@ METRICS = ("attribute-prob", "attributes-rate")
 
 def default_measure_layer(num_layers: int) -> int:
     """The paper's layer 40 of 48, scaled to ``num_layers`` (30 layers -> 25)."""
-    return max(1, min(num_layers - 1, round(40 * num_layers / 48)))
+    from .depth import PAPER_MEASURE_LAYER, scaled
+
+    return min(num_layers - 1, scaled(PAPER_MEASURE_LAYER, num_layers))
 
 
 def knockout_window(start: int, window: int, measure_layer: int) -> range:
@@ -61,7 +63,12 @@ def sublayer_knockout(model, tokenizer, queries: Sequence[FactQuery], *, kinds: 
     """Records ``{index, subject, kind, start, layers, value}`` (``kind='none'`` and ``start=-1``: no
     intervention). ``value`` is the attribute probability (``metric='attribute-prob'``, softmax of the
     projected state) or the attributes rate (``'attributes-rate'``, needs ``references``; queries without
-    one are skipped)."""
+    one are skipped).
+
+    The blocks before a start ``s`` run as in the clean pass, and nothing after block ``m`` is measured: each
+    item replays blocks ``s .. m`` only, from the clean input of block ``s`` with the arguments the model
+    called them with (:class:`~.replay.LayerCalls`); the same numbers as a whole forward pass per item, to
+    round-off."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}: choose from {', '.join(METRICS)}")
     for kind in kinds:
@@ -77,39 +84,54 @@ def sublayer_knockout(model, tokenizer, queries: Sequence[FactQuery], *, kinds: 
             raise ValueError("metric 'attributes-rate' needs reference token sets")
         queries = [q for q in queries if q.subject in references]
         strings = TokenStrings(tokenizer, model.get_output_embeddings().weight.shape[0])
+    from .replay import LayerCalls
+
     device = model_device(model)
     combos = [("none", -1)] + [(kind, s) for kind in kinds for s in range(m)]
     records = []
-    for batch in length_batches(queries, max(1, max_rows // len(combos))):
-        rows = [(q, kind, s) for q in batch for kind, s in combos]
-        ids = stack_ids([q for q, _, _ in rows], device)
-        with contextlib.ExitStack() as stack:
-            for kind in kinds:
-                rows_of_layer = {layer: torch.tensor([k == kind and layer in knockout_window(s, window, m)
-                                                      for _, k, s in rows]) for layer in range(m)}
-                stack.enter_context(_knockout_rows(model, kind, rows_of_layer))
-            states = stack.enter_context(record_residual_stream(model))
-            model(input_ids=ids, use_cache=False)
-            measured = states[m + 1]  # (R, T, H)
-        pos = torch.tensor([q.positions(position)[0] for q, _, _ in rows], device=device)
-        hidden = measured[torch.arange(len(rows), device=device), pos]
-        logits = project_to_vocab(model, hidden, apply_final_norm=apply_final_norm).float()
-        probs = torch.softmax(logits, dim=-1)
-        for r, (q, kind, s) in enumerate(rows):
-            if metric == "attribute-prob":
-                value = float(probs[r, q.target_id])
-            else:
-                value = rate(filtered_top_tokens(logits[r], strings, top_k, keep), references[q.subject])
-            win = knockout_window(s, window, m) if s >= 0 else range(0)
-            records.append(dict(index=q.index, subject=q.subject, kind=kind, start=s,
-                                layers=f"{win.start}-{win.stop - 1}" if len(win) else "", value=value))
+    for batch in length_batches(queries, max(1, max_rows // max(1, len(kinds)))):
+        ids = stack_ids(batch, device)
+        calls = LayerCalls(model, ids)  # blocks before a start are clean: replayed from their own arguments
+        pos = torch.tensor([q.positions(position)[0] for q in batch], device=device)
+        items = [(b, q, kind, s) for b, q in enumerate(batch) for kind, s in combos]
+        hidden = torch.empty(len(items), calls.outputs[m].shape[-1], dtype=calls.outputs[m].dtype, device=device)
+        for i, (b, _, kind, _) in enumerate(items):
+            if kind == "none":
+                hidden[i] = calls.outputs[m][b, pos[b]]
+        for start in range(m):
+            chunk = [i for i, item in enumerate(items) if item[3] == start]
+            rows = torch.tensor([items[i][0] for i in chunk], device=device)
+            with contextlib.ExitStack() as stack:
+                for kind in kinds:
+                    selected = torch.tensor([items[i][2] == kind for i in chunk])
+                    stack.enter_context(_knockout_rows(model, kind, {layer: selected for layer in
+                                                                     knockout_window(start, window, m)}))
+                out = calls.run(calls.inputs[start].index_select(0, rows), rows, start, m + 1)  # output of block m
+            hidden[chunk] = out[torch.arange(len(chunk), device=device), pos.index_select(0, rows)]
+        for lo in range(0, len(items), max_rows):
+            part = items[lo : lo + max_rows]
+            logits = project_to_vocab(model, hidden[lo : lo + len(part)], apply_final_norm=apply_final_norm).float()
+            probs = torch.softmax(logits, dim=-1)
+            for r, (_, q, kind, s) in enumerate(part):
+                if metric == "attribute-prob":
+                    value = float(probs[r, q.target_id])
+                else:
+                    value = rate(filtered_top_tokens(logits[r], strings, top_k, keep), references[q.subject])
+                win = knockout_window(s, window, m) if s >= 0 else range(0)
+                records.append(dict(index=q.index, subject=q.subject, kind=kind, start=s,
+                                    layers=f"{win.start}-{win.stop - 1}" if len(win) else "", value=value))
         if progress is not None:
             progress.update(len(batch))
     return records
 
 
-def summarize_sublayer(records: Sequence[dict]) -> dict[str, list[dict]]:
-    """Per kind and start layer: mean value with 95% CI (``layer`` = start); ``none`` is one row."""
+def summarize_sublayer(records: Sequence[dict], clusters=None, cluster_by: str = "relation", seed: int = 0) -> dict:
+    """Per kind and start layer: mean value with pointwise intervals (``layer`` = start; ``none`` is one
+    row), the start of the largest drop per kind (selected), and MLP vs each attention kind on the same facts
+    (:func:`~.knockout.summarize`)."""
     from .knockout import summarize
 
-    return summarize([{**r, "set": r["kind"], "layer": r["start"], "relative_change": r["value"]} for r in records])
+    kinds = sorted({r["kind"] for r in records} - {"none"})
+    pairs = [("mlp", kind) for kind in kinds if kind != "mlp"]
+    return summarize([{**r, "set": r["kind"], "layer": r["start"], "relative_change": r["value"]} for r in records],
+                     clusters=clusters, cluster_by=cluster_by, seed=seed, pairs=pairs)

@@ -13,6 +13,11 @@ residual ``l``); a position whose rule never fires exits at ``L`` (the full mode
 Accuracy is against the gold target where known (the next token; an image's folder label), else against the
 model's own final top-1. Speed-up = ``L * N / sum(exit layers)``. Every method writes its own prediction array
 (the released code shared one array that every method mutated).
+
+The probe is compared with each baseline on the same test positions (``comparisons``): the baseline's
+threshold whose speed-up is closest to the probe's is chosen *by speed-up alone* (never by accuracy), and the
+per-position correctness of the two is compared as pairs (cluster bootstrap of the difference and a sign-flip
+test, clustered by document).
 """
 
 from __future__ import annotations
@@ -49,6 +54,32 @@ def evaluate_exits(data: SaturationData, rows: np.ndarray, exit_layers: np.ndarr
         "speedup": float(data.num_layers * len(rows) / exit_layers.sum()) if len(rows) else float("nan"),
         "mean_exit_layer": float(exit_layers.mean()) if len(rows) else float("nan"),
     }
+
+
+def correct_at_exits(data: SaturationData, rows: np.ndarray, exit_layers: np.ndarray) -> np.ndarray:
+    """``(n,)`` bool: whether each row's prediction at its exit layer is right."""
+    exit_layers = np.asarray(exit_layers, dtype=int)
+    return data.lens_top[exit_layers - 1, rows, 0] == data.reference()[rows]
+
+
+def compare_with_baselines(data: SaturationData, test: np.ndarray, probe_exits: np.ndarray,
+                           baselines: dict[str, list[tuple[object, np.ndarray]]], seed: int = 0) -> dict:
+    """Probe vs each baseline at the baseline threshold of nearest speed-up, paired on the test positions."""
+    from ..stats import paired_comparison
+
+    probe_correct = correct_at_exits(data, test, probe_exits).astype(float)
+    probe_speedup = data.num_layers * len(test) / probe_exits.sum()
+    documents = data.document[test]
+    out = {}
+    for name, options in baselines.items():
+        speedups = [data.num_layers * len(test) / exits.sum() for _, exits in options]
+        best = int(np.argmin([abs(v - probe_speedup) for v in speedups]))
+        threshold, exits = options[best]
+        comparison = paired_comparison(probe_correct, correct_at_exits(data, test, exits).astype(float), documents,
+                                       cluster_by="document", seed=seed)
+        out[name] = {"baseline_threshold": threshold, "baseline_speedup": float(speedups[best]),
+                     "probe_speedup": float(probe_speedup), "accuracy_probe_minus_baseline": comparison.to_dict()}
+    return out
 
 
 def margin_exits(data: SaturationData, rows: np.ndarray, threshold: float, first_layer: int) -> np.ndarray:
@@ -104,7 +135,7 @@ def early_exit(data: SaturationData, *, first_layer: int | None = None, test_fra
         raise InputError("early exit needs at least two positions (one to train the probe, one to test)")
     train_mask = np.zeros(data.size, bool)
     train_mask[train] = True
-    X, y, _ = probe_dataset(data, train_mask & data.kept, first_layer, min_per_class, seed)
+    X, y, _, _ = probe_dataset(data, train_mask & data.kept, first_layer, min_per_class, seed)
     curves: dict[str, list[dict]] = {}
     probe_note = None
     if len(np.unique(y)) >= 2:
@@ -120,14 +151,16 @@ def early_exit(data: SaturationData, *, first_layer: int | None = None, test_fra
                              for t in PROBE_THRESHOLDS]
     else:
         probe_note = "probe not trained: fewer than two tasks in the training positions"
-    curves["margin"] = [{"threshold": t, **evaluate_exits(data, test, margin_exits(data, test, t, first_layer))}
-                        for t in MARGIN_THRESHOLDS]
-    curves["cosine"] = [{"threshold": t, **evaluate_exits(data, test, cosine_exits(data, test, t, first_layer))}
-                        for t in COSINE_THRESHOLDS]
+    margins = [(t, margin_exits(data, test, t, first_layer)) for t in MARGIN_THRESHOLDS]
+    cosines = [(t, cosine_exits(data, test, t, first_layer)) for t in COSINE_THRESHOLDS]
+    curves["margin"] = [{"threshold": t, **evaluate_exits(data, test, exits)} for t, exits in margins]
+    curves["cosine"] = [{"threshold": t, **evaluate_exits(data, test, exits)} for t, exits in cosines]
     curves["oracle"] = [{"threshold": "s_1", **evaluate_exits(data, test, oracle_exits(data, test))}]
     curves["full"] = [{"threshold": "L", **evaluate_exits(data, test, np.full(len(test), L))}]
     result = {"first_layer": first_layer, "train_positions": int(len(train)), "test_positions": int(len(test)),
               "probe_examples": int(len(y)), "curves": curves}
     if probe_note:
         result["note"] = probe_note
+    else:
+        result["comparisons"] = compare_with_baselines(data, test, exits, {"margin": margins, "cosine": cosines}, seed)
     return result

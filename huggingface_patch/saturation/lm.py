@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from ..errors import InputError
+from ..stats import wilson
 from .layers import SaturationData
 
 DEFAULT_LATE_MARGIN = 7
@@ -45,8 +46,10 @@ def rank2_accuracy(data: SaturationData, late_margin: int = DEFAULT_LATE_MARGIN)
         n = int(mask.sum())
         counts[name] = (hits, n)
         out[name] = {"definition": "s_2 = L-1" if name == "late" else f"s_2 <= L-{late_margin}",
-                     "positions": n, "rank2_correct": hits, "rank2_accuracy": hits / n if n else float("nan")}
+                     "positions": n, "rank2_correct": hits, "rank2_accuracy": hits / n if n else float("nan"),
+                     "interval": wilson(hits, n).to_dict()}
     z, p = two_proportion_z_test(*counts["late"], *counts["early"])
     out["z"] = z
     out["p_value"] = p
+    out["small_group"] = min(counts["late"][1], counts["early"][1]) < 10
     return out

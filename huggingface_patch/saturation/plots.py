@@ -55,22 +55,31 @@ def plot_rank_correspondence(correspondence: dict, title: str = ""):
 
 
 def plot_probe(result: dict, title: str = ""):
-    """Per-task ROC-AUC of the probe and of the Gaussian control, with balanced accuracies in the legend."""
+    """Per-task ROC-AUC of the probe and of the paper's Gaussian control, and the probe's balanced accuracy
+    against its permuted-label null."""
     plt = _plt()
-    probe, control = result["probe"], result["gaussian_control"]
+    probe, control, null = result["probe"], result["class_scalar_gaussian_control"], result["permuted_labels"]
     tasks = sorted(probe["roc_auc_per_task"])
     x = np.arange(len(tasks))
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.bar(x - 0.2, [probe["roc_auc_per_task"][t] for t in tasks], 0.4,
-           label=f"probe (bal. acc. {probe['balanced_accuracy']:.2f} ± {probe['balanced_accuracy_se']:.2f})")
+    fig, (ax, right) = plt.subplots(1, 2, figsize=(8, 3.5), gridspec_kw={"width_ratios": [3, 2]})
+    ax.bar(x - 0.2, [probe["roc_auc_per_task"][t] for t in tasks], 0.4, label="probe")
     ax.bar(x + 0.2, [control["roc_auc_per_task"][t] for t in tasks], 0.4, color="gray",
-           label=f"Gaussian control ({control['balanced_accuracy']:.2f})")
+           label="Gaussian control (per class)")
     ax.axhline(0.5, color="k", ls="--", lw=1)
     ax.set_xticks(x, [f"task {t}" for t in tasks])
     ax.set_ylabel("ROC-AUC (one vs rest)")
     ax.set_ylim(0, 1.05)
-    ax.set_title(title or f"Task probing (chance {result['chance']:.2f})")
     ax.legend(fontsize=7)
+    if null["balanced_accuracies"]:
+        right.hist(null["balanced_accuracies"], bins=10, color="gray", alpha=0.7, label="labels permuted in layer")
+    right.axvline(probe["balanced_accuracy"], color="tab:blue", lw=2, label="probe")
+    right.axvline(result["chance"], color="k", ls="--", lw=1, label="chance")
+    right.set_xlabel(f"balanced accuracy (folds by {result['folds_grouped_by']})")
+    right.set_ylabel("permutations")
+    right.legend(fontsize=7)
+    fig.suptitle(title or f"Task probing (chance {result['chance']:.2f}; permutation p = {null['p_value']:.3g})",
+                 fontsize=10)
+    fig.tight_layout()
     return fig
 
 

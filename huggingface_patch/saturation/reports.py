@@ -9,6 +9,8 @@ import logging
 import math
 import os
 
+import numpy as np
+
 from ..errors import InputError
 from ..files import save_figure, write_csv, write_json
 
@@ -52,43 +54,59 @@ def backend_label(data, n: int) -> str:
 
 
 def cmd_order(args, backend, data, folder) -> str:
-    """Write strict Kendall tau, its permutation test and the rank-correspondence plot."""
-    from .ordering import permutation_test, position_taus, rank_correspondence
+    """Write both Kendall tau tests (the paper's and the selection-aware one), the per-position taus and the
+    rank-correspondence plot."""
+    return write_order(order_inputs(data), args, folder, _meta(args, backend, data),
+                       os.path.basename(str(args.model)), [backend_label(data, n) for n in range(data.size)])
+
+
+def order_inputs(data) -> dict:
+    """What the ordering analysis reads from :class:`~.layers.SaturationData`."""
+    return {"saturation": data.saturation, "num_layers": data.num_layers, "position": data.position,
+            "document": data.document, "filter_limit": math.floor(data.filter_fraction * data.num_layers)}
+
+
+def write_order(inputs: dict, args, folder, meta: dict, name: str, labels: list[str]) -> str:
+    """Run :func:`~.ordering.order_analysis` on ``inputs`` (see :func:`order_inputs`) and write
+    ``saturation_order.json``, ``saturation_order_positions.csv`` and the rank-correspondence figure."""
+    from .ordering import order_analysis, position_taus
     from .plots import plot_rank_correspondence
 
-    kept = data.kept
-    sat = data.saturation[kept]
-    test = permutation_test(sat, data.num_layers, args.permutations, seed=args.seed, min_ranks=args.min_ranks)
-    correspondence = rank_correspondence(sat)
-    taus, c = position_taus(sat, data.num_layers, args.min_ranks)
-    rows = []
-    kept_index = [n for n in range(data.size) if kept[n]]
-    for j, n in enumerate(kept_index):
-        rows.append({"item": backend_label(data, n), "position": int(data.position[n]), "c": int(c[j]),
-                     "tau": "" if math.isnan(taus[j]) else float(taus[j]),
-                     **{f"s{i + 1}": int(data.saturation[n, i]) for i in range(data.k)}})
-    write_csv(rows, folder.path("saturation_order_positions.csv"))
-    summary = {**_meta(args, backend, data), "kendall": test, "rank_correspondence": correspondence}
-    write_json(summary, folder.path("saturation_order.json"))
-    save_figure(plot_rank_correspondence(correspondence, f"Rank correspondence: {os.path.basename(str(args.model))} "
+    sat, L, limit = inputs["saturation"], inputs["num_layers"], inputs["filter_limit"]
+    result = order_analysis(sat, L, limit, n_permutations=args.permutations, seed=args.seed,
+                            min_ranks=args.min_ranks, documents=inputs["document"])
+    kept = np.flatnonzero(sat[:, 0] <= limit)
+    taus, c = position_taus(sat[kept], L, args.min_ranks)
+    rows = [{"item": labels[n], "position": int(inputs["position"][n]), "c": int(c[j]),
+             "tau": "" if math.isnan(taus[j]) else float(taus[j]),
+             **{f"s{i + 1}": int(sat[n, i]) for i in range(sat.shape[1])}} for j, n in enumerate(kept)]
+    write_csv(rows, folder.path("saturation_order_positions.csv"),
+              ["item", "position", "c", "tau"] + [f"s{i + 1}" for i in range(sat.shape[1])])
+    write_json({**meta, **result}, folder.path("saturation_order.json"))
+    correspondence = result["rank_correspondence"]
+    save_figure(plot_rank_correspondence(correspondence, f"Rank correspondence: {name} "
                                          f"(n = {correspondence['positions']})"),
                 folder.path("saturation_rank_correspondence.png"))
-    return (f"strict Kendall tau = {test['tau']:.4f} over {test['positions']} positions; "
-            f"permutation test ({test['permutations']} shuffles): {test['p_text']}")
+    paper, aware = result["kendall"]["paper"], result["kendall"]["selection_aware"]
+    return (f"strict Kendall tau = {aware['tau']:.4f} over {aware['positions']} positions; selection-aware "
+            f"permutation test ({aware['permutations']} shuffles): {aware['p_text']} (null mean "
+            f"{aware['null_mean']:.4f}); the paper's test, biased by the filter: {paper['p_text']}")
 
 
 def cmd_probe(args, backend, data, folder) -> str:
-    """Write the task-probing results and plot."""
+    """Write the task-probing results (grouped folds, the paper's control, the permuted-label null) and plot."""
     from .plots import plot_probe
     from .probe import probe_tasks
 
     result = probe_tasks(data, first_layer=args.first_layer, folds=args.folds, min_per_class=args.min_per_class,
-                         seed=args.seed)
+                         seed=args.seed, groups=args.probe_groups, permutations=args.probe_permutations)
     write_json({**_meta(args, backend, data), **result}, folder.path("saturation_probe.json"))
     save_figure(plot_probe(result), folder.path("saturation_probe.png"))
-    probe = result["probe"]
+    probe, null = result["probe"], result["permuted_labels"]
     return (f"task probe: balanced accuracy {probe['balanced_accuracy']:.3f} ± {probe['balanced_accuracy_se']:.3f} "
-            f"(chance {result['chance']:.2f}; Gaussian control {result['gaussian_control']['balanced_accuracy']:.3f})")
+            f"(folds grouped by {result['folds_grouped_by']}; chance {result['chance']:.2f}; permuted labels "
+            f"{null['balanced_accuracy_mean']:.3f}, p = {null['p_value']:.3g}; the paper's Gaussian control "
+            f"{result['class_scalar_gaussian_control']['balanced_accuracy']:.3f})")
 
 
 def cmd_intervene(args, backend, data, folder) -> str:

@@ -34,12 +34,15 @@ def _model_type(model: str) -> str | None:
 
 def load_backend(model: str, *, corpus: str | None = None, images: str | None = None, audio: str | None = None,
                  device: str | None = None, dtype: str = "float32", max_items: int | None = None,
-                 max_new_tokens: int = 20, start_choice="auto") -> Backend:
-    """Load MODEL and the input for the chosen modality (exactly one of ``corpus``, ``images``, ``audio``)."""
-    from ...loading import ModelLoadError, load_model_and_tokenizer, parse_dtype, resolve_model
+                 max_new_tokens: int = 20, start_choice="auto", random_init: int | None = None) -> Backend:
+    """Load MODEL and the input for the chosen modality (exactly one of ``corpus``, ``images``, ``audio``).
+    ``random_init``: a seed; the text model's weights are then re-initialised (the untrained control)."""
+    from ...loading import ModelLoadError, load_model_and_tokenizer, parse_dtype, reinitialized, resolve_model
 
     model_type = _model_type(model)
     if images is not None or audio is not None:
+        if random_init is not None:
+            raise InputError("--random-init works with text models (--corpus) only")
         wanted, folder = ("vit", images) if images is not None else ("whisper", audio)
         list_files(folder, IMAGE_EXTENSIONS if wanted == "vit" else AUDIO_EXTENSIONS,
                    "image" if wanted == "vit" else "audio")
@@ -96,5 +99,7 @@ def load_backend(model: str, *, corpus: str | None = None, images: str | None = 
     if model_type is not None:
         get_adapter(model_type)  # an unsupported family: one-line error, before loading
     loaded, tokenizer, source = load_model_and_tokenizer(model, dtype=dtype, device=device, decomposed=False)
+    if random_init is not None:
+        loaded = reinitialized(loaded, random_init)
     start = document_start(loaded.config, tokenizer, start_choice, bundled=source.name)
     return TextBackend(loaded, tokenizer, documents, device, start=start)
