@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(ff)
     ff.add_argument("--layer", type=non_negative_int, required=True)
     ff.add_argument("--neuron", type=non_negative_int, required=True)
+    ff.add_argument("--expert", type=non_negative_int, default=None,
+                    help="in a mixture-of-experts layer: which expert's neuron (required there)")
     ff.add_argument("--k", type=positive_int, default=100, help="tokens per part (default 100)")
     ff.add_argument("--bottom", action="store_true",
                     help="most negative tokens instead of the top ones (a gated MLP's up · x may be negative)")
@@ -92,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(ts)
     ts.add_argument("--layer", type=non_negative_int, required=True)
     ts.add_argument("--neuron", type=non_negative_int, required=True)
+    ts.add_argument("--expert", type=non_negative_int, default=None,
+                    help="in a mixture-of-experts layer: which expert's neuron (required there)")
     ts.add_argument("--part", choices=("key", "gate", "up", "value"), default="value",
                     help="which vector of the neuron (default value; Llama has gate/up instead of key)")
     ts.add_argument("--k", type=positive_int, default=100, help="tokens (default 100)")
@@ -149,7 +153,7 @@ def report_for(args, model, tokenizer, vocab, token_filter, start=None):
     common = dict(embedding=args.embedding, normalize=args.normalize)
     if args.command == "ff":
         return reports.ff_report(model, vocab, args.layer, args.neuron, args.k, token_filter, bottom=args.bottom,
-                                 **common)
+                                 expert=args.expert, **common)
     if args.command in ("vo", "qk"):
         return reports.pairs_report(model, vocab, args.command, args.layer, args.head, token_filter,
                                     pair_exclusion=args.pairs, min_k=args.min_k, max_k=args.max_k, th0=args.th0,
@@ -158,7 +162,7 @@ def report_for(args, model, tokenizer, vocab, token_filter, start=None):
     if args.command == "tsne":
         return reports.tsne_report(model, vocab, args.layer, args.neuron, args.part, args.k, token_filter,
                                    components=args.components, perplexity=args.perplexity,
-                                   learning_rate=args.learning_rate, seed=args.seed, **common)
+                                   learning_rate=args.learning_rate, seed=args.seed, expert=args.expert, **common)
     from huggingface_patch.corpus import read_corpus
 
     if args.command == "select":

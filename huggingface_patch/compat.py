@@ -39,21 +39,30 @@ def inherit_checkpoint_conversions(cls: type, base: type) -> None:
 
 @contextlib.contextmanager
 def eager_attention(model: nn.Module):
-    """Run ``model`` with eager attention (the only implementation that returns probabilities).
+    """Run ``model`` with eager attention (the only implementation that returns probabilities) and, for a
+    float64 mixture-of-experts model, eager experts (Transformers 5 defaults to a grouped matmul that refuses
+    float64; in other dtypes the model's own choice is kept, so the decomposing class gives its base class's
+    logits bit for bit).
 
-    Transformers 5 picks the attention function per call from ``config._attn_implementation``, so switching
-    it with ``set_attn_implementation`` and back is enough; a model already on eager is left untouched.
+    Transformers 5 picks both implementations per call from the config, so switching them with
+    ``set_attn_implementation`` / ``set_experts_implementation`` and back is enough; a model already on eager
+    is left untouched.
     """
     previous = getattr(model.config, "_attn_implementation", "eager")
-    if previous == "eager":
-        yield
-        return
-    model.set_attn_implementation("eager")
+    experts = getattr(model.config, "_experts_implementation", None)
+    switch_experts = (experts not in (None, "eager") and hasattr(model, "set_experts_implementation")
+                      and getattr(model, "dtype", None) == torch.float64)
+    if previous != "eager":
+        model.set_attn_implementation("eager")
+    if switch_experts:
+        model.set_experts_implementation("eager")
     try:
         yield
     finally:
-        model.set_attn_implementation(previous)
-
+        if previous != "eager":
+            model.set_attn_implementation(previous)
+        if switch_experts:
+            model.set_experts_implementation(experts)
 
 
 def cached_step(model: nn.Module, input_ids: torch.Tensor, cache, **kwargs):

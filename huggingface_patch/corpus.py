@@ -207,8 +207,16 @@ def tokenize_articles(tokenizer, articles: list[str]) -> list[list[int]]:
 
 
 def context_size(config) -> int:
-    """The model's context window (``max_position_embeddings``)."""
+    """The model's context window: ``max_position_embeddings`` (``n_positions``), or what the family's adapter
+    says when the config has neither (ALiBi models such as BLOOM were trained on a fixed length)."""
     size = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not size:
+        from .architectures.registry import UnsupportedArchitectureError, get_adapter
+
+        try:
+            size = get_adapter(config).context_size(config)
+        except UnsupportedArchitectureError:
+            size = None
     if not size:
         raise CorpusError("the model config gives no max_position_embeddings")
     return int(size)

@@ -7,6 +7,7 @@ raw output of every layer with hooks instead, so nothing is normalised twice.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -82,3 +83,78 @@ def project_to_vocab(model: nn.Module, states: torch.Tensor, apply_final_norm: b
     head = readout(model)
     raw = head.raw(states.to(head.weight.dtype))
     return head.cap(raw) if softcap else raw
+
+
+#: vocabulary rows read at a time by :func:`rank_and_top` (a (rows x block) piece of logits at most)
+VOCAB_BLOCK = 32768
+
+
+@dataclass
+class VocabReading:
+    """What a read-out through the vocabulary gave, per state: ``rank`` of the target (the number of tokens
+    with a strictly larger logit; 0 = the argmax), its logit ``score``, the ``top`` ids (largest first) and
+    ``logsumexp`` of all logits (``score - logsumexp`` is the target's log-probability)."""
+
+    rank: torch.Tensor
+    score: torch.Tensor
+    top: torch.Tensor
+    logsumexp: torch.Tensor
+
+    def __iter__(self):  # (rank, score, top), as the full-logit computation returned them
+        return iter((self.rank, self.score, self.top))
+
+    def __getitem__(self, index):
+        return (self.rank, self.score, self.top)[index]
+
+    @property
+    def probability(self) -> torch.Tensor:
+        return torch.exp(self.score - self.logsumexp)
+
+
+@torch.no_grad()
+def rank_and_top(model: nn.Module, states: torch.Tensor, targets, top: int = 10, apply_final_norm: bool = False,
+                 vocab_block: int = VOCAB_BLOCK) -> VocabReading:
+    """What :func:`project_to_vocab` followed by a rank, a top-``top`` and a softmax gives, computed a block of
+    the vocabulary at a time, so that ``(..., V)`` logits are never held (Gemma 3: V = 262,144) and the
+    head's weight is read once for all rows.
+
+    ``states`` ``(..., H)``, ``targets`` broadcastable to ``states.shape[:-1]``. Logits are float32 with
+    softcapping applied as the model does. The target's score is its own dot product, so a token within
+    round-off of it may rank either way (as in any two computations of the same logits)."""
+    if apply_final_norm:
+        states = final_norm_and_projection(model, states)
+    else:
+        project_out = model_parts(model).project_out
+        if project_out is not None:
+            states = project_out(states)
+    head = readout(model)
+    shape = states.shape[:-1]
+    flat = states.reshape(-1, states.shape[-1]).to(head.weight.dtype)
+    targets = torch.as_tensor(targets, device=flat.device).expand(shape).reshape(-1)
+    weight, bias = head.weight, head.bias
+    picked = (flat * weight[targets]).sum(-1, keepdim=True)
+    if bias is not None:
+        picked = picked + bias[targets][:, None]
+    score = head.cap(picked).float()[:, 0]
+    rank = torch.zeros(flat.shape[0], dtype=torch.long, device=flat.device)
+    lse = torch.full((flat.shape[0],), float("-inf"), device=flat.device)
+    best_values = best_ids = None
+    for lo in range(0, weight.shape[0], vocab_block):
+        hi = min(weight.shape[0], lo + vocab_block)
+        raw = flat @ weight[lo:hi].t()
+        if bias is not None:
+            raw = raw + bias[lo:hi]
+        block = head.cap(raw).float()
+        above = block > score[:, None]
+        inside = (targets >= lo) & (targets < hi)  # the target never outranks itself (its two roundings differ)
+        above[inside, (targets[inside] - lo)] = False
+        rank += above.sum(-1)
+        lse = torch.logaddexp(lse, torch.logsumexp(block, -1))
+        values, ids = block.topk(min(top, hi - lo), dim=-1)
+        ids = ids + lo
+        if best_values is not None:
+            merged = torch.cat([best_values, values], -1)
+            values, order = merged.topk(min(top, merged.shape[-1]), dim=-1)
+            ids = torch.cat([best_ids, ids], -1).gather(-1, order)
+        best_values, best_ids = values, ids
+    return VocabReading(rank.reshape(shape), score.reshape(shape), best_ids.reshape(*shape, -1), lse.reshape(shape))

@@ -6,6 +6,7 @@ bundled real model works everywhere under the same name. Nothing here assumes a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 
@@ -141,9 +142,35 @@ def load_model_and_tokenizer(
     decomposition and the attention interventions read the real attention probabilities.
     """
     source = resolve_model(model)
+    key = (source.path, tuple(sorted(source.kwargs.items())), str(dtype), str(device), decomposed,
+           attn_implementation, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+    if _REUSE["on"] and key in _REUSE["models"]:
+        return (*_REUSE["models"][key], source)
     tokenizer = tokenizer_of(source)
-    return load_model(source, dtype=dtype, device=device, decomposed=decomposed,
-                      attn_implementation=attn_implementation, **kwargs), tokenizer, source
+    loaded = load_model(source, dtype=dtype, device=device, decomposed=decomposed,
+                        attn_implementation=attn_implementation, **kwargs)
+    if _REUSE["on"]:
+        _REUSE["models"][key] = (loaded, tokenizer)
+    return loaded, tokenizer, source
+
+
+_REUSE: dict = {"on": False, "models": {}}
+
+
+@contextlib.contextmanager
+def reuse_models():
+    """Inside the block, :func:`load_model_and_tokenizer` loads each model (per source, dtype, device and
+    class) once and hands the same instance to every later call: several tools run in one process (the
+    reproduction) pay for loading once. Every tool leaves a model as it found it (hooks and attention
+    switches are undone in ``finally``). Everything loaded is dropped when the block ends."""
+    previous = _REUSE["on"]
+    _REUSE["on"] = True
+    try:
+        yield
+    finally:
+        _REUSE["on"] = previous
+        if not previous:
+            _REUSE["models"].clear()
 
 
 def load_model(model: "str | ModelSource", *, dtype: str | torch.dtype | None = "float32", device: str | None = None,

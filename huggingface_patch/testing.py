@@ -13,70 +13,28 @@ import shutil
 
 import torch
 
-#: kinds accepted by :func:`tiny_config` / :func:`build_tiny_model`, one or more per family
-TINY_KINDS = ("opt-pre", "opt-post", "gpt2", "llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3", "gptj",
-              "neox-parallel", "neox-sequential", "phi3", "qwen3")
-
 VOCAB = 260
 _TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
 
 
-def _llama_shaped(cls, extra: dict, common: dict):
-    return cls(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-               intermediate_size=96, max_position_embeddings=256, tie_word_embeddings=False, rms_norm_eps=1e-5,
-               **extra, **common)
+def _tiny_registry() -> dict:
+    """``{kind: adapter}`` over the built-in families' tiny configurations, in registry order."""
+    from .architectures.registry import builtin_adapters
+
+    return {kind: adapter for adapter in builtin_adapters() for kind in adapter.tiny_configs()}
+
+
+#: every tiny model kind, one per family variant (owned by each adapter's ``tiny_configs``)
+TINY_KINDS = tuple(_tiny_registry())
 
 
 def tiny_config(kind: str, **overrides):
-    """A small config of the given kind (hidden 64, 3 layers; grouped-query attention where the family has
-    it; sliding windows shorter than the test inputs; biases switched on wherever the family allows them)."""
-    import transformers as tf
-
-    common = dict(vocab_size=VOCAB, bos_token_id=2, eos_token_id=2, pad_token_id=1)
-    if kind == "opt-pre":
-        cfg = tf.OPTConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, ffn_dim=128,
-                           max_position_embeddings=128, word_embed_proj_dim=64, do_layer_norm_before=True,
-                           dropout=0.0, **common)
-    elif kind == "opt-post":
-        # OPT-350m arrangement: post-LayerNorm, no final norm, project_in/project_out
-        cfg = tf.OPTConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, ffn_dim=128,
-                           max_position_embeddings=128, word_embed_proj_dim=32, do_layer_norm_before=False,
-                           dropout=0.0, **common)
-    elif kind == "gpt2":
-        cfg = tf.GPT2Config(n_embd=64, n_layer=3, n_head=4, n_positions=128, n_inner=128,
-                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common)
-    elif kind in ("llama", "mistral", "qwen2"):
-        cls = {"llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config}[kind]
-        extra = {"sliding_window": None} if kind != "llama" else {"attention_bias": True, "mlp_bias": True}
-        cfg = _llama_shaped(cls, extra, common)
-    elif kind == "qwen3":
-        cfg = _llama_shaped(tf.Qwen3Config, {"head_dim": 16, "attention_bias": True}, common)
-    elif kind == "phi3":
-        cfg = _llama_shaped(tf.Phi3Config, {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attention_dropout": 0.0}, common)
-    elif kind == "gemma":
-        cfg = _llama_shaped(tf.GemmaConfig, {"head_dim": 16, "attention_bias": True}, common)
-    elif kind == "gemma2":
-        # softcapping small enough to matter; sliding window shorter than the test inputs
-        cfg = _llama_shaped(tf.Gemma2Config, {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 5,
-                                              "attn_logit_softcapping": 5.0, "final_logit_softcapping": 3.0,
-                                              "attention_bias": True,
-                                              "layer_types": ["sliding_attention", "full_attention",
-                                                              "sliding_attention"]}, common)
-    elif kind == "gemma3":
-        cfg = _llama_shaped(tf.Gemma3TextConfig, {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 5,
-                                                  "attention_bias": True,
-                                                  "layer_types": ["sliding_attention", "sliding_attention",
-                                                                  "full_attention"]}, common)
-    elif kind == "gptj":
-        cfg = tf.GPTJConfig(n_embd=64, n_layer=3, n_head=4, n_inner=128, rotary_dim=8, n_positions=128,
-                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common)
-    elif kind in ("neox-parallel", "neox-sequential"):
-        cfg = tf.GPTNeoXConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128,
-                               max_position_embeddings=128, use_parallel_residual=kind == "neox-parallel",
-                               attention_bias=True, hidden_dropout=0.0, attention_dropout=0.0,
-                               tie_word_embeddings=False, **common)
-    else:
-        raise ValueError(f"unknown tiny model kind {kind!r}: choose from {', '.join(TINY_KINDS)}")
+    """The tiny config of ``kind`` (see :meth:`~huggingface_patch.architectures.ArchitectureAdapter.tiny_configs`),
+    with ``overrides`` set on it."""
+    adapters = _tiny_registry()
+    if kind not in adapters:
+        raise ValueError(f"unknown tiny model kind {kind!r}: choose from {', '.join(adapters)}")
+    cfg = adapters[kind].tiny_configs()[kind]
     for key, value in overrides.items():
         setattr(cfg, key, value)
     return cfg
@@ -102,6 +60,8 @@ def build_tiny_model(kind: str, *, decomposed: bool = True, seed: int = 0, attn_
 
     config = tiny_config(kind, **overrides)
     config._attn_implementation = attn_implementation
+    # the experts' plain loop (the grouped matmul refuses float64, and its choice depends on the machine)
+    config._experts_implementation = "eager"
     torch.manual_seed(seed)
     if decomposed:
         from .modeling.auto import AutoDecomposedModelForCausalLM

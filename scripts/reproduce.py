@@ -152,8 +152,10 @@ def steps_for(part: str, model: str, work: str, facts: int | None = None, items:
     if part == "saturation":
         corpus = saturation_corpus(work)
         common = ["--model", model, "--corpus", corpus, *(["--max-items", items] if items else [])]
-        # one pass over the text for layers, order, probe, early exit and lm (the collection is the costly part)
-        return [step("all", "-m", "analysis.saturation", "all", *common)]
+        # one pass over the text for layers, order, probe, early exit and lm (the collection is the costly part);
+        # the untrained control: the same architecture re-initialised (seed 0), the same text and tokenizer
+        return [step("all", "-m", "analysis.saturation", "all", *common),
+                step("random_init", "-m", "analysis.saturation", "all", *common, "--random-init", 0)]
     if part == "deltalp":
         corpus = essays_corpus(work, essays)
         return [
@@ -191,6 +193,8 @@ def expand(step: Step) -> list[Step]:
                     ("vo", "--head", entry["vo_head"], f"vo_L{layer}"),
                     ("qk", "--head", entry["qk_head"], f"qk_L{layer}"))
         for command, flag, value, name in readings:
+            if value is None:  # a mixture-of-experts layer has no dense neuron to read
+                continue
             follow.append(Step(step.part, step.model, name,
                                ["-m", "analysis.embedding_space", command, "--model", step.model, "--layer",
                                 str(layer), flag, str(value), "--only-ascii"], os.path.join(base, name)))
@@ -206,19 +210,91 @@ def done(step: Step) -> bool:
         return json.load(handle).get("argv") == step.argv
 
 
-def run(step: Step, index: int, total: int) -> float:
-    """Run one step (its own progress bars on stderr); returns its wall-clock seconds."""
+#: the per-item table of each step (its rows are the step's items), by step name
+ITEM_TABLES = {"knockout": "knockout.csv", "extraction": "extraction.csv", "extraction_final_norm": "extraction.csv",
+               "attributes_rate": "attributes_rate.csv", "attributes_rate_final_norm": "attributes_rate.csv",
+               "sublayer": "sublayer.csv", "patching": "patching.csv", "all": "saturation_layers.csv",
+               "random_init": "saturation_layers.csv", "ablation": "ablation_pairs.csv",
+               "path_length": "path_length_tokens.csv"}
+
+
+class StepFailed(Exception):
+    """A step's tool exited with an error (it printed its one-line message)."""
+
+
+def count_items(step: Step) -> int | None:
+    """Rows of the step's per-item table (None when it has none)."""
+    name = ITEM_TABLES.get(step.name)
+    path = os.path.join(step.output, name) if name else None
+    if path is None or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return max(0, sum(1 for _ in handle) - 1)
+
+
+def forward_seconds(model: str) -> float:
+    """Seconds of one forward pass of ``model`` on a known_1000 prompt (median of 15, batch 1, the last
+    position's logits): the unit of the recall steps' cost per item."""
+    import statistics
+
+    import torch
+
+    from huggingface_patch.loading import load_model_and_tokenizer
+    from huggingface_patch.recall.queries import load_facts
+
+    loaded, tokenizer, _ = load_model_and_tokenizer(model, decomposed=False)
+    prompts = [f["prompt"] for f in load_facts()[:15]]
+    times = []
+    with torch.no_grad():
+        for prompt in prompts:
+            ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+            start = time.perf_counter()
+            loaded(input_ids=ids, use_cache=False, logits_to_keep=1)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(step: Step, index: int, total: int, forward: dict) -> dict:
+    """Run one step in this process (its own progress bars on stderr; models are loaded once per process, see
+    :func:`huggingface_patch.loading.reuse_models`); returns its timing record."""
+    import importlib
+    import runpy
+
     print(f"[{index}/{total}] {step.part} / {step.model} / {step.name}: {' '.join(step.command[1:])}", flush=True)
     from huggingface_patch import _source
 
-    source = _source._read()  # the code the step's process imports now (its run.json reads it too, at import)
+    source = _source._read()  # the code the step imports (its run.json reads it too)
+    argv = [*step.argv[2:], "--output-dir", step.output] if step.argv[0] == "-m" else [*step.argv[1:], "--output-dir",
+                                                                                        step.output]
     start = time.perf_counter()
-    subprocess.run(step.command, check=True, cwd=REPO)
+    if step.argv[0] == "-m":
+        code = importlib.import_module(step.argv[1]).main(argv)
+    else:
+        saved = sys.argv
+        sys.argv = [step.argv[0], *argv]
+        try:
+            code = runpy.run_path(step.argv[0], run_name="__main__").get("exit_code", 0)
+        except SystemExit as exc:
+            code = exc.code or 0
+        finally:
+            sys.argv = saved
     seconds = time.perf_counter() - start
+    if code:
+        raise StepFailed(f"step {step.part}/{step.model}/{step.name} failed (exit code {code}; its message is above); "
+                         f"fix it and run again: finished steps are kept")
+    items = count_items(step)
+    record = {"seconds": round(seconds, 1), "items": items}
+    if items:
+        record["seconds_per_item"] = round(seconds / items, 4)
+        if step.part == "recall" and step.model in forward:
+            record["forward_pass_equivalents_per_item"] = round(seconds / items / forward[step.model], 3)
     with open(os.path.join(step.output, "reproduce.json"), "w", encoding="utf-8") as handle:
-        json.dump({"argv": step.argv, "seconds": round(seconds, 1), "source_at_start": source}, handle, indent=2)
-    print(f"      done in {seconds / 60:.1f} min", flush=True)
-    return seconds
+        json.dump({"argv": step.argv, **record, "source_at_start": source}, handle, indent=2)
+    cost = f"; {items} items, {record.get('seconds_per_item', 0):.3g} s each" if items else ""
+    if "forward_pass_equivalents_per_item" in record:
+        cost += f" = {record['forward_pass_equivalents_per_item']:.2f} forward passes of a prompt"
+    print(f"      done in {seconds / 60:.1f} min{cost}", flush=True)
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,51 +320,67 @@ def main(argv: list[str] | None = None) -> int:
     work = os.path.abspath(args.work)
     if not args.report_only:
         steps: list[Step] = []
-        for part in args.parts:
-            models = ["both"] if part == "path_length" else args.models
-            for model in models:
-                steps.extend(steps_for(part, MODELS[0] if model == "both" else model, work, args.facts, args.items,
-                                       args.essays, args.pairs))
+        for model in args.models:  # model by model: each is loaded once for all its parts
+            for part in args.parts:
+                if part != "path_length":
+                    steps.extend(steps_for(part, model, work, args.facts, args.items, args.essays, args.pairs))
+        if "path_length" in args.parts:
+            steps.extend(steps_for("path_length", MODELS[0], work))
         if args.list:
             for step in steps:
                 print(f"{step.part:12} {step.model:14} {step.name:28} {' '.join(step.command[1:])}")
             return 0
-        timings_path = os.path.join(work, "timings.json")
-        timings = {}
-        if os.path.isfile(timings_path):
-            with open(timings_path, encoding="utf-8") as handle:
-                timings = json.load(handle)
-        queue, index = list(steps), 0
-        while queue:
-            step = queue.pop(0)
-            index += 1
-            key = f"{step.part}/{step.model}/{step.name}"
-            if done(step) and not args.force:
-                print(f"[{index}/{index + len(queue)}] {key}: complete, skipped", flush=True)
-            else:
-                seconds = round(run(step, index, index + len(queue)), 1)
-                # read again before writing: another reproduce.py (other models, other parts) may share the file
-                if os.path.isfile(timings_path):
-                    with open(timings_path, encoding="utf-8") as handle:
-                        timings = json.load(handle)
-                timings[key] = seconds
-                os.makedirs(work, exist_ok=True)
-                tmp = f"{timings_path}.{os.getpid()}.tmp"
-                with open(tmp, "w", encoding="utf-8") as handle:
-                    json.dump(timings, handle, indent=2, sort_keys=True)
-                os.replace(tmp, timings_path)
-            queue[0:0] = expand(step)
-        print_timings(timings)
+        try:
+            run_steps(steps, work, args.force)
+        except StepFailed as exc:
+            print(f"reproduce.py: {exc}", file=sys.stderr)
+            return 1
     if args.no_report:
         return 0
     command = [sys.executable, os.path.join(REPO, "scripts", "results_report.py"), "--work", work]
     return subprocess.run(command, cwd=REPO).returncode
 
 
+def run_steps(steps: list[Step], work: str, force: bool) -> None:
+    """Run the steps not yet complete, in this process, models loaded once; timings to ``{work}/timings.json``."""
+    from huggingface_patch.loading import reuse_models
+
+    timings_path = os.path.join(work, "timings.json")
+    queue, index, forward = list(steps), 0, {}
+    with reuse_models():
+        while queue:
+            step = queue.pop(0)
+            index += 1
+            key = f"{step.part}/{step.model}/{step.name}"
+            if done(step) and not force:
+                print(f"[{index}/{index + len(queue)}] {key}: complete, skipped", flush=True)
+            else:
+                if step.part == "recall" and step.model not in forward:
+                    forward[step.model] = forward_seconds(step.model)
+                    print(f"      one forward pass of a fact prompt: {forward[step.model] * 1000:.1f} ms", flush=True)
+                record = run(step, index, index + len(queue), forward)
+                # read again before writing: another reproduce.py (other models, other parts) may share the file
+                timings = {}
+                if os.path.isfile(timings_path):
+                    with open(timings_path, encoding="utf-8") as handle:
+                        timings = json.load(handle)
+                timings[key] = record
+                os.makedirs(work, exist_ok=True)
+                tmp = f"{timings_path}.{os.getpid()}.tmp"
+                with open(tmp, "w", encoding="utf-8") as handle:
+                    json.dump(timings, handle, indent=2, sort_keys=True)
+                os.replace(tmp, timings_path)
+            queue[0:0] = expand(step)
+    if os.path.isfile(timings_path):
+        with open(timings_path, encoding="utf-8") as handle:
+            print_timings(json.load(handle))
+
+
 def print_timings(timings: dict) -> None:
     """Minutes per part and model, and in total."""
     parts: dict[str, float] = {}
-    for key, seconds in timings.items():
+    for key, record in timings.items():
+        seconds = record["seconds"] if isinstance(record, dict) else record
         part, model, _ = key.split("/", 2)
         parts[f"{part} / {model}"] = parts.get(f"{part} / {model}", 0.0) + seconds
     print("\nwall-clock time of the steps run so far (this machine):")

@@ -29,16 +29,18 @@ def assert_close_rel(actual: torch.Tensor, expected: torch.Tensor, tolerance: fl
 
 
 def save_unsupported_model(folder) -> str:
-    """Save a tiny BLOOM model (a causal-LM family without an adapter) with the byte-level tokenizer."""
+    """Save a tiny Mamba model (a causal-LM family without an adapter: state-space layers, no attention to
+    freeze) with the byte-level tokenizer."""
     import os
     import shutil
 
-    from transformers import BloomConfig, BloomForCausalLM
+    from transformers import MambaConfig, MambaForCausalLM
 
     from huggingface_patch.testing import tokenizer_folder
 
     folder = str(folder)
-    BloomForCausalLM(BloomConfig(vocab_size=260, hidden_size=32, n_layer=1, n_head=2)).save_pretrained(folder)
+    MambaForCausalLM(MambaConfig(vocab_size=260, hidden_size=32, num_hidden_layers=1, state_size=4,
+                                 expand=2)).save_pretrained(folder)
     for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
         shutil.copy(os.path.join(tokenizer_folder(), name), os.path.join(folder, name))
     return folder

@@ -28,7 +28,7 @@ def saved(tmp_path_factory):
 @pytest.fixture(scope="module")
 def unsupported(tmp_path_factory):
     """A saved BLOOM model (a causal LM family without an architecture adapter)."""
-    return save_unsupported_model(tmp_path_factory.mktemp("bloom"))
+    return save_unsupported_model(tmp_path_factory.mktemp("mamba"))
 
 
 def _run(capsys, *argv):
@@ -158,7 +158,7 @@ def test_unsupported_model_is_an_error(unsupported, tmp_path, capsys, command):
     extra = {"ff": ["--layer", "0", "--neuron", "0"], "vo": ["--layer", "0", "--head", "0"],
              "qk": ["--layer", "0", "--head", "0"], "tsne": ["--layer", "0", "--neuron", "0"], "align": []}[command]
     code, _, err = _run(capsys, command, "--model", unsupported, "--output-dir", tmp_path, *extra)
-    _assert_one_line_error(code, err, "unsupported architecture 'bloom'")
+    _assert_one_line_error(code, err, "unsupported architecture 'mamba'")
 
 
 def test_missing_model_folder_is_an_error(tmp_path, capsys):

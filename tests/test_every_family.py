@@ -15,7 +15,7 @@ from contextlib import redirect_stdout
 
 import pytest
 import torch
-from helpers import IDENTITY_TOLERANCE, assert_close_rel
+from helpers import IDENTITY_TOLERANCE, assert_close_rel, exit_code
 from renamed_family import MODEL_TYPE, RenamedLlamaForCausalLM, build_renamed_model, register, save_renamed_model
 
 import representations_to_deltalp
@@ -162,10 +162,25 @@ def test_recall_tools(kind, folders, workdir, tmp_path):
 def test_embedding_space_tools(kind, folders, tmp_path):
     """FF keys/values, W_VO and W_QK (fused projections split by the adapter), t-SNE, the alignment and the
     rule-based selection."""
-    for command, extra in (("ff", ["--layer", 1, "--neuron", 3]), ("vo", ["--layer", 1, "--head", 1]),
-                           ("qk", ["--layer", 1, "--head", 1]), ("tsne", ["--layer", 0, "--neuron", 0]),
+    from transformers import AutoModelForCausalLM
+
+    from huggingface_patch.embedding_space.projections import is_experts_layer
+
+    model = AutoModelForCausalLM.from_pretrained(folders(kind))
+    # a mixture-of-experts layer's neurons belong to its experts: read expert 0's
+    expert = {layer: (["--expert", 0] if is_experts_layer(model, layer) else []) for layer in (0, 1)}
+    if all(is_experts_layer(model, layer) for layer in range(model.config.num_hidden_layers)):
+        code = exit_code(embedding_space.main, ["align", "--model", folders(kind), "--output-dir", tmp_path / "a"])
+        assert code == 2 and not (tmp_path / "a").exists(), "align on a model without dense neurons: one-line error"
+        skip = {"align"}
+    else:
+        skip = set()
+    for command, extra in (("ff", ["--layer", 1, "--neuron", 3, *expert[1]]), ("vo", ["--layer", 1, "--head", 1]),
+                           ("qk", ["--layer", 1, "--head", 1]), ("tsne", ["--layer", 0, "--neuron", 0, *expert[0]]),
                            ("align", []), ("select", ["--corpus", "examples/essays.sentitems", "--max-positions",
                                                       50])):
+        if command in skip:
+            continue
         out = tmp_path / command
         _ok(embedding_space.main, [command, "--model", folders(kind), "--output-dir", out, *extra])
         assert os.listdir(out), f"{command}: nothing written"

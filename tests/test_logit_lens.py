@@ -58,7 +58,9 @@ def test_mid_layer_rows(models, kind):
     ids = torch.tensor([SEQUENCES[0]])
     seen = []
     post = getattr(model.config, "do_layer_norm_before", True) is False
-    hooks = [layer.mlp_norm.register_forward_hook(lambda m, a, o: seen.append(a[0])) for layer in parts.layers]
+    # what the MLP's norm reads (the MLP itself where there is no pre-norm: OLMo 2)
+    hooks = [(layer.mlp_norm or layer.mlp).register_forward_hook(lambda m, a, o: seen.append(a[0]))
+             for layer in parts.layers]
     try:
         read = lens_states(model, ids, None, "residual")
     finally:
@@ -165,7 +167,7 @@ def test_cli_errors(tiny_folder, tmp_path, capsys):
 def test_cli_unsupported_architecture(tmp_path, capsys):
     from helpers import save_unsupported_model
 
-    folder = save_unsupported_model(tmp_path / "bloom")
+    folder = save_unsupported_model(tmp_path / "mamba")
     err = _error(capsys, ["--model", str(folder), "--text", "hello", "--output-dir", str(tmp_path / "out")])
     assert "unsupported architecture" in err
 

@@ -63,6 +63,20 @@ def test_family_table_is_the_registry():
         "the README's family table is stale: paste huggingface_patch.architectures.family_table() between the markers"
 
 
+def test_coverage_table_is_the_installed_transformers():
+    """Every causal-LM family of the installed Transformers is in the README, with its status and reason."""
+    from huggingface_patch.architectures import coverage, coverage_table
+
+    text = open(README, encoding="utf-8").read()
+    block = re.search(r"<!-- coverage:start[^\n]*-->\n(.*?)\n<!-- coverage:end -->", text, re.S)
+    assert block, "the README lost its generated coverage table"
+    assert block.group(1).strip() == coverage_table().strip(), \
+        "stale README coverage table: paste huggingface_patch.architectures.coverage_table() between the markers"
+    rows = {r["model_type"]: r for r in coverage()}
+    assert rows["mixtral"]["supported"] and rows["olmo2"]["supported"] and rows["bloom"]["supported"]
+    assert not rows["mamba"]["supported"] and "state-space" in rows["mamba"]["reason"]
+
+
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory):
     folder = tmp_path_factory.mktemp("readme")

@@ -102,17 +102,11 @@ def _bad_inputs(workspace):
     root = workspace["root"]
     malformed = root / "malformed.json"
     malformed.write_text("[{\"subject\": ")
-    unsupported = root / "bloom"
+    unsupported = root / "mamba"
     if not unsupported.exists():
-        from transformers import BloomConfig, BloomForCausalLM
+        from helpers import save_unsupported_model
 
-        from huggingface_patch.testing import tokenizer_folder
-
-        BloomForCausalLM(BloomConfig(vocab_size=260, hidden_size=32, n_layer=1, n_head=2)).save_pretrained(unsupported)
-        import shutil
-
-        for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
-            shutil.copy(os.path.join(tokenizer_folder(), name), unsupported / name)
+        save_unsupported_model(unsupported)
     model, facts = workspace["model"], workspace["facts"]
     return {
         "missing facts": (["--model", model, "--facts", str(root / "nope.json")], "file not found"),

@@ -117,3 +117,18 @@ def test_replayed_sublayer_knockout_equals_the_whole_model(setup, tokenizer):
                                               query.positions("subject-last")[0])
         worst = max(worst, abs(r["value"] - expected) / max(expected, 1e-12))
     assert worst < TOLERANCE, f"largest relative difference {worst:.2e}"
+
+
+@pytest.mark.parametrize("final_norm", [False, True])
+def test_blockwise_rank_and_top_equal_the_full_logits(setup, final_norm):
+    from huggingface_patch.layer_states import rank_and_top
+
+    model, _ = setup
+    states = torch.randn(3, 4, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([[5, 17, 100, 259]])
+    logits = project_to_vocab(model, states, apply_final_norm=final_norm).float()
+    rank, score, top = rank_and_top(model, states, targets, 7, final_norm, vocab_block=50)
+    expected_score = logits.gather(-1, targets.expand(3, 4)[..., None])[..., 0]
+    assert torch.allclose(score, expected_score, atol=1e-5)
+    assert torch.equal(rank, (logits > expected_score[..., None]).sum(-1))
+    assert torch.equal(top, logits.topk(7, dim=-1).indices)

@@ -67,7 +67,10 @@ def test_padded_batch_equals_each_sequence_alone(kind, side):
         pad = slice(0, total - n) if side == "left" else slice(n, total)
         what = f"{kind} {side} padding, sequence {row}"
         assert_close_rel(batch.decomposition[row, :, span], alone.decomposition[0], 1e-5, what)
-        assert_close_rel(batch.decomposition_bias[row, span], alone.decomposition_bias[0], 1e-5, what + " bias")
+        # the bias term relative to the state's scale: a family without biases (OLMo) has only round-off there
+        state_scale = float((alone.decomposition[0].sum(0) + alone.decomposition_bias[0]).abs().max())
+        assert_close_rel(batch.decomposition_bias[row, span], alone.decomposition_bias[0], 1e-5, what + " bias",
+                         scale=state_scale)
         assert_close_rel(batch.layer_decompositions[1][row, :, span], alone.layer_decompositions[1][0], 1e-5,
                          what + " layer 1")
         assert float(batch.decomposition[row, :, pad].abs().sum()) == 0.0, "padding targets must be zero"

@@ -11,6 +11,7 @@ maps Hugging Face attribute names onto the engine's records); see ``docs/archite
 from __future__ import annotations
 
 from .base import ArchitectureAdapter, LayerParts, ModelParts
+from .coverage import coverage, coverage_table
 from .registry import (
     ENTRY_POINT_GROUP,
     UnsupportedArchitectureError,
@@ -21,7 +22,18 @@ from .registry import (
     register_architecture,
     registered_adapters,
 )
-from .spec import Affine, AttentionSpec, Branch, LayerSpec, MLPSpec, ModelSpec, NormSpec, Readout, ResidualBlock
+from .spec import (
+    Affine,
+    AttentionSpec,
+    Branch,
+    LayerSpec,
+    MLPSpec,
+    ModelSpec,
+    MoESpec,
+    NormSpec,
+    Readout,
+    ResidualBlock,
+)
 
 
 def readout(model) -> Readout:
@@ -39,11 +51,14 @@ __all__ = [
     "LayerSpec",
     "MLPSpec",
     "ModelParts",
+    "MoESpec",
     "ModelSpec",
     "NormSpec",
     "Readout",
     "ResidualBlock",
     "UnsupportedArchitectureError",
+    "coverage",
+    "coverage_table",
     "family_table",
     "get_adapter",
     "list_architectures",

@@ -26,7 +26,9 @@ class LayerParts:
     module whose output is what the MLP branch adds to the residual. ``attention_norm`` / ``mlp_norm``:
     the norms that read the residual stream for each sublayer (the post-sublayer norms for post-norm
     OPT). ``attention_post_norm``: post-norm models only, the norm of ``x + attention`` whose output is
-    the stream between the sublayers. ``parallel``: attention and MLP both read the layer input.
+    the stream between the sublayers. ``parallel``: attention and MLP both read the layer input. ``mlp``: a
+    module whose first input is what the MLP reads (the MLP itself, or OPT's ``fc1``). ``update_scale``: a
+    constant the updates are multiplied by before the residual add (Granite's ``residual_multiplier``).
     """
 
     layer: nn.Module
@@ -39,6 +41,8 @@ class LayerParts:
     mlp_update: nn.Module | None = None
     attention_post_norm: nn.Module | None = None
     parallel: bool = False
+    mlp: nn.Module | None = None
+    update_scale: float = 1.0
 
     def __post_init__(self):
         if self.attention_update is None:
@@ -89,6 +93,16 @@ class ArchitectureAdapter:
     def query_key(self, model: nn.Module, layer: int) -> tuple[Affine, Affine]:
         """The query (``H -> h*d``) and key (``H -> g*d``) maps of ``layer`` (for ``W_QK`` readings)."""
         raise NotImplementedError
+
+    def context_size(self, config) -> int | None:
+        """The context length when the config gives no ``max_position_embeddings`` (None: unknown)."""
+        return None
+
+    def tiny_configs(self) -> dict:
+        """``{kind: config}``: tiny random configurations of every variant of the family, for the tests
+        (:mod:`huggingface_patch.testing` runs every identity, window, padding, class and command-line test
+        on each). A built-in adapter without one fails a test."""
+        return {}
 
     def readout(self, model: nn.Module) -> Readout:
         """The LM head as a :class:`Readout` (weight, bias if any; no softcapping by default)."""

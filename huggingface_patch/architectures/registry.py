@@ -81,6 +81,18 @@ def registered_adapters() -> list[ArchitectureAdapter]:
     return list(seen.values())
 
 
+def builtin_adapters() -> list[ArchitectureAdapter]:
+    """The adapters of the package's own families (:mod:`.families`), each once, in module order."""
+    _load_builtin()
+    from . import families
+
+    seen: dict[type, ArchitectureAdapter] = {}
+    for adapter in _REGISTRY.values():
+        if type(adapter).__module__.startswith(families.__name__ + "."):
+            seen.setdefault(type(adapter), adapter)
+    return sorted(seen.values(), key=lambda a: (type(a).__module__, a.name))
+
+
 def get_adapter(model_or_config) -> ArchitectureAdapter:
     """The adapter for a model, a config or a ``model_type`` string; a clear error naming the supported
     types otherwise."""

@@ -106,8 +106,9 @@ class AttentionSpec:
     """Self-attention seen through its value/output path; the probabilities are captured from ``module``.
 
     ``value`` maps ``H -> g*d`` and ``output`` maps ``h*d -> H``. Query head ``j`` reads key/value head
-    ``j // (h // g)``, as Hugging Face's ``repeat_kv`` does. Everything that shapes the probabilities
-    (RoPE, ALiBi, scaling, masks, sliding windows, q/k norms, logit softcapping) lives inside them.
+    ``j // (h // g)``, as Hugging Face's ``repeat_kv`` does. ``value_clip``: see the field. Everything that
+    shapes the probabilities (RoPE, ALiBi, scaling, masks, sliding windows, q/k norms, logit softcapping)
+    lives inside them.
     """
 
     module: nn.Module
@@ -116,6 +117,9 @@ class AttentionSpec:
     num_heads: int
     num_kv_heads: int
     head_dim: int
+    #: OLMo's ``clip_qkv``: the values are clamped to ``[-c, c]``; a nonlinearity on the value path, frozen
+    #: like an activation ratio (``clamp(z) / z`` of the real value ``z``)
+    value_clip: float | None = None
 
 
 @dataclass
@@ -142,13 +146,73 @@ class MLPSpec:
         return (self.up if self.kind == "gated" else self.inp).out_features
 
 
+def gated_activation(act: Callable[[torch.Tensor], torch.Tensor]):
+    """The usual gated linearisation ``act(g) * u``: ``(output, coefficient on u, intercept)`` with the gate
+    frozen (:class:`MoESpec` ``activation``)."""
+
+    def linearize(gate: torch.Tensor, up: torch.Tensor):
+        coefficient = act(gate)
+        return coefficient * up, coefficient, None
+
+    return linearize
+
+
+@dataclass
+class MoESpec:
+    """A mixture-of-experts feed-forward block (``docs/design.md``: the router's choice and weights are frozen
+    from the real forward pass, like attention probabilities).
+
+    ``route(y (N, H)) -> (index (N, k), weights (N, k))``: the experts each token goes to and their routing
+    weights, as the model computes them (after softmax, top-k and renormalisation). Expert ``e`` is
+    ``down_e(a(gate_e y, up_e y))`` with weights in the ``x @ W`` convention: ``gate``/``up`` ``(E, H, F)``,
+    ``down`` ``(E, F, H)``, biases ``(E, F)`` / ``(E, H)`` or None. ``activation(g, u) -> (output, coefficient,
+    intercept)`` linearises ``a`` with ``output == coefficient * u + intercept`` (intercept None = 0): the
+    contributions go through ``up``, the gate (and any clamp) is frozen, a constant part goes to the bias term.
+    ``shared``: an always-on gated expert (Qwen2-MoE), multiplied per token by ``shared_gate(y) (N, 1)`` when
+    given.
+    """
+
+    route: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    gate: torch.Tensor
+    up: torch.Tensor
+    down: torch.Tensor
+    activation: Callable
+    top_k: int
+    gate_bias: torch.Tensor | None = None
+    up_bias: torch.Tensor | None = None
+    down_bias: torch.Tensor | None = None
+    shared: "MLPSpec | None" = None
+    shared_gate: Callable[[torch.Tensor], torch.Tensor] | None = None
+    act_name: str = "silu"
+
+    @property
+    def num_experts(self) -> int:
+        return self.gate.shape[0]
+
+    @property
+    def width(self) -> int:
+        """Neurons active per token: ``top_k`` experts (and the shared expert) of ``F`` each."""
+        return self.top_k * self.gate.shape[2] + (0 if self.shared is None else self.shared.width)
+
+    def expert(self, index: int) -> "MLPSpec":
+        """Expert ``index`` as a gated :class:`MLPSpec` (views of the weights; for readings of its neurons)."""
+        def affine(weight, bias):
+            return Affine(weight[index], None if bias is None else bias[index])
+
+        return MLPSpec(kind="gated", act=lambda z: self.activation(z, torch.ones_like(z))[1], act_name=self.act_name,
+                       gate=affine(self.gate, self.gate_bias), up=affine(self.up, self.up_bias),
+                       down=affine(self.down, self.down_bias))
+
+
 @dataclass
 class Branch:
-    """One sublayer of a residual block: ``output_norm(sublayer(pre_norm(x)))`` (either norm may be absent)."""
+    """One sublayer of a residual block: ``scale * output_norm(sublayer(pre_norm(x)))`` (either norm may be
+    absent; ``scale`` is a constant, Granite's ``residual_multiplier``, 1 elsewhere)."""
 
-    sublayer: AttentionSpec | MLPSpec
+    sublayer: AttentionSpec | MLPSpec | MoESpec
     pre_norm: NormSpec | None = None
     output_norm: NormSpec | None = None
+    scale: float = 1.0
 
 
 @dataclass
@@ -160,9 +224,10 @@ class ResidualBlock:
 
     @classmethod
     def single(cls, sublayer: AttentionSpec | MLPSpec, pre_norm: NormSpec | None = None,
-               output_norm: NormSpec | None = None, post_norm: NormSpec | None = None) -> "ResidualBlock":
+               output_norm: NormSpec | None = None, post_norm: NormSpec | None = None,
+               scale: float = 1.0) -> "ResidualBlock":
         """A block with one branch (every sequential arrangement)."""
-        return cls([Branch(sublayer, pre_norm, output_norm)], post_norm)
+        return cls([Branch(sublayer, pre_norm, output_norm, scale)], post_norm)
 
 
 @dataclass
@@ -181,8 +246,8 @@ class LayerSpec:
         return next(b.sublayer for b in self.branches() if isinstance(b.sublayer, AttentionSpec))
 
     @property
-    def mlp(self) -> MLPSpec:
-        return next(b.sublayer for b in self.branches() if isinstance(b.sublayer, MLPSpec))
+    def mlp(self) -> "MLPSpec | MoESpec":
+        return next(b.sublayer for b in self.branches() if isinstance(b.sublayer, (MLPSpec, MoESpec)))
 
 
 @dataclass
@@ -190,7 +255,8 @@ class ModelSpec:
     """Everything the engine needs from one model.
 
     ``final_norm`` and ``project_out`` turn the last layer's output into the state the LM head reads;
-    ``position_module`` is the learned position-embedding module (None for RoPE models).
+    ``position_module`` is the learned position-embedding module (None for RoPE models); ``embedding_shift``:
+    see the field.
     """
 
     layers: list[LayerSpec]
@@ -198,6 +264,9 @@ class ModelSpec:
     project_out: Affine | None
     positions_from_mask: bool
     position_module: nn.Module | None = None
+    #: a constant ``(H,)`` in every position's input of layer 0 that belongs to no token: BLOOM's LayerNorm on
+    #: the embeddings gives each source its normalised embedding and the shift goes to the bias term
+    embedding_shift: torch.Tensor | None = None
 
 
 @dataclass

@@ -20,7 +20,7 @@ from torch import nn
 from ..architectures import model_parts
 from ..errors import InputError
 from ..layer_states import record_residual_stream
-from .projections import embedding_matrix, ff_matrices
+from .projections import embedding_matrix, ff_matrices, is_experts_layer
 
 ALIGNMENT_TARGETS = ("layer", "final")
 
@@ -62,7 +62,9 @@ def collect_activations(model: nn.Module, tokenizer, texts: list[str], n_neurons
             inner[index] = args[0]
         return hook
 
-    handles = [layer.mlp_down.register_forward_pre_hook(capture(i)) for i, layer in enumerate(parts.layers)]
+    # a mixture-of-experts layer has no dense neurons (each token uses its own experts): its entries stay -1
+    dense = [i for i in range(len(parts.layers)) if not is_experts_layer(model, i)]
+    handles = [parts.layers[i].mlp_down.register_forward_pre_hook(capture(i)) for i in dense]
     kept, used = 0, 0
     try:
         for text in texts:
@@ -82,6 +84,9 @@ def collect_activations(model: nn.Module, tokenizer, texts: list[str], n_neurons
             used += 1
             window = slice(start, start + take)
             for i in range(len(parts.layers)):
+                if i not in dense:
+                    tops[i].append(torch.full((take, n_neurons), -1, dtype=torch.long))
+                    continue
                 # OPT flattens (B, T, F) to (B*T, F) around its MLP
                 acts = inner[i].reshape(ids.shape[0], ids.shape[1], -1)[0, window].float()
                 tops[i].append(acts.topk(min(n_neurons, acts.shape[-1]), dim=-1).indices.cpu())
@@ -128,6 +133,9 @@ def parameter_alignment(model: nn.Module, tokenizer, texts: list[str], *, layers
     parts = model_parts(model)
     n_layers = len(parts.layers)
     layers = list(range(n_layers)) if layers is None else layers
+    if all(is_experts_layer(model, layer) for layer in layers):
+        raise InputError("every layer asked for is a mixture of experts: the alignment reads dense neurons, which "
+                         "these layers do not have (read an expert's neurons with ff --expert)")
     acts = activations or collect_activations(model, tokenizer, texts, n_neurons, max_positions, start_token=start)
     device = next(model.parameters()).device
     write = embedding_matrix(model, "output", normalize).float()
@@ -140,6 +148,8 @@ def parameter_alignment(model: nn.Module, tokenizer, texts: list[str], *, layers
     gen = torch.Generator().manual_seed(seed)
     rows = []
     for layer in layers:
+        if is_experts_layer(model, layer):  # no dense neurons to align (see collect_activations)
+            continue
         hidden = acts.states[layer + 1 if target == "layer" else -1].to(device)
         if parts.final_norm is not None:
             hidden = parts.final_norm(hidden.to(next(model.parameters()).dtype)).float()

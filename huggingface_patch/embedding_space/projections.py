@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..architectures import Affine, get_adapter, model_parts
+from ..architectures import Affine, get_adapter, model_parts, readout
 from ..errors import HuggingfacePatchError
 
 EMBEDDINGS = ("output", "input")
@@ -55,10 +55,10 @@ def _embedding_matrix(model: nn.Module, which: str) -> torch.Tensor:
         raise ValueError(f"unknown embedding {which!r}: choose from {', '.join(EMBEDDINGS)}")
     parts = model_parts(model)
     if which == "output":
-        head = model.get_output_embeddings()
-        if head is None:
+        if model.get_output_embeddings() is None:
             raise ValueError("the model has no output embeddings (LM head)")
-        matrix = head.weight.detach().t()  # (D, V)
+        # the family's read-out: a logit scale (Cohere, Granite) is folded into its weight
+        matrix = readout(model).weight.detach().t()  # (D, V)
         if parts.project_out is not None:  # logits = (h @ P^T) @ W_U^T
             matrix = parts.project_out.weight.detach().t() @ matrix
         return matrix.contiguous()
@@ -150,31 +150,51 @@ def num_heads(model: nn.Module, layer: int = 0) -> int:
 
 def ff_parts(model: nn.Module) -> tuple[str, ...]:
     """The parts a neuron of this model has: ``('key', 'value')`` or ``('gate', 'up', 'value')``."""
-    mlp = _mlp_spec(model, 0)
-    return ("gate", "up", "value") if mlp.kind == "gated" else ("key", "value")
+    mlp = _mlp_spec(model, 0, check_experts=False)
+    return ("gate", "up", "value") if getattr(mlp, "kind", "gated") == "gated" else ("key", "value")
 
 
-def ff_size(model: nn.Module, layer: int = 0) -> int:
-    """``F``, the number of neurons of ``layer``'s MLP."""
-    return _mlp_spec(model, layer).width
+def ff_size(model: nn.Module, layer: int = 0, expert: int | None = None) -> int:
+    """``F``, the number of neurons of ``layer``'s MLP (of one ``expert`` of a mixture-of-experts layer)."""
+    return _mlp_spec(model, layer, expert).width
 
 
-def _mlp_spec(model: nn.Module, layer: int):
+def is_experts_layer(model: nn.Module, layer: int) -> bool:
+    """Whether ``layer``'s feed-forward block is a mixture of experts (its neurons belong to experts)."""
+    from ..architectures.spec import MoESpec
+
+    return isinstance(_mlp_spec(model, layer, check_experts=False), MoESpec)
+
+
+def _mlp_spec(model: nn.Module, layer: int, expert: int | None = None, check_experts: bool = True):
+    from ..architectures.spec import MoESpec
+
     spec = get_adapter(model).spec(model)
     _check_index("layer", layer, len(spec.layers))
-    return spec.layers[layer].mlp
+    mlp = spec.layers[layer].mlp
+    if not check_experts:
+        return mlp
+    if isinstance(mlp, MoESpec):
+        if expert is None:
+            raise ParameterIndexError(f"layer {layer} is a mixture of {mlp.num_experts} experts: choose one "
+                                      f"(--expert 0..{mlp.num_experts - 1})")
+        _check_index("expert", expert, mlp.num_experts)
+        return mlp.expert(expert)
+    if expert is not None:
+        raise ParameterIndexError(f"layer {layer} has a dense MLP, not experts: leave out --expert")
+    return mlp
 
 
 @torch.no_grad()
-def ff_vectors(model: nn.Module, layer: int, neuron: int) -> dict[str, torch.Tensor]:
+def ff_vectors(model: nn.Module, layer: int, neuron: int, expert: int | None = None) -> dict[str, torch.Tensor]:
     """The ``(H,)`` vectors of one neuron.
 
     ``{'key', 'value'}`` (OPT, GPT-2: row of the input map, row of the output map in the
     ``x @ W`` convention) or ``{'gate', 'up', 'value'}`` (Llama family: rows of
     ``gate_proj``/``up_proj``, column of ``down_proj``).
     """
-    mlp = _mlp_spec(model, layer)
-    _check_index("neuron", neuron, ff_size(model, layer))
+    mlp = _mlp_spec(model, layer, expert)
+    _check_index("neuron", neuron, mlp.width)
     if mlp.kind == "gated":
         return {"gate": mlp.gate.weight[:, neuron].detach().clone(), "up": mlp.up.weight[:, neuron].detach().clone(),
                 "value": mlp.down.weight[neuron, :].detach().clone()}
@@ -182,9 +202,9 @@ def ff_vectors(model: nn.Module, layer: int, neuron: int) -> dict[str, torch.Ten
 
 
 @torch.no_grad()
-def ff_matrices(model: nn.Module, layer: int) -> dict[str, torch.Tensor]:
+def ff_matrices(model: nn.Module, layer: int, expert: int | None = None) -> dict[str, torch.Tensor]:
     """All neurons at once: ``{'key'|'gate'|'up': (F, H), 'value': (F, H)}`` (rows are neurons)."""
-    mlp = _mlp_spec(model, layer)
+    mlp = _mlp_spec(model, layer, expert)
     if mlp.kind == "gated":
         return {"gate": mlp.gate.weight.detach().t(), "up": mlp.up.weight.detach().t(),
                 "value": mlp.down.weight.detach()}

@@ -92,15 +92,15 @@ def top_head_pairs(model: nn.Module, vocab: Vocabulary, layer: int, head: int, k
 
 @torch.no_grad()
 def neuron_top_tokens(model: nn.Module, layer: int, neuron: int, k: int = 100, *, allowed: torch.Tensor | None = None,
-                      embedding: str = "output", normalize: bool = False,
-                      largest: bool = True) -> dict[str, tuple[torch.Tensor, ...]]:
+                      embedding: str = "output", normalize: bool = False, largest: bool = True,
+                      expert: int | None = None) -> dict[str, tuple[torch.Tensor, ...]]:
     """Per part of the neuron (``key`` or ``gate``/``up``, and ``value``): top tokens of ``part · E``.
 
     ``(ids, scores)`` of the ``k`` top tokens of ``part · E`` (keys read with ``embedding``, values with the
     LM head); ``largest=False``: the most negative ones (for gated MLPs ``up · x`` can
     be negative, which flips the value's sign).
     """
-    vectors = ff_vectors(model, layer, neuron)
+    vectors = ff_vectors(model, layer, neuron, expert)
     read = embedding_matrix(model, embedding, normalize).float()
     write = embedding_matrix(model, "output", normalize).float()
     out = {}

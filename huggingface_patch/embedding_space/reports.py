@@ -65,14 +65,15 @@ class NeuronReport:
 
 
 def ff_report(model, vocab, layer: int, neuron: int, k: int, token_filter, *, embedding: str = "output",
-              normalize: bool = False, bottom: bool = False) -> NeuronReport:
-    """A neuron's key(s) and value, each read as its top ``k`` tokens through ``E``."""
+              normalize: bool = False, bottom: bool = False, expert: int | None = None) -> NeuronReport:
+    """A neuron's key(s) and value (of one ``expert`` in a mixture-of-experts layer), each read as its top ``k``
+    tokens through ``E``."""
     from .readout import neuron_top_tokens
 
     tops = neuron_top_tokens(model, layer, neuron, k, allowed=token_filter.allowed(vocab), embedding=embedding,
-                             normalize=normalize, largest=not bottom)
+                             normalize=normalize, largest=not bottom, expert=expert)
     return NeuronReport(layer, neuron, tops, vocab, dict(k=k, embedding=embedding, normalize=normalize, bottom=bottom,
-                                                          filters=token_filter.describe()))
+                                                          expert=expert, filters=token_filter.describe()))
 
 
 @dataclass
@@ -161,12 +162,12 @@ class TSNEReport:
 
 def tsne_report(model, vocab, layer: int, neuron: int, part: str, k: int, token_filter, *, embedding: str = "output",
                 normalize: bool = False, components: int = 3, perplexity: float = 3.0, learning_rate: float = 10.0,
-                seed: int = 0) -> TSNEReport:
+                seed: int = 0, expert: int | None = None) -> TSNEReport:
     """t-SNE of the embedding columns of a neuron part's top ``k`` tokens."""
     from .projections import embedding_matrix, ff_vectors
     from .tsne import tsne_top_tokens
 
-    vectors = ff_vectors(model, layer, neuron)
+    vectors = ff_vectors(model, layer, neuron, expert)
     if part not in vectors:
         raise InputError(f"part {part!r} does not exist in this model: choose from {', '.join(vectors)}")
     which = "output" if part == "value" else embedding

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .align import collect_activations
-from .projections import ParameterIndexError, ff_size, head_weights, num_heads, num_layers
+from .projections import ParameterIndexError, ff_size, head_weights, is_experts_layer, num_heads, num_layers
 
 
 def default_layers(count: int) -> list[int]:
@@ -58,15 +58,20 @@ def select_parameters(model: nn.Module, tokenizer, texts: list[str], *, layers: 
     positions = activations.top_neurons.shape[1]
     chosen = []
     for layer in layers:
-        counts = torch.bincount(activations.top_neurons[layer].flatten(), minlength=ff_size(model, layer))
-        neuron = int(counts.argmax())
         norms = head_norms(model, layer)
         vo = max(range(len(norms["vo"])), key=lambda h: norms["vo"][h])
         qk = max(range(len(norms["qk"])), key=lambda h: norms["qk"][h])
-        chosen.append({"layer": layer, "neuron": neuron, "neuron_top_count": int(counts[neuron]),
-                       "neuron_top_share": float(counts[neuron]) / max(1, positions),
-                       "vo_head": vo, "vo_norm": norms["vo"][vo], "qk_head": qk, "qk_norm": norms["qk"][qk],
-                       "head_norms": norms})
+        entry = {"layer": layer, "vo_head": vo, "vo_norm": norms["vo"][vo], "qk_head": qk, "qk_norm": norms["qk"][qk],
+                 "head_norms": norms}
+        if is_experts_layer(model, layer):
+            entry.update(neuron=None, neuron_note="a mixture of experts: no dense neuron (read an expert's with "
+                                                  "ff --expert)")
+        else:
+            counts = torch.bincount(activations.top_neurons[layer].flatten(), minlength=ff_size(model, layer))
+            neuron = int(counts.argmax())
+            entry.update(neuron=neuron, neuron_top_count=int(counts[neuron]),
+                         neuron_top_share=float(counts[neuron]) / max(1, positions))
+        chosen.append(entry)
     return {"rule": ("per layer: the FF neuron most often among the top-%d activated neurons over the corpus "
                      "positions; the heads with the largest Frobenius norm of W_VO and of W_QK" % neurons),
             "layers": layers, "positions": positions, "texts": activations.texts_used, "neurons": neurons,

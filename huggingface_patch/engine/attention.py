@@ -89,16 +89,41 @@ def mix_block(values: torch.Tensor, probs, spec: AttentionSpec, layout,
     return out
 
 
-def attention_real(spec: AttentionSpec, y: torch.Tensor, probs) -> torch.Tensor:
-    """The sublayer's real output for its real (normed) input ``y`` ``(B, T, H)``."""
-    return spec.output(mix_sequence(spec.value(y), probs, spec))
+def value_scale(spec: AttentionSpec, values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor | None:
+    """The frozen ratio ``clamp(z) / z`` ``(B, T, g*d)`` of the real values ``z`` under ``spec.value_clip``
+    (1 where ``z == 0``, the clamp's slope there; 0 at padding), or None without a clip."""
+    if spec.value_clip is None:
+        return None
+    clipped = values.clamp(-spec.value_clip, spec.value_clip)
+    zero = values == 0
+    scale = torch.where(zero, torch.ones_like(values), clipped / torch.where(zero, torch.ones_like(values), values))
+    return torch.where(valid[..., None].to(scale.device), scale, torch.zeros((), dtype=scale.dtype,
+                                                                             device=scale.device))
+
+
+def attention_real(spec: AttentionSpec, y: torch.Tensor, probs, valid: torch.Tensor | None = None):
+    """``(output, value scale)``: the sublayer's real output for its real (normed) input ``y`` ``(B, T, H)``, and
+    the frozen value ratio of :func:`value_scale` (None without a value clip)."""
+    values = spec.value(y)
+    scale = None
+    if spec.value_clip is not None:
+        scale = value_scale(spec, values, torch.ones(values.shape[:2], dtype=torch.bool) if valid is None else valid)
+        values = values.clamp(-spec.value_clip, spec.value_clip)
+    return spec.output(mix_sequence(values, probs, spec)), scale
 
 
 def apply_attention(state: torch.Tensor, spec: AttentionSpec, probs, layout,
-                    precision: Precision = EXACT) -> torch.Tensor:
+                    precision: Precision = EXACT, scale: torch.Tensor | None = None) -> torch.Tensor:
     """A stream through the frozen attention; only the bias term carries ``b_V`` and ``b_O``. Source blocks
-    take their products in ``precision`` (the bias term is always exact)."""
+    take their products in ``precision`` (the bias term is always exact). ``scale``: the frozen value ratio
+    (:func:`value_scale`), applied to every stream's values at their position."""
     if layout.is_bias:
-        return spec.output(mix_sequence(spec.value(state), probs, spec))
-    mixed = mix_block(precision.linear(state, spec.value), probs, spec, layout, precision)
+        values = spec.value(state)
+        if scale is not None:
+            values = values * scale
+        return spec.output(mix_sequence(values, probs, spec))
+    values = precision.linear(state, spec.value)
+    if scale is not None:
+        values = values * layout.align(scale.to(values.dtype))
+    mixed = mix_block(values, probs, spec, layout, precision)
     return precision.linear(mixed, spec.output)

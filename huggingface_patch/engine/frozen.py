@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..architectures.spec import AttentionSpec, ModelSpec
+from ..architectures.spec import AttentionSpec, ModelSpec, MoESpec
 from .attention import attention_real, mask_padding_attention
 from .conventions import DEFAULT, Conventions
 from .layouts import FullLayout
 from .mlp import FrozenMLP, freeze_mlp
+from .moe import FrozenMoE, freeze_moe
 from .norms import FrozenNorm, freeze_norm
 from .packed import BandCausal, PackedCausal
 from .residual import FrozenBlock, FrozenBranch, finalize, propagate_layer
@@ -133,6 +134,12 @@ class Freezer:
             zero = torch.zeros((), dtype=dtype, device=self.embeddings.device)
             self.bias_init = torch.where(valid.to(self.embeddings.device)[..., None], bias_init, zero)
             self.embeddings = self.embeddings - self.bias_init
+        if self.spec.embedding_shift is not None:  # BLOOM: the embedding norm's shift belongs to no token
+            shift = self.spec.embedding_shift.detach().to(device=self.embeddings.device, dtype=dtype)
+            zero = torch.zeros((), dtype=dtype, device=self.embeddings.device)
+            shift = torch.where(valid.to(self.embeddings.device)[..., None], shift.expand_as(self.embeddings), zero)
+            self.embeddings = self.embeddings - shift
+            self.bias_init = shift if self.bias_init is None else self.bias_init + shift
         if self.window is not None:
             self.bias = self.bias_init if self.bias_init is not None else torch.zeros_like(self.embeddings)
             self._keep_bias(self.bias)
@@ -166,17 +173,22 @@ class Freezer:
                     if key not in normed:
                         normed[key] = freeze_norm(branch.pre_norm, x, valid, model_dtype)
                     y, pre = normed[key]
+                scale = None
                 if isinstance(branch.sublayer, AttentionSpec):
                     sublayer = attention.to(device=device, dtype=self.dtype)
                     if not isinstance(sublayer, PackedCausal):  # packed ones come masked from capture()
                         sublayer = mask_padding_attention(sublayer, valid)
-                    out = attention_real(branch.sublayer, y, sublayer)
+                    out, scale = attention_real(branch.sublayer, y, sublayer, valid)
+                elif isinstance(branch.sublayer, MoESpec):
+                    sublayer, out = freeze_moe(branch.sublayer, y, valid, self.conventions)
                 else:
                     sublayer, out = freeze_mlp(branch.sublayer, y, valid, self.conventions)
                 output_norm = None
                 if branch.output_norm is not None:
                     out, output_norm = freeze_norm(branch.output_norm, out, valid, model_dtype)
-                branches.append(FrozenBranch(pre, sublayer, output_norm))
+                if branch.scale != 1.0:
+                    out = out * branch.scale
+                branches.append(FrozenBranch(pre, sublayer, output_norm, scale))
                 total = out if total is None else total + out
             x = x + total
             post = None
@@ -224,7 +236,7 @@ def _keep_band(blocks: list[FrozenBlock], window: int) -> None:
     for block in blocks:
         for branch in block.branches:
             probs = branch.sublayer
-            if isinstance(probs, FrozenMLP):
+            if isinstance(probs, (FrozenMLP, FrozenMoE)):
                 continue
             length = probs.length if isinstance(probs, PackedCausal) else probs.shape[-1]
             if 2 * window < length:  # the band (T x W) is smaller than the triangle (T^2 / 2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..architectures.spec import AttentionSpec, ModelSpec, NormSpec
+from ..architectures.spec import AttentionSpec, ModelSpec, MoESpec, NormSpec
 
 
 def _gain(norm: NormSpec, dtype: torch.dtype):
@@ -47,9 +47,13 @@ def _norm(c: torch.Tensor, x: torch.Tensor, norm: NormSpec, is_bias: bool) -> to
     return out
 
 
-def _attention(c: torch.Tensor, spec: AttentionSpec, probs: torch.Tensor, is_bias: bool) -> torch.Tensor:
-    """C ``(T, H)``, probs ``(h, T, T)`` -> ``(T, H)``."""
+def _attention(c: torch.Tensor, spec: AttentionSpec, probs: torch.Tensor, is_bias: bool,
+               value_ratio: torch.Tensor | None = None) -> torch.Tensor:
+    """C ``(T, H)``, probs ``(h, T, T)`` -> ``(T, H)``; ``value_ratio`` ``(T, g*d)``: OLMo's clipped values,
+    ``clamp(z) / z`` at each position."""
     v = spec.value(c) if is_bias else spec.value.linear(c)
+    if value_ratio is not None:
+        v = v * value_ratio
     groups = spec.num_heads // spec.num_kv_heads
     heads = []
     for head in range(spec.num_heads):
@@ -66,13 +70,70 @@ def _ratio(act, act_name: str, z: torch.Tensor) -> torch.Tensor:
     return torch.where(z == 0, torch.full_like(z, slope), act(z) / safe)
 
 
+class _FrozenExperts:
+    """A mixture-of-experts block frozen at ``y`` ``(T, H)``, token by token: the routed experts, their
+    weights, and each one's coefficient on ``up`` and constant part."""
+
+    def __init__(self, spec: MoESpec, y: torch.Tensor):
+        self.spec = spec
+        index, weights = spec.route(y.to(spec.gate.dtype))
+        self.routes = []  # per token: [(expert, weight, coefficient (F,), constant (F,) or None)]
+        self.real = torch.zeros_like(y)
+        for t in range(y.shape[0]):
+            chosen = []
+            for e, w in zip(index[t].tolist(), weights[t].to(y.dtype)):
+                gate = y[t] @ spec.gate[e].to(y.dtype) + (0 if spec.gate_bias is None else spec.gate_bias[e])
+                up = y[t] @ spec.up[e].to(y.dtype) + (0 if spec.up_bias is None else spec.up_bias[e])
+                activated, coefficient, constant = spec.activation(gate, up)
+                expert_out = activated @ spec.down[e].to(y.dtype)
+                if spec.down_bias is not None:
+                    expert_out = expert_out + spec.down_bias[e]
+                self.real[t] += w * expert_out
+                chosen.append((e, w, coefficient, constant))
+            self.routes.append(chosen)
+        self.shared = self.shared_scale = None
+        if spec.shared is not None:
+            self.shared = _FrozenSublayer(spec.shared, y, None)
+            self.shared_scale = spec.shared_gate(y).to(y.dtype) if spec.shared_gate is not None else 1.0
+            self.real = self.real + self.shared_scale * self.shared.real
+
+    def __call__(self, c: torch.Tensor, is_bias: bool) -> torch.Tensor:
+        spec = self.spec
+        out = torch.zeros_like(c)
+        for t, chosen in enumerate(self.routes):
+            for e, w, coefficient, constant in chosen:
+                up = c[t] @ spec.up[e].to(c.dtype)
+                if is_bias and spec.up_bias is not None:
+                    up = up + spec.up_bias[e]
+                inner = coefficient * up
+                if is_bias and constant is not None:
+                    inner = inner + constant
+                expert_out = inner @ spec.down[e].to(c.dtype)
+                if is_bias and spec.down_bias is not None:
+                    expert_out = expert_out + spec.down_bias[e]
+                out[t] += w * expert_out
+        if self.shared is not None:
+            out = out + self.shared_scale * self.shared(c, is_bias)
+        return out
+
+
 class _FrozenSublayer:
     """One sublayer frozen at its real (normed) input ``y`` ``(T, H)``: ``real`` is its real output."""
 
+    def __new__(cls, spec, y: torch.Tensor, probs: torch.Tensor):
+        if isinstance(spec, MoESpec):
+            return _FrozenExperts(spec, y)
+        return super().__new__(cls)
+
     def __init__(self, spec, y: torch.Tensor, probs: torch.Tensor):
-        self.spec, self.probs = spec, probs
+        self.spec, self.probs, self.value_ratio = spec, probs, None
         if isinstance(spec, AttentionSpec):
-            self.real = _attention(y, spec, probs, True)
+            if spec.value_clip is not None:
+                z = spec.value(y)
+                safe = torch.where(z == 0, torch.ones_like(z), z)
+                self.value_ratio = torch.where(z == 0, torch.ones_like(z),
+                                               z.clamp(-spec.value_clip, spec.value_clip) / safe)
+            self.real = _attention(y, spec, probs, True, self.value_ratio)
         elif spec.kind == "gated":
             self.gate = spec.act(spec.gate(y))
             self.real = spec.down(self.gate * spec.up(y))
@@ -84,7 +145,7 @@ class _FrozenSublayer:
     def __call__(self, c: torch.Tensor, is_bias: bool) -> torch.Tensor:
         spec = self.spec
         if isinstance(spec, AttentionSpec):
-            return _attention(c, spec, self.probs, is_bias)
+            return _attention(c, spec, self.probs, is_bias, self.value_ratio)
         if spec.kind == "gated":
             up = spec.up(c) if is_bias else spec.up.linear(c)
             return (spec.down if is_bias else spec.down.linear)(self.gate * up)
@@ -99,6 +160,10 @@ def reference_decomposition(spec: ModelSpec, layer_inputs, attention, dtype=torc
     emb = layer_inputs[0][0].to(dtype)
     length = emb.shape[0]
     streams = [torch.zeros_like(emb) for _ in range(length + 1)]  # the last one is the bias term
+    if spec.embedding_shift is not None:  # BLOOM's embedding-norm shift: in every position, owned by no token
+        shift = spec.embedding_shift.detach().to(dtype)
+        emb = emb - shift
+        streams[length] = streams[length] + shift
     for s in range(length):
         streams[s][s] = emb[s]
     for layer, x_in, probs in zip(spec.layers, layer_inputs, attention):
@@ -115,7 +180,7 @@ def reference_decomposition(spec: ModelSpec, layer_inputs, attention, dtype=torc
                 if branch.output_norm is not None:
                     out_real = _real_norm(sublayer.real, branch.output_norm)
                 frozen.append((branch, sublayer))
-                x_next = x_next + out_real
+                x_next = x_next + out_real * branch.scale
             new_streams = []
             for index, c in enumerate(streams):
                 is_bias = index == length
@@ -125,7 +190,7 @@ def reference_decomposition(spec: ModelSpec, layer_inputs, attention, dtype=torc
                     out = sublayer(y, is_bias)
                     if branch.output_norm is not None:
                         out = _norm(out, sublayer.real, branch.output_norm, is_bias)
-                    total = total + out
+                    total = total + out * branch.scale
                 new_streams.append(c + total)
             streams = new_streams
             if block.post_norm is not None:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..architectures.spec import AttentionSpec, Branch, LayerSpec
+from ..architectures.spec import AttentionSpec, Branch, LayerSpec, MoESpec
 from .attention import apply_attention
 from .mlp import FrozenMLP, apply_mlp
+from .moe import FrozenMoE, apply_moe
 from .norms import FrozenNorm, apply_norm
 from .precision import EXACT, Precision
 
@@ -26,8 +27,10 @@ class FrozenBranch:
     :class:`~.packed.PackedCausal`) or the :class:`~.mlp.FrozenMLP`."""
 
     pre_norm: FrozenNorm | None
-    sublayer: torch.Tensor | FrozenMLP
+    sublayer: torch.Tensor | FrozenMLP | FrozenMoE
     output_norm: FrozenNorm | None = None
+    #: attention with a value clip (OLMo): the frozen ratio ``clamp(z) / z`` of the real values ``(B, T, g*d)``
+    value_scale: torch.Tensor | None = None
 
 
 @dataclass
@@ -49,11 +52,15 @@ def apply_branch(x: torch.Tensor, branch: Branch, frozen: FrozenBranch, layout, 
             normed[key] = apply_norm(x, branch.pre_norm, frozen.pre_norm, layout)
         y = normed[key]
     if isinstance(branch.sublayer, AttentionSpec):
-        out = apply_attention(y, branch.sublayer, frozen.sublayer, layout, precision)
+        out = apply_attention(y, branch.sublayer, frozen.sublayer, layout, precision, frozen.value_scale)
+    elif isinstance(branch.sublayer, MoESpec):
+        out = apply_moe(y, frozen.sublayer, layout, precision)
     else:
         out = apply_mlp(y, frozen.sublayer, layout, precision)
     if branch.output_norm is not None:
         out = apply_norm(out, branch.output_norm, frozen.output_norm, layout)
+    if branch.scale != 1.0:
+        out = out * branch.scale
     return out
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import field, make_dataclass
 
-import torch
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
     BaseModelOutputWithPastAndCrossAttentions,
     CausalLMOutputWithCrossAttentions,
     CausalLMOutputWithPast,
+    MoeCausalLMOutputWithPast,
+    MoeModelOutputWithPast,
 )
 
 _FIELDS_DOC = """
@@ -30,55 +31,37 @@ _FIELDS_DOC = """
 """
 
 
-@dataclass
-class DecomposedCausalLMOutputWithPast(CausalLMOutputWithPast):
-    __doc__ = (CausalLMOutputWithPast.__doc__ or "") + _FIELDS_DOC
-    decomposition: torch.FloatTensor | None = None
-    decomposition_bias: torch.FloatTensor | None = None
-    layer_decompositions: tuple[torch.FloatTensor, ...] | None = None
-    layer_decomposition_biases: tuple[torch.FloatTensor, ...] | None = None
-    decomposition_identity_errors: torch.DoubleTensor | None = None
-    decomposition_precision: str | None = None
+#: the decomposition fields every decomposed output adds, all None unless computed
+_FIELDS = (("decomposition", "torch.FloatTensor | None"), ("decomposition_bias", "torch.FloatTensor | None"),
+           ("layer_decompositions", "tuple[torch.FloatTensor, ...] | None"),
+           ("layer_decomposition_biases", "tuple[torch.FloatTensor, ...] | None"),
+           ("decomposition_identity_errors", "torch.DoubleTensor | None"), ("decomposition_precision", "str | None"))
 
 
-@dataclass
-class DecomposedCausalLMOutputWithCrossAttentions(CausalLMOutputWithCrossAttentions):
-    __doc__ = (CausalLMOutputWithCrossAttentions.__doc__ or "") + _FIELDS_DOC
-    decomposition: torch.FloatTensor | None = None
-    decomposition_bias: torch.FloatTensor | None = None
-    layer_decompositions: tuple[torch.FloatTensor, ...] | None = None
-    layer_decomposition_biases: tuple[torch.FloatTensor, ...] | None = None
-    decomposition_identity_errors: torch.DoubleTensor | None = None
-    decomposition_precision: str | None = None
+def _with_decomposition(base: type) -> type:
+    """``Decomposed<base>``: the Hugging Face output dataclass ``base`` (every field kept) plus the
+    decomposition fields."""
+    cls = make_dataclass(f"Decomposed{base.__name__}", [(name, kind, field(default=None)) for name, kind in _FIELDS],
+                         bases=(base,))
+    cls.__doc__ = (base.__doc__ or "") + _FIELDS_DOC
+    cls.__module__ = __name__
+    return cls
 
 
-@dataclass
-class DecomposedBaseModelOutputWithPast(BaseModelOutputWithPast):
-    __doc__ = (BaseModelOutputWithPast.__doc__ or "") + _FIELDS_DOC
-    decomposition: torch.FloatTensor | None = None
-    decomposition_bias: torch.FloatTensor | None = None
-    layer_decompositions: tuple[torch.FloatTensor, ...] | None = None
-    layer_decomposition_biases: tuple[torch.FloatTensor, ...] | None = None
-    decomposition_identity_errors: torch.DoubleTensor | None = None
-    decomposition_precision: str | None = None
-
-
-@dataclass
-class DecomposedBaseModelOutputWithPastAndCrossAttentions(BaseModelOutputWithPastAndCrossAttentions):
-    __doc__ = (BaseModelOutputWithPastAndCrossAttentions.__doc__ or "") + _FIELDS_DOC
-    decomposition: torch.FloatTensor | None = None
-    decomposition_bias: torch.FloatTensor | None = None
-    layer_decompositions: tuple[torch.FloatTensor, ...] | None = None
-    layer_decomposition_biases: tuple[torch.FloatTensor, ...] | None = None
-    decomposition_identity_errors: torch.DoubleTensor | None = None
-    decomposition_precision: str | None = None
-
+DecomposedCausalLMOutputWithPast = _with_decomposition(CausalLMOutputWithPast)
+DecomposedCausalLMOutputWithCrossAttentions = _with_decomposition(CausalLMOutputWithCrossAttentions)
+DecomposedBaseModelOutputWithPast = _with_decomposition(BaseModelOutputWithPast)
+DecomposedBaseModelOutputWithPastAndCrossAttentions = _with_decomposition(BaseModelOutputWithPastAndCrossAttentions)
+DecomposedMoeCausalLMOutputWithPast = _with_decomposition(MoeCausalLMOutputWithPast)
+DecomposedMoeModelOutputWithPast = _with_decomposition(MoeModelOutputWithPast)
 
 _DECOMPOSED = {
     CausalLMOutputWithPast: DecomposedCausalLMOutputWithPast,
     CausalLMOutputWithCrossAttentions: DecomposedCausalLMOutputWithCrossAttentions,
     BaseModelOutputWithPast: DecomposedBaseModelOutputWithPast,
     BaseModelOutputWithPastAndCrossAttentions: DecomposedBaseModelOutputWithPastAndCrossAttentions,
+    MoeCausalLMOutputWithPast: DecomposedMoeCausalLMOutputWithPast,
+    MoeModelOutputWithPast: DecomposedMoeModelOutputWithPast,
 }
 
 

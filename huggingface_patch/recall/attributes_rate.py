@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 import torch
 
 from ..errors import HuggingfacePatchError
-from ..layer_states import project_to_vocab, residual_states
+from ..layer_states import rank_and_top, residual_states
 from .queries import FactQuery, length_batches, model_device, stack_ids
 from .stopwords import is_filtered
 
@@ -70,7 +70,13 @@ def reference_set(tokenizer, text: str) -> set[str]:
 def filtered_top_tokens(logits: torch.Tensor, strings: TokenStrings, top_k: int = 500, keep: int = 50) -> list[str]:
     """The first ``keep`` tokens (stripped strings) among the ``top_k`` of ``logits`` ``(V,)`` that survive
     the filter."""
-    ids = logits.float().topk(min(top_k, logits.shape[-1])).indices.cpu()
+    return filtered_tokens(logits.float().topk(min(top_k, logits.shape[-1])).indices, strings, keep)
+
+
+def filtered_tokens(ids: torch.Tensor, strings: TokenStrings, keep: int = 50) -> list[str]:
+    """The first ``keep`` of the token ``ids`` ``(k,)`` (best first) that survive the filter, as stripped
+    strings."""
+    ids = ids.cpu()
     ids = ids[~strings.filtered[ids]][:keep]
     return [strings.strings[int(i)].strip() for i in ids]
 
@@ -93,16 +99,17 @@ def attributes_rate(model, tokenizer, queries: Sequence[FactQuery], references: 
     usable = [q for q in queries if q.subject in references]
     records = []
     for batch in length_batches(usable, max_rows):
-        states, _ = residual_states(model, stack_ids(batch, device))  # (L+1, B, T, H)
-        for b, q in enumerate(batch):
-            for name in positions:
-                pos = q.positions(name)[0]
-                logits = project_to_vocab(model, states[:-1, b, pos], apply_final_norm=apply_final_norm)  # (L, V)
-                for layer in range(logits.shape[0]):
-                    kept = filtered_top_tokens(logits[layer], strings, top_k, keep)
-                    records.append(dict(index=q.index, subject=q.subject, position=name, token_position=pos,
-                                        layer=layer - 1, rate=rate(kept, references[q.subject]), n_kept=len(kept),
-                                        top_tokens=" ".join(kept[:10])))
+        states, _ = residual_states(model, stack_ids(batch, device), logits_to_keep=1)  # (L+1, B, T, H)
+        cells = [(b, q, name, q.positions(name)[0]) for b, q in enumerate(batch) for name in positions]
+        rows = states[:-1][:, [b for b, *_ in cells], [pos for *_, pos in cells]]  # (L, cells, H)
+        # every cell's every state through the head in one blockwise pass (the weight is read once)
+        top = rank_and_top(model, rows, 0, top_k, apply_final_norm).top  # (L, cells, top_k)
+        for c, (_, q, name, pos) in enumerate(cells):
+            for layer in range(rows.shape[0]):
+                kept = filtered_tokens(top[layer, c], strings, keep)
+                records.append(dict(index=q.index, subject=q.subject, position=name, token_position=pos,
+                                    layer=layer - 1, rate=rate(kept, references[q.subject]), n_kept=len(kept),
+                                    top_tokens=" ".join(kept[:10])))
         if progress is not None:
             progress.update(len(batch))
     return records

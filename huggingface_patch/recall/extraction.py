@@ -14,21 +14,11 @@ from typing import Sequence
 import torch
 
 from ..architectures import model_parts
-from ..layer_states import project_to_vocab
+from ..layer_states import rank_and_top
 from .interventions import record_sublayer_outputs
 from .queries import FactQuery, length_batches, model_device, stack_ids
 
 SUBLAYERS = ("attention", "mlp")
-
-
-def ranks_and_top(logits: torch.Tensor, targets: torch.Tensor, top: int = 10):
-    """``logits`` ``(..., V)``, ``targets`` broadcastable to ``logits.shape[:-1]`` -> (rank, score, top ids).
-
-    Rank = number of tokens with a strictly larger logit (0 = the target is the argmax)."""
-    logits = logits.float()
-    score = logits.gather(-1, targets.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
-    rank = (logits > score.unsqueeze(-1)).sum(-1)
-    return rank, score, logits.topk(top, dim=-1).indices
 
 
 @torch.no_grad()
@@ -36,12 +26,11 @@ def sublayer_extraction_ranks(model, ids: torch.Tensor, targets: torch.Tensor, a
                               top: int = 10) -> dict[str, tuple]:
     """One forward pass; for each sublayer ``(rank (L, B), score (L, B), top ids (L, B, top))``."""
     with record_sublayer_outputs(model, position=-1) as record:
-        model(input_ids=ids, use_cache=False)
+        model(input_ids=ids, use_cache=False, logits_to_keep=1)
     out = {}
     for kind in SUBLAYERS:
         states = torch.stack(record[kind])  # (L, B, H)
-        logits = project_to_vocab(model, states, apply_final_norm=apply_final_norm)
-        out[kind] = ranks_and_top(logits, targets.view(1, -1), top)
+        out[kind] = rank_and_top(model, states, targets.view(1, -1), top, apply_final_norm)
     return out
 
 

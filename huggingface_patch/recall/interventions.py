@@ -16,7 +16,7 @@ from typing import Iterable, Mapping, Sequence
 import torch
 
 from ..architectures import model_parts
-from ..compat import eager_attention
+from ..compat import eager_attention, layer_output_tensor
 
 #: ``mode`` values of :func:`knockout_attention`
 ATTENTION_KNOCKOUT_MODES = ("uniform", "zero")
@@ -178,8 +178,9 @@ def knockout_attention(model, layers: Iterable[int], mode: str = "uniform", rows
 
     ``mode="uniform"`` — **the paper's quirk**: every allowed mask cell is set to ``finfo.min`` (future
     cells stay masked), which under eager attention makes the attention *uniform over the causal prefix*
-    (scores are absorbed by ``finfo.min``), not zero. ``mode="zero"`` — **true zero attention**: all
-    attention weights are 0, so the sublayer outputs only its output-projection bias (like the MLP
+    (scores are absorbed by ``finfo.min``), not zero; in a model with attention sinks (GPT-OSS) the sink
+    then takes every query's whole attention, so the sublayer outputs only its bias. ``mode="zero"`` — **true
+    zero attention**: all attention weights are 0, so the sublayer outputs only its output-projection bias (like the MLP
     knockout, which leaves the bias of its last linear; Gemma's norm after the sublayer then sees only that
     bias). ``rows`` restricts it to some batch rows.
     """
@@ -254,7 +255,8 @@ def record_sublayer_outputs(model, position: int = -1):
     def attention_hook(index):
         def hook(module, args, output):
             out = output[0] if isinstance(output, (tuple, list)) else output
-            record["attention"][index] = out[:, position].detach()
+            # a copy (Falcon adds to it in place), times what the layer multiplies the update by (Granite)
+            record["attention"][index] = out[:, position].detach() * parts.layers[index].update_scale
 
         return hook
 
@@ -262,7 +264,9 @@ def record_sublayer_outputs(model, position: int = -1):
 
     def mlp_hook(index):
         def hook(module, args, output):
-            record["mlp"][index] = _as_3d(output, shapes[index])[:, position].detach()
+            scale = parts.layers[index].update_scale
+            out = _as_3d(layer_output_tensor(output), shapes[index])  # GPT-OSS's MLP also returns its routing
+            record["mlp"][index] = out[:, position].detach() * scale
 
         return hook
 

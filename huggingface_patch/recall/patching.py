@@ -19,8 +19,8 @@ import torch
 
 from ..architectures import model_parts
 from ..errors import InputError
-from ..layer_states import project_to_vocab
-from .extraction import ranks_and_top, sublayer_extraction_ranks
+from ..layer_states import rank_and_top
+from .extraction import sublayer_extraction_ranks
 from .queries import FactQuery, length_batches, model_device, stack_ids
 
 POSITION_SETS = ("subject", "non-subject", "last")
@@ -85,8 +85,8 @@ def patching_extraction(model, queries: Sequence[FactQuery], *, sources: Sequenc
                         calls.run(hidden, rows, layer, layer + 1)
                     except StopReplay:
                         pass
-                logits = project_to_vocab(model, record["output"][:, -1], apply_final_norm=apply_final_norm)
-                rank, _, _ = ranks_and_top(logits, targets.index_select(0, rows), 1)
+                rank, _, _ = rank_and_top(model, record["output"][:, -1], targets.index_select(0, rows), 1,
+                                          apply_final_norm)
                 for r, i in enumerate(chunk):
                     ranks[i] = int(rank[r])
         for b, q in enumerate(batch):

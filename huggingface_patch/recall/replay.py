@@ -39,6 +39,11 @@ def _select(value, rows: torch.Tensor, batch: int):
             return value.index_select(0, rows.to(value.device))
         if value.dim() > 0 and value.shape[0] == 1 and batch == 1 and rows.numel() != 1:
             return value.expand(rows.numel(), *value.shape[1:])
+        if value.dim() >= 3 and value.shape[0] % batch == 0 and value.shape[0] > batch:
+            # the batch folded with heads into the first axis (BLOOM's ALiBi: (B * h, 1, T))
+            per = value.shape[0] // batch
+            grouped = value.reshape(batch, per, *value.shape[1:])
+            return grouped.index_select(0, rows.to(value.device)).reshape(-1, *value.shape[1:])
         return value
     if isinstance(value, tuple):
         return tuple(_select(v, rows, batch) for v in value)
@@ -116,7 +121,7 @@ def stop_after(module: nn.Module, record: dict, key: str = "output"):
     :class:`StopReplay` (catch it around the replay)."""
 
     def hook(mod, args, output):
-        record[key] = layer_output_tensor(output).detach()
+        record[key] = layer_output_tensor(output).detach().clone()
         raise StopReplay
 
     handle = module.register_forward_hook(hook)

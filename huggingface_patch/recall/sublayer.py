@@ -20,8 +20,8 @@ from typing import Mapping, Sequence
 import torch
 
 from ..architectures import model_parts
-from ..layer_states import project_to_vocab
-from .attributes_rate import TokenStrings, filtered_top_tokens, rate
+from ..layer_states import rank_and_top
+from .attributes_rate import TokenStrings, filtered_tokens, rate
 from .interventions import knockout_attention, knockout_mlp
 from .queries import FactQuery, length_batches, model_device, stack_ids
 
@@ -110,13 +110,14 @@ def sublayer_knockout(model, tokenizer, queries: Sequence[FactQuery], *, kinds: 
             hidden[chunk] = out[torch.arange(len(chunk), device=device), pos.index_select(0, rows)]
         for lo in range(0, len(items), max_rows):
             part = items[lo : lo + max_rows]
-            logits = project_to_vocab(model, hidden[lo : lo + len(part)], apply_final_norm=apply_final_norm).float()
-            probs = torch.softmax(logits, dim=-1)
+            targets = torch.tensor([q.target_id for _, q, _, _ in part], device=device)
+            reading = rank_and_top(model, hidden[lo : lo + len(part)], targets, top_k if strings else 1,
+                                   apply_final_norm)
             for r, (_, q, kind, s) in enumerate(part):
                 if metric == "attribute-prob":
-                    value = float(probs[r, q.target_id])
+                    value = float(reading.probability[r])
                 else:
-                    value = rate(filtered_top_tokens(logits[r], strings, top_k, keep), references[q.subject])
+                    value = rate(filtered_tokens(reading.top[r], strings, keep), references[q.subject])
                 win = knockout_window(s, window, m) if s >= 0 else range(0)
                 records.append(dict(index=q.index, subject=q.subject, kind=kind, start=s,
                                     layers=f"{win.start}-{win.stop - 1}" if len(win) else "", value=value))

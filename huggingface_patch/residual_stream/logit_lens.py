@@ -75,16 +75,17 @@ def _record_sublayers(model: nn.Module, mode: str):
     record: dict[str, list[torch.Tensor]] = {"attn": [], "mlp": [], "mid": []}
     handles = []
 
-    def keep(key):
+    def keep(key, scale=1.0):
         def hook(module, args, output):
-            record[key].append(layer_output_tensor(output).detach())
+            # a copy (Falcon adds to it in place), times what the layer multiplies the update by (Granite)
+            record[key].append(layer_output_tensor(output).detach() * scale)
 
         return hook
 
     try:
         for layer in parts.layers:
-            handles.append(layer.attention_update.register_forward_hook(keep("attn")))
-            handles.append(layer.mlp_update.register_forward_hook(keep("mlp")))
+            handles.append(layer.attention_update.register_forward_hook(keep("attn", layer.update_scale)))
+            handles.append(layer.mlp_update.register_forward_hook(keep("mlp", layer.update_scale)))
             if post_norm:
                 handles.append(layer.attention_post_norm.register_forward_hook(keep("mid")))
         yield record, post_norm

@@ -46,7 +46,8 @@ class GemmaAdapter(LlamaAdapter):
             return super().layer_parts(layer)
         return LayerParts(layer, layer.self_attn, layer.self_attn.o_proj, layer.mlp.down_proj,
                           layer.input_layernorm, layer.pre_feedforward_layernorm,
-                          attention_update=layer.post_attention_layernorm, mlp_update=layer.post_feedforward_layernorm)
+                          attention_update=layer.post_attention_layernorm, mlp_update=layer.post_feedforward_layernorm,
+                          mlp=layer.mlp)
 
     def blocks(self, layer: nn.Module, attention: AttentionSpec, mlp: MLPSpec) -> list[ResidualBlock]:
         if not self._sandwich(layer):
@@ -60,3 +61,19 @@ class GemmaAdapter(LlamaAdapter):
         readout = super().readout(model)
         readout.softcap = getattr(model.config, "final_logit_softcapping", None)
         return readout
+
+    def tiny_configs(self) -> dict:
+        from transformers import Gemma2Config, Gemma3TextConfig, GemmaConfig
+
+        from ..tiny import llama_shaped
+
+        return {
+            "gemma": llama_shaped(GemmaConfig, head_dim=16, attention_bias=True),
+            # softcapping small enough to matter; sliding window shorter than the test inputs
+            "gemma2": llama_shaped(Gemma2Config, head_dim=16, query_pre_attn_scalar=16, sliding_window=5,
+                                   attn_logit_softcapping=5.0, final_logit_softcapping=3.0, attention_bias=True,
+                                   layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
+            "gemma3": llama_shaped(Gemma3TextConfig, head_dim=16, query_pre_attn_scalar=16, sliding_window=5,
+                                   attention_bias=True,
+                                   layer_types=["sliding_attention", "sliding_attention", "full_attention"]),
+        }

@@ -23,7 +23,8 @@ class GPT2Adapter(ArchitectureAdapter):
 
     def parts(self, model: nn.Module) -> ModelParts:
         base = self.base_model(model)
-        layers = [LayerParts(block, block.attn, block.attn.c_proj, block.mlp.c_proj, block.ln_1, block.ln_2)
+        layers = [LayerParts(block, block.attn, block.attn.c_proj, block.mlp.c_proj, block.ln_1, block.ln_2,
+                             mlp=block.mlp)
                   for block in base.h]
         return ModelParts(base, layers, base.ln_f, None, base.wte)
 
@@ -53,3 +54,11 @@ class GPT2Adapter(ArchitectureAdapter):
     def query_key(self, model: nn.Module, layer: int) -> tuple[Affine, Affine]:
         packed, hidden = self._c_attn(model, layer)
         return packed.columns(0, hidden), packed.columns(hidden, 2 * hidden)
+
+    def tiny_configs(self) -> dict:
+        from transformers import GPT2Config
+
+        from ..tiny import COMMON
+
+        return {"gpt2": GPT2Config(n_embd=64, n_layer=3, n_head=4, n_positions=128, n_inner=128, resid_pdrop=0.0,
+                                   embd_pdrop=0.0, attn_pdrop=0.0, **COMMON)}

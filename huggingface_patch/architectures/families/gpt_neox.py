@@ -30,7 +30,8 @@ class GPTNeoXAdapter(ArchitectureAdapter):
         base = self.base_model(model)
         parallel = bool(model.config.use_parallel_residual)
         layers = [LayerParts(layer, layer.attention, layer.attention.dense, layer.mlp.dense_4h_to_h,
-                             layer.input_layernorm, layer.post_attention_layernorm, parallel=parallel)
+                             layer.input_layernorm, layer.post_attention_layernorm, parallel=parallel,
+                             mlp=layer.mlp)
                   for layer in base.layers]
         return ModelParts(base, layers, base.final_layer_norm, None, base.embed_in)
 
@@ -65,3 +66,15 @@ class GPTNeoXAdapter(ArchitectureAdapter):
     def query_key(self, model: nn.Module, layer: int) -> tuple[Affine, Affine]:
         module = self.base_model(model).layers[layer]
         return self._fused(model, module, 0), self._fused(model, module, 1)
+
+    def tiny_configs(self) -> dict:
+        from transformers import GPTNeoXConfig
+
+        from ..tiny import COMMON
+
+        def config(parallel: bool):
+            return GPTNeoXConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128,
+                                 max_position_embeddings=128, use_parallel_residual=parallel, attention_bias=True,
+                                 hidden_dropout=0.0, attention_dropout=0.0, tie_word_embeddings=False, **COMMON)
+
+        return {"neox-parallel": config(True), "neox-sequential": config(False)}

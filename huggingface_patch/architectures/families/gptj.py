@@ -27,7 +27,7 @@ class GPTJAdapter(ArchitectureAdapter):
     def parts(self, model: nn.Module) -> ModelParts:
         base = self.base_model(model)
         layers = [LayerParts(block, block.attn, block.attn.out_proj, block.mlp.fc_out, block.ln_1, block.ln_1,
-                             parallel=True) for block in base.h]
+                             parallel=True, mlp=block.mlp) for block in base.h]
         return ModelParts(base, layers, base.ln_f, None, base.wte)
 
     def spec(self, model: nn.Module) -> ModelSpec:
@@ -47,3 +47,11 @@ class GPTJAdapter(ArchitectureAdapter):
     def query_key(self, model: nn.Module, layer: int) -> tuple[Affine, Affine]:
         attn = self.base_model(model).h[layer].attn
         return Affine.from_linear(attn.q_proj), Affine.from_linear(attn.k_proj)
+
+    def tiny_configs(self) -> dict:
+        from transformers import GPTJConfig
+
+        from ..tiny import COMMON
+
+        return {"gptj": GPTJConfig(n_embd=64, n_layer=3, n_head=4, n_inner=128, rotary_dim=8, n_positions=128,
+                                   resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **COMMON)}

@@ -34,7 +34,7 @@ class LlamaAdapter(ArchitectureAdapter):
 
     def layer_parts(self, layer: nn.Module) -> LayerParts:
         return LayerParts(layer, layer.self_attn, layer.self_attn.o_proj, layer.mlp.down_proj,
-                          layer.input_layernorm, layer.post_attention_layernorm)
+                          layer.input_layernorm, layer.post_attention_layernorm, mlp=layer.mlp)
 
     def norm(self, module: nn.Module) -> NormSpec:
         return rms_norm_spec(module)
@@ -69,3 +69,12 @@ class LlamaAdapter(ArchitectureAdapter):
     def query_key(self, model: nn.Module, layer: int) -> tuple[Affine, Affine]:
         attn = self.base_model(model).layers[layer].self_attn
         return Affine.from_linear(attn.q_proj), Affine.from_linear(attn.k_proj)
+
+    def tiny_configs(self) -> dict:
+        from transformers import LlamaConfig, MistralConfig, Qwen2Config
+
+        from ..tiny import llama_shaped
+
+        return {"llama": llama_shaped(LlamaConfig, attention_bias=True, mlp_bias=True),
+                "mistral": llama_shaped(MistralConfig, sliding_window=None),
+                "qwen2": llama_shaped(Qwen2Config, sliding_window=None)}

@@ -27,7 +27,8 @@ class OPTAdapter(ArchitectureAdapter):
         post = not model.config.do_layer_norm_before
         layers = [
             LayerParts(layer, layer.self_attn, layer.self_attn.out_proj, layer.fc2, layer.self_attn_layer_norm,
-                       layer.final_layer_norm, attention_post_norm=layer.self_attn_layer_norm if post else None)
+                       layer.final_layer_norm, attention_post_norm=layer.self_attn_layer_norm if post else None,
+                       mlp=layer.fc1)
             for layer in decoder.layers
         ]
         return ModelParts(decoder, layers, decoder.final_layer_norm, decoder.project_out, decoder.embed_tokens,
@@ -64,3 +65,14 @@ class OPTAdapter(ArchitectureAdapter):
     def query_key(self, model: nn.Module, layer: int) -> tuple[Affine, Affine]:
         attn = self.base_model(model).decoder.layers[layer].self_attn
         return Affine.from_linear(attn.q_proj), Affine.from_linear(attn.k_proj)
+
+    def tiny_configs(self) -> dict:
+        from transformers import OPTConfig
+
+        from ..tiny import COMMON
+
+        shared = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, ffn_dim=128,
+                      max_position_embeddings=128, dropout=0.0, **COMMON)
+        # OPT-350m arrangement: post-LayerNorm, no final norm, project_in/project_out
+        return {"opt-pre": OPTConfig(word_embed_proj_dim=64, do_layer_norm_before=True, **shared),
+                "opt-post": OPTConfig(word_embed_proj_dim=32, do_layer_norm_before=False, **shared)}

@@ -48,3 +48,10 @@ class Phi3Adapter(LlamaAdapter):
     def query_key(self, model: nn.Module, layer: int) -> tuple[Affine, Affine]:
         query, key, _ = self._qkv(model, self.base_model(model).layers[layer].self_attn)
         return query, key
+
+    def tiny_configs(self) -> dict:
+        from transformers import Phi3Config
+
+        from ..tiny import llama_shaped
+
+        return {"phi3": llama_shaped(Phi3Config, resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0)}

@@ -17,3 +17,10 @@ class Qwen3Adapter(LlamaAdapter):
                "frozen": "RMSNorm scales, attention probabilities (q/k norms, RoPE, GQA), SiLU gate",
                "bias term": "attention_bias where set",
                "notes": "q_norm/k_norm inside the probabilities"}
+
+    def tiny_configs(self) -> dict:
+        from transformers import Qwen3Config
+
+        from ..tiny import llama_shaped
+
+        return {"qwen3": llama_shaped(Qwen3Config, head_dim=16, attention_bias=True)}
