@@ -79,6 +79,26 @@ def parse_window(text: str) -> int:
     return window
 
 
+def check_output_names(folder: str, input_file: str, model_name: str, pieces: int) -> None:
+    """Refuse, before anything is written, output names longer than the file system allows (the corpus and model
+    names are part of them)."""
+    import os
+
+    from huggingface_patch.pipeline import corpus_name, piece_files, piece_identifier, piece_record_name
+
+    identifier = piece_identifier(corpus_name(input_file), model_name, max(0, pieces - 1))
+    longest = max([*piece_files(identifier, "tensors"), *piece_files(identifier, "deltalp"),
+                   piece_record_name(identifier)], key=len)
+    try:
+        limit = os.pathconf(os.path.abspath(os.path.expanduser(folder)) if os.path.isdir(folder) else ".",
+                            "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    if len(longest.encode("utf-8")) > limit:
+        raise UsageError(f"the output names would be {len(longest.encode('utf-8'))} bytes long (the file system "
+                         f"allows {limit}): the corpus file's name is part of them; rename it to something shorter")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code (0; 2 for bad input; 130 when interrupted)."""
     args = build_parser().parse_args(argv)
@@ -111,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
             start = document_start(model.config, tokenizer, args.bos, bundled=source.name)
             log.info("start token: %r (id %s; %s)", start.token, start.id, start.reason)
             pieces = prepare_pieces(articles, tokenizer, model.config, start)
+            if args.deltalp:
+                short = next((p for p in pieces if len(p.ids) < 2), None)
+                if short is not None:
+                    raise UsageError(f"article {short.document + 1} gives {len(short.ids)} token (start token "
+                                     "included): ΔLP needs a token and the one it predicts; drop the article or keep "
+                                     "a start token (--bos)")
+            check_output_names(args.output_dir, args.input_file, source.name, len(pieces))
             settings = run_settings(model, tokenizer, source.name, args.model, args.input_file, text, window,
                                     start=start, context=context_size(model.config),
                                     mode="deltalp" if args.deltalp else "tensors", precision=args.precision)

@@ -11,7 +11,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["huggingface_patch", "huggingface_patch.*", "analysis", "analysis.*"]),
     py_modules=["run_decompose", "representations_to_deltalp"],
-    package_data={"huggingface_patch": ["data/*.json", "data/*.md", "data/*.csv", "data/*.txt",
+    package_data={"huggingface_patch": ["data/*.json", "data/*.md", "data/*.csv", "data/*.txt", "data/*.sentitems",
                                         "data/byte_tokenizer/*"]},
     install_requires=[
         "torch>=2.1",

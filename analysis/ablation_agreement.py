@@ -22,6 +22,7 @@ from huggingface_patch.cli import (
     run_cli,
     setup_logging,
 )
+from huggingface_patch.corpus import EXAMPLE_CORPUS
 
 log = logging.getLogger("analysis.ablation_agreement")
 PROG = "python -m analysis.ablation_agreement"
@@ -30,7 +31,8 @@ PROG = "python -m analysis.ablation_agreement"
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
-    parser.add_argument("--corpus", default="examples/corpus.sentitems", help="sentitems or plain-text corpus")
+    parser.add_argument("--corpus", default=EXAMPLE_CORPUS,
+                        help="sentitems or plain-text corpus (default: the shipped example, examples/corpus.sentitems)")
     parser.add_argument("--window", type=positive_int, default=50, help="sources kept per target (default 50)")
     parser.add_argument("--pairs", type=positive_int, default=200,
                         help="number of (target, source) pairs sampled (default 200)")

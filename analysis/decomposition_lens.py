@@ -24,6 +24,7 @@ from huggingface_patch.cli import (
     run_cli,
     setup_logging,
 )
+from huggingface_patch.corpus import EXAMPLE_CORPUS
 
 log = logging.getLogger("analysis.decomposition_lens")
 PROG = "python -m analysis.decomposition_lens"
@@ -33,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
     parser.add_argument("--text", default=None, help="input text (default: a document of --corpus)")
-    parser.add_argument("--corpus", default="examples/corpus.sentitems", help="sentitems or plain-text corpus")
+    parser.add_argument("--corpus", default=EXAMPLE_CORPUS,
+                        help="sentitems or plain-text corpus (default: the shipped example, examples/corpus.sentitems)")
     parser.add_argument("--document", type=non_negative_int, default=0, help="document of --corpus (default 0)")
     parser.add_argument("--max-tokens", type=positive_int, default=64, help="tokens of the document used (default 64)")
     parser.add_argument("--target", type=int, default=-1,
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         target = args.target if args.target >= 0 else len(ids) + args.target
         if not 0 <= target < len(ids):
             raise UsageError(f"--target {args.target} outside the input of {len(ids)} tokens (start token = 0)")
-        table = lens_table(model, tokenizer, ids, target, args.window, args.top_k)
+        table = lens_table(model, tokenizer, ids, target, args.window, args.top_k, progress=True)
         record = analysis_record(PROG, dict(table.settings, target=target, start=start.describe(), dtype=args.dtype,
                                             max_tokens=args.max_tokens), model=model, model_name=source.name,
                                  model_argument=args.model, tokenizer=tokenizer, inputs=inputs)

@@ -29,16 +29,33 @@ from huggingface_patch.cli import (
     run_cli,
     setup_logging,
 )
+from huggingface_patch.corpus import EXAMPLE_CORPUS
 
 log = logging.getLogger("analysis.deltalp")
 PROG = "python -m analysis.deltalp"
 
 
+def files_window(folder: str, record: dict | None, window: int | None) -> int | None:
+    """The window to read run_decompose.py's files with: theirs by default; a smaller one keeps their nearest
+    sources (said in the log); a larger one cannot be read from them (one-line error)."""
+    recorded = (record or {}).get("settings", {}).get("window") if isinstance(record, dict) else None
+    if window is None or recorded is None:
+        return window or recorded
+    if window > recorded:
+        raise UsageError(f"--window {window} is larger than the window of the files in {folder} ({recorded}): the "
+                         f"other sources were never decomposed; leave out --window, or rerun run_decompose.py with "
+                         f"{window}")
+    if window < recorded:
+        log.info("--window %d: using the %d nearest of the files' %d sources per target", window, window, recorded)
+    return window
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
-    parser.add_argument("--corpus", default="examples/corpus.sentitems",
-                        help="sentitems or plain-text corpus (default: examples/corpus.sentitems)")
+    parser.add_argument("--corpus", default=EXAMPLE_CORPUS,
+                        help="sentitems or plain-text corpus (default: the example shipped with the package, "
+                             "examples/corpus.sentitems)")
     parser.add_argument("--from-files", metavar="OUTPUT_DIR", default=None,
                         help="read run_decompose.py's files from this folder instead of running the model")
     parser.add_argument("--identifiers", nargs="+", default=None,
@@ -46,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "every piece of the folder's run)")
     parser.add_argument("--allow-unrecorded", action="store_true",
                         help="with --from-files: read files without a run record (e.g. the paper's own outputs)")
-    parser.add_argument("--window", type=positive_int, default=50, help="sources kept per target (default 50)")
+    parser.add_argument("--window", type=positive_int, default=None,
+                        help="sources kept per target (default 50; with --from-files the files' own window, and a "
+                             "smaller one keeps only the nearest sources)")
     parser.add_argument("--context", type=int, default=None,
                         help="piece length for long documents (default: the model's context size)")
     parser.add_argument("--units", default="bits", choices=("bits", "nats"),
@@ -124,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 
         setup_logging(args.verbose)
         plot_range = check_args(args)
+        if args.window is None and not args.from_files:
+            args.window = 50
         check_output_dir(args.output_dir)
         check_device(args.device)
         check_precision_device(args.precision, args.device)
@@ -137,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             source = resolve_model(args.model)
             tokenizer = tokenizer_of(source)
             recorded = read_record(args.from_files)
+            args.window = files_window(args.from_files, recorded, args.window)
             available = run_pieces(args.from_files) if recorded is not None or not args.allow_unrecorded else \
                 foreign_pieces(args.from_files)
             identifiers = chosen_identifiers(args.from_files, args.identifiers, available)
@@ -151,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             model = None
         else:
             documents = read_corpus(args.corpus)
+            document = plot_range[0]
+            if document.isdigit() and int(document) >= len(documents):  # before the model runs, not after
+                raise UsageError(f"--plot-range {args.plot_range}: document {document} does not exist ({args.corpus} "
+                                 f"has documents 0..{len(documents) - 1})")
             model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
             start = document_start(model.config, tokenizer, args.bos, bundled=source.name)
             log.info("start token: %r (id %s; %s)", start.token, start.id, start.reason)

@@ -30,6 +30,7 @@ from huggingface_patch.cli import (
     run_cli,
     setup_logging,
 )
+from huggingface_patch.corpus import EXAMPLE_CORPUS, EXAMPLE_ESSAYS
 
 logger = logging.getLogger("analysis.embedding_space")
 PROG = "python -m analysis.embedding_space"
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "activated neurons' keys/values, per layer, against a random position.")
     _common(al)
     add_bos_argument(al)
-    al.add_argument("--corpus", default="examples/corpus.sentitems",
+    al.add_argument("--corpus", default=EXAMPLE_CORPUS,
                     help="sentitems or plain text (default %(default)s)")
     al.add_argument("--layers", type=non_negative_int, nargs="+", default=None, help="layers (default all)")
     al.add_argument("--neurons", type=positive_int, default=5, help="most activated neurons per position (default 5)")
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "W_QK (default layers: L/4, L/2, 3L/4, L-1).")
     _common(se)
     add_bos_argument(se)
-    se.add_argument("--corpus", default="examples/essays.sentitems",
+    se.add_argument("--corpus", default=EXAMPLE_ESSAYS,
                     help="sentitems or plain text (default %(default)s)")
     se.add_argument("--layers", type=non_negative_int, nargs="+", default=None,
                     help="layers (default L/4, L/2, 3L/4, L-1)")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
 from huggingface_patch.cli import (
     ArgumentParser,
@@ -23,12 +22,12 @@ from huggingface_patch.cli import (
     run_cli,
     setup_logging,
 )
+from huggingface_patch.corpus import EXAMPLE_CORPUS
 from huggingface_patch.residual_stream.logit_lens import COLOUR_MODES, SUBLAYER_MODES
 
 log = logging.getLogger("analysis.logit_lens")
 PROG = "python -m analysis.logit_lens"
-DEFAULT_CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
-                              "corpus.sentitems")
+DEFAULT_CORPUS = EXAMPLE_CORPUS
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
 from huggingface_patch.cli import (
     ArgumentParser,
@@ -25,11 +24,11 @@ from huggingface_patch.cli import (
     run_cli,
     setup_logging,
 )
+from huggingface_patch.corpus import EXAMPLE_CORPUS
 
 log = logging.getLogger("analysis.path_length")
 PROG = "python -m analysis.path_length"
-DEFAULT_CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
-                              "corpus.sentitems")
+DEFAULT_CORPUS = EXAMPLE_CORPUS
 
 
 def build_parser() -> argparse.ArgumentParser:

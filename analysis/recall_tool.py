@@ -100,6 +100,10 @@ class RecallTool:
             check_output_dir(args.output_dir)
             check_device(args.device)
             facts = load_facts(args.facts)
+            findable = [f for f in facts if _subject_found(f)]
+            if not findable:
+                raise UsageError(f"no fact's subject appears in its prompt (fact 0: {facts[0]['subject']!r} is not in "
+                                 f"{facts[0]['prompt']!r}): fix the facts file's 'subject' or 'prompt' fields")
             facts, options = self.prepare(args, facts) if self.prepare is not None else (facts, {})
             model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device,
                                                                 decomposed=False)
@@ -125,6 +129,7 @@ class RecallTool:
             summary = self.summarize(records, model, args, options)
             elapsed = time.perf_counter() - started
             settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "verbose", "device", "model")}
+            settings["start_token"] = start.describe()  # what --bos resolved to, not just "auto"
             record = analysis_record(self.prog, settings, model=model, model_name=source.name,
                                      model_argument=args.model, tokenizer=tokenizer,
                                      inputs={"facts": facts_file})
@@ -142,3 +147,13 @@ class RecallTool:
             log.info("wrote %s (%d facts, %.0f s)", args.output_dir, len(queries), elapsed)
 
         return run_cli(body, self.prog)
+
+
+def _subject_found(fact: dict) -> bool:
+    from huggingface_patch.recall.queries import find_subject
+
+    try:
+        find_subject(fact["prompt"], fact["subject"])
+    except ValueError:
+        return False
+    return True

@@ -28,9 +28,10 @@ from huggingface_patch.cli import (
     run_cli,
     setup_logging,
 )
+from huggingface_patch.corpus import EXAMPLE_CORPUS
 
 PROG = "python -m analysis.saturation"
-DEFAULT_CORPUS = os.path.join("examples", "corpus.sentitems")
+DEFAULT_CORPUS = EXAMPLE_CORPUS
 log = logging.getLogger("analysis.saturation")
 
 
@@ -209,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body():
-        from huggingface_patch.files import ResultFolder, check_output_dir
+        from huggingface_patch.errors import InputError
+        from huggingface_patch.files import ResultFolder, check_output_dir, write_json
         from huggingface_patch.records import analysis_record, describe_file
         from huggingface_patch.saturation.reports import SUBCOMMANDS
 
@@ -232,8 +234,20 @@ def main(argv: list[str] | None = None) -> int:
                                  model_name=os.path.basename(str(args.model).rstrip("/")), model_argument=args.model,
                                  tokenizer=tokenizer, inputs=inputs)
         commands = ALL if args.command == "all" else (args.command,)
+        skipped = {}
         with ResultFolder(args.output_dir, record) as out:
-            lines = [(name, SUBCOMMANDS[name](args, backend, data, out)) for name in commands]
+            lines = []
+            for name in commands:
+                try:
+                    lines.append((name, SUBCOMMANDS[name](args, backend, data, out)))
+                except InputError as exc:
+                    if len(commands) == 1:
+                        raise
+                    # 'all' writes what could be computed and says what was not, and why
+                    skipped[name] = str(exc).strip().splitlines()[0]
+                    lines.append((name, f"skipped: {skipped[name]}"))
+            if skipped:
+                write_json({"skipped": skipped}, out.path("saturation_skipped.json"))
         for name, line in lines:
             print(f"{name}: {line}" if len(lines) > 1 else line)
 

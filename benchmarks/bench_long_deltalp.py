@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import time
 
@@ -20,12 +21,19 @@ from bench_decompose import shift_to_active_fraction
 from common import SHAPES, build_model, decomposition_flops, forward_flops, gib, matmul_rate, pairs_in_window
 
 
+def resident_bytes() -> int:
+    """The process's resident set now (Linux)."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="opt-125m", choices=sorted(SHAPES))
     parser.add_argument("--length", type=int, default=2048)
     parser.add_argument("--window", type=int, default=None, help="default: the whole document")
-    parser.add_argument("--max-memory", default="3.5GB", help="budget for the block size (default 3.5GB)")
+    parser.add_argument("--max-memory", default="3.5GB",
+                        help="budget for the block size (default 3.5GB; 'none': the CPU default)")
     parser.add_argument("--active-fraction", type=float, default=None,
                         help="shift OPT fc1 biases (see bench_decompose)")
     parser.add_argument("--mlp-path", default="auto", choices=("auto", "dense", "sparse"))
@@ -43,23 +51,35 @@ def main() -> None:
     import ctypes
     import gc
 
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand back what the set-up freed, so the peak is the run's
-    est = model.decomposition_memory(1, args.length, window, streaming=True, max_memory=args.max_memory)
+    from huggingface_patch.deltalp import deltalp_consumer_bytes
+    from huggingface_patch.engine.memory import format_bytes, parse_memory, planned_block_size
+
+    budget = None if args.max_memory in (None, "none") else parse_memory(args.max_memory)
+    consumer = deltalp_consumer_bytes(args.length, window, model.config.vocab_size, 4)
+    est = model.decomposition_memory(1, args.length, window, streaming=True, max_memory=budget,
+                                     consumer_bytes=consumer)
+    block = planned_block_size(est, budget, "cpu")
     print(f"{args.shape}, T = {args.length}, window {window}, budget {args.max_memory}; "
           f"fp32 matmul {rate / 1e9:.0f} GFLOP/s")
-    from huggingface_patch.engine.memory import choose_block_size, parse_memory
-
-    block = choose_block_size(est, parse_memory(args.max_memory))
     print("  " + est.describe(block))
+    with torch.no_grad():  # load the libraries' kernels first: their memory is not the run's
+        stream_deltalp(model, ids[0, :16], 16)
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand back what the set-up freed, so the peak is the run's
+    before = resident_bytes()
     start = time.perf_counter()
-    result = stream_deltalp(model, ids[0], window, max_memory=args.max_memory, mlp_path=args.mlp_path, progress=True)
+    result = stream_deltalp(model, ids[0], window, max_memory=budget, mlp_path=args.mlp_path, progress=True)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    grown = peak - before
+    covered = est.total(block) - est.model
+    print(f"  memory: budget {args.max_memory}; estimate {format_bytes(est.total(block))} (without the model "
+          f"{format_bytes(covered)}); measured growth of the resident set during the run {format_bytes(grown)} "
+          f"({grown / covered:.0%} of the estimate); process peak {format_bytes(peak)}")
     hidden, vocab = model.config.hidden_size, model.config.vocab_size
-    dec = decomposition_flops(model.config, args.length, window)
+    dec = decomposition_flops(model, args.length, window)
     head = 2.0 * pairs_in_window(args.length, window) * hidden * vocab
-    total = dec + head + forward_flops(model.config, args.length)
+    total = dec + head + forward_flops(model, args.length)
     finite = int(torch.isfinite(result.delta).sum())
     print(f"  ΔLP values: {finite} (sources x targets in window)")
     print(f"  time: {seconds:.0f} s; FLOPs: decomposition {dec:.2e} + LM head {head:.2e} = {total:.2e} "
@@ -68,7 +88,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(dict(shape=args.shape, length=args.length, window=window, max_memory=args.max_memory,
-                           seconds=seconds, peak_bytes=peak, flops=total, values=finite,
+                           seconds=seconds, peak_bytes=peak, grown_bytes=grown, estimate_bytes=est.total(block),
+                           flops=total, values=finite,
                            matmul_gflops=rate / 1e9), handle, indent=2)
 
 

@@ -15,6 +15,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 #: model shapes (random weights): name -> (family, config keyword arguments)
 SHAPES = {
+    # the streaming-ΔLP memory case: 2 layers, hidden 256, the byte-level test vocabulary
+    "opt-2x256": ("opt", dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, ffn_dim=1024,
+                              vocab_size=260, max_position_embeddings=4096, word_embed_proj_dim=256,
+                              do_layer_norm_before=True, dropout=0.0)),
     "opt-125m": ("opt", dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, ffn_dim=3072,
                              vocab_size=50272, max_position_embeddings=2048, word_embed_proj_dim=768,
                              do_layer_norm_before=True, dropout=0.0)),

@@ -10,7 +10,9 @@ exit code 130. Only entry points import this module; the library raises library 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -30,6 +32,13 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         """Print ``prog: error: message`` and exit with code 2."""
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        """argparse's, with ``~`` expanded in ``--output-dir`` (checked and written at the same place)."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        if isinstance(getattr(parsed, "output_dir", None), str):
+            parsed.output_dir = os.path.expanduser(parsed.output_dir)
+        return parsed, extras
 
 
 def _integer(text: str, minimum: int, expected: str) -> int:
@@ -130,11 +139,38 @@ def run_cli(body: Callable[[], int | None], prog: str,
             message = f"file not found: {exc.filename}"
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.EISDIR, errno.EACCES):
+            raise
+        print(f"{prog}: error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         detail = on_interrupt() if on_interrupt is not None else "nothing was written"
         print(f"{prog}: interrupted: {detail}", file=sys.stderr)
         return 130
     return 0 if result is None else int(result)
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for the file-system errors a user can fix: a full disk (with the space left), a name too long,
+    a folder where a file should be, no permission."""
+    import shutil
+
+    name = exc.filename or "a file"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        folder = os.path.dirname(os.path.abspath(str(exc.filename))) if exc.filename else "."
+        try:
+            free = shutil.disk_usage(folder).free
+            left = f"{free / 2**20:.0f} MiB free there"
+        except OSError:
+            left = "no space left"
+        return f"the disk is full while writing {name} ({left}): free some space or give another --output-dir"
+    if exc.errno == errno.ENAMETOOLONG:
+        return (f"a file name is too long for the file system: {os.path.basename(str(name))[:60]}...: rename the "
+                "input (its name becomes part of the output names) or use a shorter --output-dir")
+    if exc.errno == errno.EISDIR:
+        return f"{name} is a folder where a file should be: remove or rename it"
+    return f"permission denied: {name}: give a place you can write to"
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -13,6 +13,11 @@ from dataclasses import dataclass
 
 from .errors import HuggingfacePatchError
 
+#: the example texts shipped with the package (the defaults of the tools, wherever they are run from): a short
+#: corpus (``examples/corpus.sentitems`` in the repository) and the essays of the reproduction report
+EXAMPLE_CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "corpus.sentitems")
+EXAMPLE_ESSAYS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "essays.sentitems")
+
 ARTICLE_MARK = "!ARTICLE"
 
 #: tokens that open a chat turn: an instruct model's ``config.bos_token_id`` is sometimes one of them, but a

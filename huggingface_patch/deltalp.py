@@ -230,6 +230,18 @@ def bias_only_lp(bias: torch.Tensor, proj: torch.Tensor, ids: torch.Tensor, base
     return torch.log_softmax(logits, -1).gather(-1, ids[1:].long()[:, None])[:, 0] / math.log(base)
 
 
+def deltalp_consumer_bytes(length: int, window: int, vocab: int, itemsize: int,
+                           max_chunk_bytes: int = 64 * 2**20) -> int:
+    """What :func:`stream_deltalp`'s consumer holds besides a block: the ``(W, T-1)`` table, and a chunk of
+    logits with its two softmax temporaries (each at most ``max_chunk_bytes``, and at most a CPU block's rows
+    of logits)."""
+    from .engine.memory import CPU_BLOCK_ROWS
+
+    rows = min(length * window, max(CPU_BLOCK_ROWS, window))
+    chunk = min(max_chunk_bytes, rows * vocab * itemsize)
+    return window * length * itemsize + 3 * chunk
+
+
 @torch.no_grad()
 def stream_deltalp(model, input_ids: torch.Tensor, window: int, base: float = 2.0, block_size: int | None = None,
                    max_memory: int | str | None = None, mlp_path: str = "auto",
@@ -245,10 +257,16 @@ def stream_deltalp(model, input_ids: torch.Tensor, window: int, base: float = 2.
     ``progress`` shows a tqdm bar over the sources; ``precision`` is that of the decomposition and of the
     head product (see the module; in fp32 the ablated states' logits are computed directly, as always).
     """
-    ids = input_ids.reshape(-1)
+    from .errors import InputError
+
+    ids = torch.as_tensor(input_ids)
+    if ids.dim() > 2 or (ids.dim() == 2 and ids.shape[0] != 1):
+        raise InputError(f"stream_deltalp takes one sequence, (T,) or (1, T); got shape {tuple(ids.shape)}: call it "
+                         "once per row (the rows of a batch are separate texts, not one)")
+    ids = ids.reshape(-1)
     length = ids.numel()
     if length < 2:
-        raise ValueError("ΔLP needs at least 2 tokens")
+        raise InputError(f"ΔLP needs at least 2 tokens (a token and the one it predicts); got {length}")
     from .architectures import readout
 
     module = model.get_output_embeddings()
@@ -322,6 +340,10 @@ def stream_deltalp(model, input_ids: torch.Tensor, window: int, base: float = 2.
         consume(start, block)
         if bar is not None:
             bar.update(block.shape[1])
+
+    # what the consumer holds besides the block, counted by the memory budget
+    consume_and_count.memory_bytes = deltalp_consumer_bytes(length, w, vocab, ablated.element_size(),
+                                                           max_chunk_bytes)
 
     try:
         out = model(ids[None].to(proj.device), decomposition_window=window, decomposition_block_size=block_size,

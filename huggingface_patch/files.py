@@ -24,8 +24,13 @@ import torch
 
 from .errors import OutputFolderError
 
-#: prefix of every temporary file or folder this package writes
+#: prefix of every temporary file or folder this package writes; the writer's process id follows it, so that a
+#: clean-up only removes what a process that is gone left behind (``.tmp-<pid>-...``)
 TEMPORARY_PREFIX = ".tmp-"
+
+
+def _temporary_prefix(kind: str = "") -> str:
+    return f"{TEMPORARY_PREFIX}{os.getpid()}-{kind}"
 
 
 @contextlib.contextmanager
@@ -33,7 +38,7 @@ def atomic_path(path: str):
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix="-" + os.path.basename(path), dir=folder)
+    handle, tmp = tempfile.mkstemp(prefix=_temporary_prefix(), suffix="-" + os.path.basename(path), dir=folder)
     os.close(handle)
     try:
         yield tmp
@@ -96,14 +101,27 @@ def write_json(data, path: str) -> None:
     write_text(json_text(data), path)
 
 
+#: what a spreadsheet reads as a formula at the start of a cell
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _safe_cell(value):
+    """Text that a spreadsheet would run as a formula (a token such as ``=SUM(...)``) gets a leading ``'``, as
+    OWASP recommends; numbers are written as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def csv_text(rows: Iterable[dict | Sequence], columns: Sequence[str]) -> str:
     """CSV text with a header: ``rows`` are dicts (missing keys empty, extra keys ignored) or sequences in
-    column order."""
+    column order; text cells a spreadsheet would read as a formula start with ``'`` (:func:`_safe_cell`)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([row.get(c, "") for c in columns] if isinstance(row, dict) else row)
+        cells = [row.get(c, "") for c in columns] if isinstance(row, dict) else row
+        writer.writerow([_safe_cell(cell) for cell in cells])
     return buffer.getvalue()
 
 
@@ -134,13 +152,32 @@ def save_figure(fig, path: str, dpi: int = 150) -> None:
     pyplot().close(fig)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def temporary_files(folder: str) -> list[str]:
-    """The temporary files and folders this package left in ``folder`` (an interrupted or killed run)."""
+    """The temporary files and folders this package left in ``folder`` that no running process owns: those
+    of an interrupted or killed run (a name without a process id, from older versions, counts as left)."""
     try:
         entries = os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return [os.path.join(folder, e) for e in entries if e.startswith(TEMPORARY_PREFIX)]
+    left = []
+    for entry in entries:
+        if not entry.startswith(TEMPORARY_PREFIX):
+            continue
+        owner = entry[len(TEMPORARY_PREFIX):].split("-", 1)[0]
+        if owner.isdigit() and _alive(int(owner)):
+            continue  # another process is writing it now
+        left.append(os.path.join(folder, entry))
+    return left
 
 
 def remove_temporary_files(folder: str) -> int:
@@ -156,7 +193,8 @@ def remove_temporary_files(folder: str) -> int:
 
 
 def check_output_dir(path: str, option: str = "--output-dir") -> str:
-    """Refuse, before any work, an output folder that is a file, cannot be created or is not writable."""
+    """Refuse, before any work, an output folder that is a file, cannot be created or is not writable; returns
+    it absolute, with ``~`` expanded (write there, not to the literal argument)."""
     path = os.path.abspath(os.path.expanduser(str(path)))
     probe = path
     while not os.path.exists(probe):
@@ -170,6 +208,36 @@ def check_output_dir(path: str, option: str = "--output-dir") -> str:
         raise OutputFolderError(f"{option} {path} cannot be written (no write permission on {probe}): "
                                 f"give another {option}")
     return path
+
+
+def _owner(record: dict) -> tuple:
+    """What a record's results belong to: the tool, the model (name and weights) and the inputs."""
+    tool = record.get("tool") or record.get("settings", {}).get("tool")
+    model = record.get("model") or record.get("settings", {}).get("model") or {}
+    inputs = record.get("inputs") or {key: record.get("settings", {}).get(key) for key in ("corpus",)}
+    return tool, model.get("name"), model.get("weights_fingerprint"), json.dumps(inputs, sort_keys=True, default=str)
+
+
+def check_folder_owner(folder: str, record: dict) -> None:
+    """Refuse a folder whose ``run.json`` belongs to another tool, another model or other inputs: writing there
+    would remove that run's files (name it, and the fix). A rerun of the same tool on the same model and
+    inputs replaces it."""
+    from .records import read_record
+
+    try:
+        previous = read_record(folder)
+    except OutputFolderError:
+        raise
+    except ValueError:  # a damaged record: nothing to protect that can be read
+        return
+    if previous is None:
+        return
+    old, new = _owner(previous), _owner(record)
+    if old == new:
+        return
+    what = ("another tool" if old[0] != new[0] else "another model" if old[1:3] != new[1:3] else "other inputs")
+    raise OutputFolderError(f"{folder} holds results of {old[0]} on {old[1] or 'no model'} ({what} than this run): "
+                            "give another --output-dir (or remove its run.json to let this run replace them)")
 
 
 class ResultFolder:
@@ -186,10 +254,12 @@ class ResultFolder:
         self.record = record
         self._staging: str | None = None
         self._files: list[str] = []
+        check_folder_owner(self.folder, record)
 
     def __enter__(self) -> "ResultFolder":
         os.makedirs(self.folder, exist_ok=True)
-        self._staging = tempfile.mkdtemp(prefix=TEMPORARY_PREFIX + "run-", dir=self.folder)
+        remove_temporary_files(self.folder)  # what a killed run of ours left (never another live process's)
+        self._staging = tempfile.mkdtemp(prefix=_temporary_prefix("run-"), dir=self.folder)
         return self
 
     def path(self, name: str) -> str:
@@ -211,7 +281,10 @@ class ResultFolder:
         from .records import RUN_RECORD, read_record, write_record
 
         written = [name for name in self._files if os.path.isfile(os.path.join(self._staging, name))]
-        previous = read_record(self.folder) or {}
+        try:
+            previous = read_record(self.folder) or {}
+        except ValueError:  # a damaged record lists nothing that could be removed safely
+            previous = {}
         record_path = os.path.join(self.folder, RUN_RECORD)
         with contextlib.suppress(FileNotFoundError):
             os.remove(record_path)  # until the new record is in place the folder holds no complete run

@@ -118,8 +118,37 @@ def load_tokenizer(model: str):
     return tokenizer_of(resolve_model(model))
 
 
+def _check_hub(source: ModelSource) -> None:
+    """A hub id that is neither cached nor reachable fails at once, in one line (Transformers would retry for
+    most of a minute and print every attempt)."""
+    if os.path.isdir(source.path) or source.kwargs.get("gguf_file"):
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache(source.path, "config.json"), str)
+    except Exception:  # an id the hub library cannot even parse: Transformers gives the error
+        return
+    if cached:
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if not offline:
+        import socket
+
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=3).close()
+            return
+        except OSError:
+            pass
+    raise ModelLoadError(f"model {source.path!r} is not in the local cache and the model hub cannot be reached"
+                         f"{' (HF_HUB_OFFLINE is set)' if offline else ''}: give a local folder, a .gguf file or a "
+                         "bundled model (smollm2-135m, gemma3-270m)")
+
+
 def _check_folder(source: ModelSource) -> None:
-    """Refuse a local folder that holds no model, with the fix (Transformers' own message is a paragraph)."""
+    """Refuse a local folder that holds no model, with the fix (Transformers' own message is a paragraph); a
+    hub id that can be neither read from the cache nor downloaded (:func:`_check_hub`)."""
+    _check_hub(source)
     if source.kwargs.get("gguf_file") or not os.path.isdir(source.path):
         return
     if not os.path.isfile(os.path.join(source.path, "config.json")):

@@ -170,18 +170,24 @@ class OutputRun:
                 f"{self.folder} holds another run: {found[0]}{' (and more)' if len(found) > 1 else ''}; use another "
                 "--output-dir, or --no-resume to replace it")
 
-    def clear(self) -> int:
-        """Remove every file of an earlier run (``resume=False``): those its record lists and every file named
-        like this pipeline's outputs. Returns how many."""
+    def clear(self, pieces: int = 0) -> int:
+        """Remove the files of an earlier run (``resume=False``): those its record lists, and the files this run
+        is about to write (``pieces`` of them) — never a file of someone else's that merely looks like an output
+        (``b_baseline.pt``). A damaged record counts as none. Returns how many."""
         if not os.path.isdir(self.folder):
             return 0
-        previous = read_record(self.folder) or {}
-        names = set(previous.get("files", [])) | {piece_record_name(i) for i in previous.get("pieces", [])}
-        for identifier in previous.get("pieces", []):
+        try:
+            previous = read_record(self.folder) or {}
+        except RecordError:
+            previous = {}
+        identifiers = list(previous.get("pieces", [])) + [self.identifier(n) for n in range(pieces)]
+        names = set(previous.get("files", [])) | {piece_record_name(i) for i in identifiers}
+        for identifier in identifiers:
             for mode in MODES:
                 names.update(piece_files(identifier, mode))
             names.add(f"{identifier}.deltalp")  # what the paper's second script is usually redirected into
-        names.update(name for name in os.listdir(self.folder) if _our_file(name))
+        names.update(projection_files(self.model_name))
+        names.add(RUN_RECORD)
         removed = 0
         for name in names:
             if os.path.basename(name) != name:
@@ -199,7 +205,7 @@ class OutputRun:
         if cleaned:
             log.info("removed %d temporary files left by an interrupted run", cleaned)
         if not resume:
-            removed = self.clear()
+            removed = self.clear(len(pieces))
             if removed:
                 log.info("--no-resume: removed %d files of the earlier run", removed)
         previous = read_record(self.folder)
@@ -419,9 +425,30 @@ def load_tensor(path: str, what: str) -> torch.Tensor:
     return value
 
 
+def _decompose_record(output_dir: str) -> dict | None:
+    """The folder's ``run.json`` checked to be a ``run_decompose.py`` record with the expected types (None when
+    there is none): an analysis folder or a hand-edited record gets a one-line :class:`RecordError`."""
+    record = read_record(output_dir)
+    if record is None:
+        return None
+    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    tool = record.get("tool") or settings.get("tool")
+    if tool != TOOL:
+        raise RecordError(f"{output_dir} holds results of {tool or 'an unknown tool'}, not of {TOOL}: give the "
+                          "--output-dir run_decompose.py wrote")
+    expected = {"pieces": list, "projection": dict, "run_id": str}
+    wrong = [key for key, kind in expected.items() if not isinstance(record.get(key), kind)]
+    wrong += [f"settings.{key}" for key, kind in {"model": dict, "tokenizer": dict, "readout": dict, "start": dict,
+                                                    "mode": str}.items() if not isinstance(settings.get(key), kind)]
+    if wrong or not all(isinstance(p, str) for p in record["pieces"]):
+        raise RecordError(f"{output_dir}/{RUN_RECORD} is damaged or was edited ({(wrong or ['pieces'])[0]} has the "
+                          "wrong type): rerun run_decompose.py with --no-resume")
+    return record
+
+
 def run_pieces(output_dir: str) -> list[str]:
     """The identifiers of the folder's run (from ``run.json``), in order."""
-    record = read_record(output_dir)
+    record = _decompose_record(output_dir)
     if record is None:
         if foreign_pieces(output_dir):
             _check_unrecorded(output_dir, False)
@@ -441,7 +468,7 @@ def read_piece(output_dir: str, identifier: str, model_name: str, tokenizer=None
     """Read and check one piece (see the module); ``tokenizer``: the one the tokens will be shown with, checked
     against the run's. Unrecorded files (the paper's own outputs) only with ``allow_unrecorded``, and then
     checked for shapes only."""
-    record = read_record(output_dir)
+    record = _decompose_record(output_dir)
     weight_name, bias_name = projection_files(model_name)
     if record is None:
         _check_unrecorded(output_dir, allow_unrecorded)
@@ -473,6 +500,9 @@ def read_piece(output_dir: str, identifier: str, model_name: str, tokenizer=None
         expected.update(record.get("projection", {}))
         for name, digest in expected.items():
             path = os.path.join(output_dir, name)
+            if os.path.isdir(path):
+                raise RecordError(f"{path} is a folder where a file of piece {identifier} should be: remove it and "
+                                  "rerun run_decompose.py with the same arguments")
             if not os.path.isfile(path):
                 raise RecordError(f"missing file {path} of piece {identifier}: rerun run_decompose.py")
             if file_sha256(path) != digest:

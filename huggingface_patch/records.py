@@ -136,14 +136,31 @@ def read_record(folder: str) -> dict | None:
                           "results and run again") from None
     if not isinstance(record, dict):
         raise RecordError(f"{path} is not a run record: remove the folder's results and run again")
+    stored = record.get("settings_sha256")
+    if stored is not None and stored != settings_hash(record):
+        raise RecordError(f"{path} was changed after the run (its settings no longer match their hash): its numbers "
+                          "came from the settings it had; run the tool again instead of editing the record")
     return record
 
 
+#: the parts of a record that say how its numbers were made (its file list and progress may change)
+HASHED = ("tool", "settings", "model", "tokenizer", "inputs")
+
+
+def settings_hash(record: dict) -> str:
+    """SHA-256 of a record's :data:`HASHED` parts, as JSON (sorted keys, NaN as null)."""
+    from .files import _json_safe
+
+    parts = {key: record[key] for key in HASHED if key in record}
+    return hashlib.sha256(json.dumps(_json_safe(parts), sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def write_record(folder: str, record: dict) -> None:
-    """Write ``run.json`` atomically (left untouched when it already says exactly this)."""
+    """Write ``run.json`` atomically, with the hash of its settings (:func:`settings_hash`; every reader
+    checks it), left untouched when it already says exactly this."""
     from .files import json_text, write_text
 
-    text = json_text(dict(record, record_version=RECORD_VERSION))
+    text = json_text(dict(record, record_version=RECORD_VERSION, settings_sha256=settings_hash(record)))
     path = os.path.join(folder, RUN_RECORD)
     try:
         with open(path, encoding="utf-8") as handle:

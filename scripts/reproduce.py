@@ -18,7 +18,6 @@ The settings of every part, and why, are in ``docs/results.md`` ("How the number
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -34,8 +33,6 @@ PARTS = ("recall", "saturation", "deltalp", "embedding", "path_length")
 DATA = os.path.join(REPO, "huggingface_patch", "data")
 ESSAYS = os.path.join(REPO, "examples", "essays.sentitems")
 PARAGRAPHS = os.path.join(DATA, "reference_paragraphs.csv")
-#: facts per model for the two costly recall interventions (every known fact for the others)
-PATCHING_FACTS = 20
 #: (target, source) pairs of the ΔLP-vs-ablation comparison
 ABLATION_PAIRS = 1000
 #: tokens per essay in that comparison (each pair reruns the model on the essay without one token)
@@ -145,8 +142,7 @@ def steps_for(part: str, model: str, work: str, facts: int | None = None, items:
             step("sublayer", "-m", "analysis.sublayer_knockout", *common, "--metric", "attributes-rate",
                  "--paragraphs", PARAGRAPHS, "--final-norm", "--kinds", "mlp", "attention-uniform",
                  "attention-zero"),
-            step("patching", "-m", "analysis.patching", "--model", model, "--sample",
-                 min(PATCHING_FACTS, facts or PATCHING_FACTS), "--final-norm",
+            step("patching", "-m", "analysis.patching", "--model", model, *limit, "--final-norm",
                  "--sources", *patching_sources(layers)),
         ]
     if part == "saturation":
@@ -298,18 +294,20 @@ def run(step: Step, index: int, total: int, forward: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from huggingface_patch.cli import ArgumentParser, positive_int
+
+    parser = ArgumentParser(prog="reproduce.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     parser.add_argument("--work", default=os.path.join(REPO, "results", "reproduce"),
                         help="folder of the raw runs (default results/reproduce)")
-    parser.add_argument("--facts", type=int, default=None,
-                        help="recall: only the first N known facts (default every one; a shorter run)")
-    parser.add_argument("--items", type=int, default=None,
+    parser.add_argument("--facts", type=positive_int, default=None,
+                        help="recall: a random sample of N known facts (seed 0; default every one; a shorter run)")
+    parser.add_argument("--items", type=positive_int, default=None,
                         help="saturation: only the first N articles of its text (default all; a shorter run)")
-    parser.add_argument("--essays", type=int, default=None,
+    parser.add_argument("--essays", type=positive_int, default=None,
                         help="ΔLP: only the first N essays (default all; a shorter run)")
-    parser.add_argument("--pairs", type=int, default=None,
+    parser.add_argument("--pairs", type=positive_int, default=None,
                         help=f"ΔLP vs ablation: this many pairs (default {ABLATION_PAIRS})")
     parser.add_argument("--force", action="store_true", help="rerun steps that are already complete")
     parser.add_argument("--list", action="store_true", help="print the steps and exit")
@@ -318,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     work = os.path.abspath(args.work)
+    if args.report_only and not os.path.isfile(os.path.join(work, "timings.json")):
+        print(f"reproduce.py: error: {work} holds no runs (no timings.json): the report would be empty, so docs/ is "
+              "left as it is; give the --work folder of a reproduction", file=sys.stderr)
+        return 2
     if not args.report_only:
         steps: list[Step] = []
         for model in args.models:  # model by model: each is loaded once for all its parts

@@ -111,7 +111,7 @@ def test_deltalp_errors(tiny_folder, small_corpus, fixtures_dir, tmp_path, capsy
     _error(deltalp_cli, ["--model", tiny_folder, "--corpus", small_corpus, "--foil", "not one token"] + out, capsys,
            "unknown foil token")
     _error(deltalp_cli, ["--model", tiny_folder, "--corpus", small_corpus, "--plot-range", "7:0-3"] + out, capsys,
-           "plot range 7:0-3 selects no targets")
+           "document 7 does not exist")
     broken = tmp_path / "files"
     shutil.copytree(os.path.join(fixtures_dir, "paper-reference"), broken)
     opt = os.path.join(fixtures_dir, "opt-tiny")

@@ -51,10 +51,14 @@ def frozen_final_norm(model, contributions: torch.Tensor, state: torch.Tensor) -
 
 
 @torch.no_grad()
-def decomposition_lens(model, ids: torch.Tensor, target: int, window: int | None = None) -> DecompositionLensResult:
+def decomposition_lens(model, ids: torch.Tensor, target: int, window: int | None = None,
+                       progress: bool = False) -> DecompositionLensResult:
     """Lens for piece position ``target`` (its output predicts ``ids[target+1]``; the last position has no
-    next token and reports ``next_id`` -1 with ``target_logit`` of token 0).
+    next token and reports ``next_id`` -1 with ``target_logit`` of token 0); ``progress``: a bar over the
+    layers read through the vocabulary (the long part).
     """
+    from tqdm.auto import tqdm
+
     ids = torch.as_tensor(ids, dtype=torch.long)
     length = len(ids)
     if not 0 <= target < length:
@@ -67,7 +71,8 @@ def decomposition_lens(model, ids: torch.Tensor, target: int, window: int | None
     ks = list(range(min(window, target + 1)))
     sources = [target - k for k in ks][::-1]
     layers = []
-    for level, layer_dec in enumerate(out.layer_decompositions):
+    for level, layer_dec in enumerate(tqdm(out.layer_decompositions, desc="lens layers", unit="layer",
+                                           disable=not progress)):
         c = layer_dec[0, : len(ks), target].cpu().flip(0)  # (S, H) in source order
         normed = frozen_final_norm(model, c, states[level, 0, target].cpu())
         layers.append(normed @ proj.t())
@@ -109,12 +114,16 @@ class DecompositionLensTable:
 
 
 def lens_table(model, tokenizer, ids: torch.Tensor, target: int, window: int | None = None,
-               top_k: int = 5) -> DecompositionLensTable:
+               top_k: int = 5, progress: bool = False) -> DecompositionLensTable:
     """:func:`decomposition_lens` of ``target`` as tables; at the last position (no next token) the plotted
     column follows the token the model predicts."""
+    from ..errors import InputError
     from ..tokens import raw_tokens, token_texts
 
-    result = decomposition_lens(model, ids, target, window)
+    vocab = readout(model).vocab_size
+    if top_k > vocab:
+        raise InputError(f"top_k {top_k} exceeds the vocabulary ({vocab} tokens): give at most {vocab}")
+    result = decomposition_lens(model, ids, target, window, progress)
     tokens = token_texts(tokenizer, ids.tolist())
     if result.next_id < 0:
         predicted = int(result.logits[-1].sum(0).argmax())

@@ -21,18 +21,12 @@ import torch
 
 from .frozen import RECOMPUTE_TOLERANCE, DecompositionMismatchError, FrozenModel
 from .layouts import BlockLayout, FullLayout, block_scatter_index
-from .memory import MemoryEstimate, choose_block_size, estimate
+from .memory import MemoryEstimate, estimate, planned_block_size
 from .precision import IDENTITY_TOLERANCE, Precision
 from .residual import finalize, propagate_layer
 from .sparse import SPARSE_MIN_ROWS, plan_sparse
 
 log = logging.getLogger(__name__)
-
-#: on CPU, blocks of about this many rows (sources x window) run fastest: their intermediate tensors stay in
-#: cache and in the allocator's reused memory (OPT-125m shape, T = 512, window 50, 2 cores: 0.50 vs 0.575
-#: forward passes per source in fp32 and 0.27 vs 0.31 in bf16, against blocks sized by memory alone).
-#: Results do not depend on the block size (each source's rows are computed alike in any block).
-CPU_BLOCK_ROWS = 2048
 
 @dataclass
 class DecompositionResult:
@@ -145,7 +139,8 @@ def run_decomposition(frozen: FrozenModel, window: int, block_size: int | None =
     est = None
     if block_size is None:
         est = memory or estimate(frozen.spec, batch, length, window, emb.element_size(),
-                                 output_layers=output_layers, streaming=consumer is not None)
+                                 output_layers=output_layers, streaming=consumer is not None,
+                                 consumer=getattr(consumer, "memory_bytes", 0))
         block_size = _automatic_block(est, max_memory, sparse, emb.device, window)
     if sparse and mlp_path == "auto" and min(block_size, window) < SPARSE_MIN_ROWS:
         # too few rows per target to pay for gathering each target's weight rows: stay dense
@@ -195,12 +190,9 @@ def run_decomposition(frozen: FrozenModel, window: int, block_size: int | None =
 
 def _automatic_block(est: MemoryEstimate, max_memory: int | None, sparse: bool, device: torch.device,
                      window: int) -> int:
-    """Sources per block when the caller gave none: what the memory allows, on CPU at most about
-    :data:`CPU_BLOCK_ROWS` rows (never fewer than the sparse path needs)."""
-    block = choose_block_size(est, max_memory, sparse=sparse)
-    if device.type == "cpu":
-        block = min(block, max(SPARSE_MIN_ROWS if sparse else 1, CPU_BLOCK_ROWS // window))
-    return block
+    """Sources per block when the caller gave none (:func:`~.memory.planned_block_size`; never fewer than the
+    sparse path needs)."""
+    return planned_block_size(est, max_memory, device, sparse=sparse, min_sources=SPARSE_MIN_ROWS if sparse else 1)
 
 
 def _decompose_block(frozen: FrozenModel, start: int, sources: int, window: int, mode: Precision,
@@ -244,7 +236,8 @@ def _report_identity(errors: torch.Tensor, mode: Precision, frozen: FrozenModel)
                 "this model's layers are not decomposed correctly, so no decomposition is returned")
         return errors
     tolerance = IDENTITY_TOLERANCE[mode.name]
-    level = logging.WARNING if not worst <= tolerance else logging.INFO
+    # within the stated tolerance this is routine (debug: a line per piece would break the progress bars)
+    level = logging.WARNING if not worst <= tolerance else logging.DEBUG
     log.log(level, "decomposition in %s: identity error %.2e x max|h| (stated tolerance %g)", mode.name, worst,
             tolerance)
     return errors

@@ -96,7 +96,8 @@ class DecompositionMixin:
         ``decomposition_conventions``: a :class:`~huggingface_patch.engine.conventions.Conventions`;
         ``decomposition_consumer``: streaming mode, ``consumer(start, block)`` receives every finished block
         of sources ``(B, S, w, H)`` (see :func:`~huggingface_patch.engine.decompose.run_decomposition`) and
-        ``decomposition`` is None; ``decomposition_precision``: ``"fp32"`` (default, exact), ``"bf16"`` or
+        ``decomposition`` is None (a consumer may declare ``consumer.memory_bytes``, what it holds besides the
+        block: the memory budget counts it); ``decomposition_precision``: ``"fp32"`` (default, exact), ``"bf16"`` or
         ``"tf32"`` (CUDA) for the contributions' matmuls (:mod:`~huggingface_patch.engine.precision`); the
         model's own forward pass and the bias term stay exact, and the output's
         ``decomposition_identity_errors`` says how far the result is from the real states.
@@ -123,7 +124,7 @@ class DecompositionMixin:
 
     def decomposition_memory(self, batch: int, length: int, window: int, output_layers: bool = False,
                              streaming: bool = False, max_memory: int | None = None,
-                             conventions: Conventions | None = None) -> MemoryEstimate:
+                             conventions: Conventions | None = None, consumer_bytes: int = 0) -> MemoryEstimate:
         """Memory estimate of decomposing ``batch`` sequences of ``length`` tokens with ``window`` (see
         :mod:`~huggingface_patch.engine.memory`); ``max_memory`` as in ``forward`` (a budget also makes the
         attention probabilities be stored packed)."""
@@ -133,7 +134,7 @@ class DecompositionMixin:
         return estimate(spec, batch, length, window, itemsize, model_bytes=model_bytes,
                         vocab=self.config.vocab_size, output_layers=output_layers, streaming=streaming,
                         tangent=(conventions or DEFAULT).activation == "tangent",
-                        packed=should_pack(spec, batch, length, itemsize, max_memory, window))
+                        packed=should_pack(spec, batch, length, itemsize, max_memory, window), consumer=consumer_bytes)
 
     def _decomposed_forward(self, base_forward, args, kwargs, window, output_layers, block_size, conventions,
                             max_memory=None, mlp_path="auto", consumer=None, precision="fp32"):
@@ -161,7 +162,8 @@ class DecompositionMixin:
         est = None
         if block_size is None and max_memory is not None:
             est = self.decomposition_memory(batch, length, window, output_layers, streaming=consumer is not None,
-                                            max_memory=max_memory, conventions=conventions)
+                                            max_memory=max_memory, conventions=conventions,
+                                            consumer_bytes=getattr(consumer, "memory_bytes", 0))
             planned = choose_block_size(est, max_memory)  # raises MemoryBudgetError before the forward pass
             log.debug("decomposition memory: %s", est.describe(planned))
 

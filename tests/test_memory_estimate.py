@@ -1,0 +1,63 @@
+"""The memory estimate covers what a streaming ΔLP run really allocates (issue: a regression of the peak went
+unnoticed until a user's job ran out of memory).
+
+Each case runs in a fresh process (one thread, one malloc arena, the libraries warmed up by a short forward
+pass) and compares the growth of its resident set during ``stream_deltalp`` with the estimate the block size
+was planned from (the model's weights left out: they exist before the run). The stated margin: the growth
+stays within :data:`MARGIN` times the estimate, and the estimate is not more than :data:`SLACK` times the
+growth (an estimate that covers everything by being huge is no use for planning)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+MARGIN = 1.3
+SLACK = 3.0
+
+_SCRIPT = r"""
+import ctypes, gc, json, os, sys
+import torch
+sys.path.insert(0, os.getcwd())
+from transformers import OPTConfig
+from huggingface_patch import DecomposedOPTForCausalLM
+from huggingface_patch.deltalp import deltalp_consumer_bytes, stream_deltalp
+from huggingface_patch.engine.memory import planned_block_size
+T, W = int(sys.argv[1]), int(sys.argv[2])
+torch.manual_seed(0)
+config = OPTConfig(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, ffn_dim=1024, vocab_size=260,
+                   max_position_embeddings=4096, word_embed_proj_dim=256, do_layer_norm_before=True, dropout=0.0)
+model = DecomposedOPTForCausalLM(config).eval()
+ids = torch.randint(4, 260, (T,), generator=torch.Generator().manual_seed(0))
+with torch.no_grad():
+    model(ids[None, :8])
+gc.collect()
+ctypes.CDLL("libc.so.6").malloc_trim(0)
+def resident():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+import resource
+before = resident()
+est = model.decomposition_memory(1, T, W, streaming=True, consumer_bytes=deltalp_consumer_bytes(T, min(W, T), 260, 4))
+block = planned_block_size(est, None, "cpu")
+stream_deltalp(model, ids, W)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"grown": peak - before, "estimate": est.total(block) - est.model}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("length, window", [(768, 768), (1024, 64)])
+def test_estimate_covers_the_measured_growth(length, window):
+    env = dict(os.environ, MALLOC_ARENA_MAX="1", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", _SCRIPT, str(length), str(window)], capture_output=True, text=True,
+                         env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    grown, estimate = result["grown"], result["estimate"]
+    what = f"T={length} W={window}: grew {grown / 2**20:.0f} MiB, estimate {estimate / 2**20:.0f} MiB"
+    assert grown <= MARGIN * estimate, what
+    assert estimate <= SLACK * max(grown, 1), f"estimate {estimate / 2**20:.0f} MiB for {grown / 2**20:.0f} MiB grown"
