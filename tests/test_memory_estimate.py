@@ -39,13 +39,21 @@ gc.collect()
 ctypes.CDLL("libc.so.6").malloc_trim(0)
 def resident():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-import resource
+import threading, time
 before = resident()
 est = model.decomposition_memory(1, T, W, streaming=True, consumer_bytes=deltalp_consumer_bytes(T, min(W, T), 260, 4))
 block = planned_block_size(est, None, "cpu")
+peak, running = [before], [True]
+def sample():  # the resident set during the run (the process's lifetime peak may predate it)
+    while running[0]:
+        peak[0] = max(peak[0], resident())
+        time.sleep(0.002)
+thread = threading.Thread(target=sample, daemon=True)
+thread.start()
 stream_deltalp(model, ids, W)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"grown": peak - before, "estimate": est.total(block) - est.model}))
+running[0] = False
+thread.join()
+print(json.dumps({"grown": peak[0] - before, "estimate": est.total(block) - est.model}))
 """
 
 
