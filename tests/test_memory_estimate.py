@@ -28,6 +28,7 @@ from huggingface_patch import DecomposedOPTForCausalLM
 from huggingface_patch.deltalp import deltalp_consumer_bytes, stream_deltalp
 from huggingface_patch.engine.memory import planned_block_size
 T, W = int(sys.argv[1]), int(sys.argv[2])
+budget = None if sys.argv[3] == "none" else sys.argv[3]
 torch.manual_seed(0)
 config = OPTConfig(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, ffn_dim=1024, vocab_size=260,
                    max_position_embeddings=4096, word_embed_proj_dim=256, do_layer_norm_before=True, dropout=0.0)
@@ -41,8 +42,11 @@ def resident():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 import threading, time
 before = resident()
-est = model.decomposition_memory(1, T, W, streaming=True, consumer_bytes=deltalp_consumer_bytes(T, min(W, T), 260, 4))
-block = planned_block_size(est, None, "cpu")
+from huggingface_patch.engine.memory import parse_memory
+limit = None if budget is None else parse_memory(budget)
+est = model.decomposition_memory(1, T, W, streaming=True, max_memory=limit,
+                                 consumer_bytes=deltalp_consumer_bytes(T, min(W, T), 260, 4))
+block = planned_block_size(est, limit, "cpu")
 peak, running = [before], [True]
 def sample():  # the resident set during the run (the process's lifetime peak may predate it)
     while running[0]:
@@ -50,7 +54,7 @@ def sample():  # the resident set during the run (the process's lifetime peak ma
         time.sleep(0.002)
 thread = threading.Thread(target=sample, daemon=True)
 thread.start()
-stream_deltalp(model, ids, W)
+stream_deltalp(model, ids, W, max_memory=budget)
 running[0] = False
 thread.join()
 print(json.dumps({"grown": peak[0] - before, "estimate": est.total(block) - est.model}))
@@ -58,14 +62,15 @@ print(json.dumps({"grown": peak[0] - before, "estimate": est.total(block) - est.
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("length, window", [(768, 768), (1024, 64)])
-def test_estimate_covers_the_measured_growth(length, window):
+@pytest.mark.parametrize("length, window, budget", [(768, 768, "none"), (1024, 64, "none"), (768, 768, "2GB")])
+def test_estimate_covers_the_measured_growth(length, window, budget):
     env = dict(os.environ, MALLOC_ARENA_MAX="1", OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", _SCRIPT, str(length), str(window)], capture_output=True, text=True,
-                         env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=600)
+    out = subprocess.run([sys.executable, "-c", _SCRIPT, str(length), str(window), budget], capture_output=True,
+                         text=True, env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     grown, estimate = result["grown"], result["estimate"]
-    what = f"T={length} W={window}: grew {grown / 2**20:.0f} MiB, estimate {estimate / 2**20:.0f} MiB"
+    what = f"T={length} W={window} budget {budget}: grew {grown / 2**20:.0f} MiB, estimate {estimate / 2**20:.0f} MiB"
     assert grown <= MARGIN * estimate, what
     assert estimate <= SLACK * max(grown, 1), f"estimate {estimate / 2**20:.0f} MiB for {grown / 2**20:.0f} MiB grown"

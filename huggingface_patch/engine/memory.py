@@ -136,6 +136,8 @@ def estimate(spec, batch: int, length: int, window: int, itemsize: int, model_by
     # the capture pass: the attention scores of one layer (three copies in eager attention), the logits, and
     # what freezing one layer holds at once (its full probabilities, MLP pre-activations, states)
     freezing = c * batch * (heads * length * length + 2 * length * inner + 4 * length * hidden)
+    if packed and not band:  # packing a layer holds its triangle next to the full square, and the triangle's index
+        freezing += c * batch * heads * length * (length + 1) // 2 + 8 * length * (length + 1) // 2
     forward = 4 * batch * heads * length * length * 3 + 4 * batch * length * max(vocab, hidden) + freezing
     return MemoryEstimate(
         model=model_bytes,
