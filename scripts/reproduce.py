@@ -29,7 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 MODELS = ("smollm2-135m", "gemma3-270m")
-PARTS = ("recall", "saturation", "deltalp", "embedding", "path_length")
+PARTS = ("recall", "saturation", "deltalp", "embedding", "faithfulness", "path_length")
 DATA = os.path.join(REPO, "huggingface_patch", "data")
 ESSAYS = os.path.join(REPO, "examples", "essays.sentitems")
 PARAGRAPHS = os.path.join(DATA, "reference_paragraphs.csv")
@@ -37,6 +37,9 @@ PARAGRAPHS = os.path.join(DATA, "reference_paragraphs.csv")
 ABLATION_PAIRS = 1000
 #: tokens per essay in that comparison (each pair reruns the model on the essay without one token)
 ABLATION_TOKENS = 128
+#: the faithfulness benchmark: random essay targets (24 tokens of context each) and known-answer items per task
+FAITHFULNESS_TARGETS = 100
+FAITHFULNESS_TASK_ITEMS = 200
 
 
 @dataclass
@@ -118,10 +121,11 @@ def essays_corpus(work: str, count: int | None) -> str:
 
 
 def steps_for(part: str, model: str, work: str, facts: int | None = None, items: int | None = None,
-              essays: int | None = None, pairs: int | None = None) -> list[Step]:
+              essays: int | None = None, pairs: int | None = None, targets: int | None = None) -> list[Step]:
     """The steps of one part for one model (``path_length`` compares both models in one step). ``facts``: use
     only the first N known facts in the recall part (default every one); ``items``: only the first N articles
-    of the saturation text; ``essays``: only the first N essays for ΔLP; ``pairs``: ablation pairs."""
+    of the saturation text; ``essays``: only the first N essays for ΔLP; ``pairs``: ablation pairs; ``targets``:
+    the faithfulness benchmark's random essay targets."""
     out = os.path.join(work, model, part)
     limit = ["--sample", facts] if facts else []
 
@@ -167,6 +171,9 @@ def steps_for(part: str, model: str, work: str, facts: int | None = None, items:
             step("align", "-m", "analysis.embedding_space", "align", *common, "--corpus", ESSAYS, "--only-ascii"),
             # the readings of the selected parameters are added once the selection exists (see expand)
         ]
+    if part == "faithfulness":
+        return [step("benchmark", "-m", "analysis.faithfulness", "--model", model, "--corpus", ESSAYS, "--items",
+                     targets or FAITHFULNESS_TARGETS, "--task-items", FAITHFULNESS_TASK_ITEMS)]
     if part == "path_length":
         both = [arg for name in MODELS for arg in ("--model", name)]
         corpus = saturation_corpus(work)
@@ -309,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="ΔLP: only the first N essays (default all; a shorter run)")
     parser.add_argument("--pairs", type=positive_int, default=None,
                         help=f"ΔLP vs ablation: this many pairs (default {ABLATION_PAIRS})")
+    parser.add_argument("--targets", type=positive_int, default=None,
+                        help=f"faithfulness: this many random essay targets (default {FAITHFULNESS_TARGETS})")
     parser.add_argument("--force", action="store_true", help="rerun steps that are already complete")
     parser.add_argument("--list", action="store_true", help="print the steps and exit")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from existing runs")
@@ -325,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:  # model by model: each is loaded once for all its parts
             for part in args.parts:
                 if part != "path_length":
-                    steps.extend(steps_for(part, model, work, args.facts, args.items, args.essays, args.pairs))
+                    steps.extend(steps_for(part, model, work, args.facts, args.items, args.essays, args.pairs,
+                                           args.targets))
         if "path_length" in args.parts:
             steps.extend(steps_for("path_length", MODELS[0], work))
         if args.list:

@@ -267,3 +267,11 @@ def test_cross_validation_folds_never_split_a_group(groups):
         for g in np.unique(group_of[test]):
             assert seen.setdefault(int(g), fold) == fold, f"{groups} {g} is in two test folds"
     assert len(seen) == len(np.unique(group_of))
+
+
+def test_holm_adjustment_matches_a_hand_computed_family():
+    from huggingface_patch.stats import holm
+
+    # sorted 0.01, 0.03, 0.04 -> 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, max(0.06, 1 x 0.04) = 0.06
+    assert holm([0.01, 0.04, 0.03, float("nan")])[:3] == pytest.approx([0.03, 0.06, 0.06])
+    assert math.isnan(holm([0.5, float("nan")])[1]) and holm([0.9, 0.8]) == [1.0, 1.0]

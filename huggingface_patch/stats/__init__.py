@@ -4,7 +4,7 @@ why."""
 
 from .correlation import correlations
 from .intervals import Interval, bootstrap_mean, cluster_ids, rate_interval, wilson
-from .paired import PairedComparison, mcnemar, paired_comparison
+from .paired import PairedComparison, holm, mcnemar, paired_comparison
 from .selection import SelectedExtremum, curve_with_intervals, selected_extremum
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "cluster_ids",
     "correlations",
     "curve_with_intervals",
+    "holm",
     "mcnemar",
     "paired_comparison",
     "rate_interval",

@@ -104,3 +104,17 @@ def paired_comparison(a, b, clusters: Sequence | None = None, *, cluster_by: str
 
 def _mean(x: np.ndarray) -> float:
     return float(x.mean()) if x.size else math.nan
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (NaN stays NaN): the family-wise error is kept at
+    the level when every adjusted p is read against it."""
+    p = np.asarray(p_values, dtype=np.float64).reshape(-1)
+    finite = np.flatnonzero(np.isfinite(p))
+    out = np.full(p.shape, math.nan)
+    order = finite[np.argsort(p[finite], kind="stable")]
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p[index]))
+        out[index] = running
+    return out.tolist()
