@@ -23,13 +23,15 @@ _EXPORTS = {
     "model_parts": "architectures",
     "readout": "architectures",
     "register_architecture": "architectures",
+    "ArchitectureAdapter": "architectures",
     "load_model": "loading",
     "load_tokenizer": "loading",
+    "load_model_and_tokenizer": "loading",
+    "HuggingfacePatchError": "errors",
+    "attribute": "faithfulness",
 }
 
 __version__ = "0.2.0"
-
-from . import _source  # noqa: E402,F401  (the source commit, read now: see _source.py)
 
 __all__ = sorted(_EXPORTS)
 

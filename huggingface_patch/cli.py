@@ -131,6 +131,9 @@ def run_cli(body: Callable[[], int | None], prog: str,
             on_interrupt: Callable[[], str] | None = None) -> int:
     """Run ``body``; turn the library's errors into ``prog: error: message`` on stderr and exit code 2, and
     Ctrl-C into one line (``on_interrupt()`` says what is complete) and exit code 130."""
+    from . import _source
+
+    _source.commit()  # the code this run starts with, named by every record it writes (see _source.py)
     try:
         result = body()
     except (HuggingfacePatchError, FileNotFoundError) as exc:

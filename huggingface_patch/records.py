@@ -46,12 +46,12 @@ def environment() -> dict:
 
 
 def source_commit() -> str | None:
-    """``git`` commit of the checkout this package was imported from, read when the package was imported (so
-    a run that outlives a commit names the code it ran), ``+modified`` when tracked files differed from it then;
-    None outside a checkout."""
+    """``git`` commit of the checkout this package was imported from, read once when the run started (so a run
+    that outlives a commit names the code it ran), ``+modified`` when tracked files differed from it then; None
+    outside a checkout."""
     from . import _source
 
-    return _source.AT_IMPORT
+    return _source.commit()
 
 
 def _digest(parts) -> str:
@@ -149,7 +149,7 @@ HASHED = ("tool", "settings", "model", "tokenizer", "inputs")
 
 def settings_hash(record: dict) -> str:
     """SHA-256 of a record's :data:`HASHED` parts, as JSON (sorted keys, NaN as null)."""
-    from .files import _json_safe
+    from .atomic import _json_safe
 
     parts = {key: record[key] for key in HASHED if key in record}
     return hashlib.sha256(json.dumps(_json_safe(parts), sort_keys=True).encode("utf-8")).hexdigest()
@@ -158,7 +158,7 @@ def settings_hash(record: dict) -> str:
 def write_record(folder: str, record: dict) -> None:
     """Write ``run.json`` atomically, with the hash of its settings (:func:`settings_hash`; every reader
     checks it), left untouched when it already says exactly this."""
-    from .files import json_text, write_text
+    from .atomic import json_text, write_text
 
     text = json_text(dict(record, record_version=RECORD_VERSION, settings_sha256=settings_hash(record)))
     path = os.path.join(folder, RUN_RECORD)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "scripts"))  # the report package (report.collect: the per-item tables)
 
 MODELS = ("smollm2-135m", "gemma3-270m")
 PARTS = ("recall", "saturation", "deltalp", "embedding", "faithfulness", "path_length")
@@ -213,20 +214,22 @@ def done(step: Step) -> bool:
         return json.load(handle).get("argv") == step.argv
 
 
-#: the per-item table of each step (its rows are the step's items), by step name
-ITEM_TABLES = {"knockout": "knockout.csv", "extraction": "extraction.csv", "extraction_final_norm": "extraction.csv",
-               "attributes_rate": "attributes_rate.csv", "attributes_rate_final_norm": "attributes_rate.csv",
-               "sublayer": "sublayer.csv", "patching": "patching.csv", "all": "saturation_layers.csv",
-               "random_init": "saturation_layers.csv", "ablation": "ablation_pairs.csv",
-               "path_length": "path_length_tokens.csv"}
-
-
 class StepFailed(Exception):
     """A step's tool exited with an error (it printed its one-line message)."""
 
 
 def count_items(step: Step) -> int | None:
-    """Rows of the step's per-item table (None when it has none)."""
+    """Rows of the step's per-item table (None when it has none); the faithfulness benchmark's items are its
+    targets and known-answer items (its table has a row per item and method)."""
+    from report.collect import ITEM_TABLES
+
+    if step.name == "benchmark":
+        path = os.path.join(step.output, "faithfulness_summary.json")
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as handle:
+            summary = json.load(handle)
+        return summary["corpus_items"] + sum(summary["task_items"].values())
     name = ITEM_TABLES.get(step.name)
     path = os.path.join(step.output, name) if name else None
     if path is None or not os.path.isfile(path):

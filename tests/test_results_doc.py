@@ -1,11 +1,16 @@
-"""docs/results.md and the README's results block are rendered from docs/results/results.json, every figure there
-names the run it comes from, and that run was made with the model the figure is reported for."""
+"""docs/results.md and the README's results block are rendered from docs/results/results.json; every step the
+reproduction plans has a section; every figure and per-item table there is the one its recorded run made; and
+a model's figures all come from one model's weights."""
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import importlib.util
 import json
 import os
+import re
+import sys
 
 import pytest
 
@@ -18,6 +23,11 @@ def report_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def sha256(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -38,52 +48,66 @@ def test_report_and_readme_are_rendered_from_the_results(results):
         "the README's results block is stale: run scripts/results_report.py")
 
 
-def test_every_figure_and_table_is_in_the_repository(results):
-    for name in results["figures"]:
-        assert os.path.isfile(os.path.join(REPO, "docs", "figures", name)), f"figure {name} is missing"
-    for name in results["tables"]:
-        assert os.path.isfile(os.path.join(REPO, "docs", "results", name)), f"table {name} is missing"
-    with open(os.path.join(REPO, "docs", "results.md"), encoding="utf-8") as handle:
-        text = handle.read()
-    for line in text.splitlines():
-        if line.startswith("![") and "](figures/" in line:
-            name = line.split("](figures/")[1].rstrip(")")
-            assert os.path.isfile(os.path.join(REPO, "docs", "figures", name)), f"docs/results.md shows missing {name}"
+def test_every_planned_step_has_a_section(results, tmp_path):
+    """Each step of ``reproduce.py --list`` is named by the report: shown with its run, or said to be missing
+    (a step whose output the report does not read would otherwise vanish silently)."""
+    report = report_module()
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    planned = {report.step_key(step) for step in report.planned_steps(str(tmp_path))}
+    shown = report.shown_steps(results)
+    assert planned - shown == set(), f"planned steps the report never names: {sorted(planned - shown)}"
+    assert set(results["steps"]) | set(results["missing"]) >= planned, "a planned step is neither run nor missing"
+
+
+def test_every_figure_is_from_a_recorded_run(results):
+    on_disk = set(os.listdir(os.path.join(REPO, "docs", "figures")))
+    assert on_disk == set(results["figures"]), (
+        f"figures without a run record: {sorted(on_disk - set(results['figures']))}; "
+        f"recorded but absent: {sorted(set(results['figures']) - on_disk)}")
+    for name, figure in results["figures"].items():
+        assert sha256(os.path.join(REPO, "docs", "figures", name)) == figure["sha256"], f"{name} changed since its run"
+        step = results["steps"].get(figure["step"])
+        assert step is not None, f"{name}: made by {figure['step']}, which has no run"
+        assert figure["run_json_sha256"] == step["provenance"]["run_json_sha256"], f"{name}: from another run"
+
+
+def test_every_per_item_table_is_committed_unchanged(results):
+    for key, step in results["steps"].items():
+        table = step.get("items_table")
+        if table:
+            path = os.path.join(REPO, table["file"])
+            assert os.path.isfile(path), f"{key}: {table['file']} is missing"
+            assert sha256(path) == table["sha256"], f"{key}: {table['file']} differs from its record"
+    total = sum(os.path.getsize(p) for p in glob.glob(os.path.join(REPO, "docs", "results", "items", "*")))
+    assert total < 20 * 2**20, f"the per-item tables take {total / 2**20:.1f} MiB: keep them compact"
 
 
 def test_every_step_names_what_produced_it(results):
-    assert results["sources"], "no runs recorded"
-    for model, steps in results["sources"].items():
-        for step, source in steps.items():
-            where = f"{model} {step}"
-            assert source["tool"], f"{where}: no tool"
-            assert source["source"], f"{where}: no source commit"
-            assert source["package"], f"{where}: no package version"
-            if model != "both":
-                assert source["model"] == model, f"{where}: run with {source['model']}, reported for {model}"
-                assert source["weights_fingerprint"], f"{where}: no weights fingerprint"
-            else:
-                assert source["models"], f"{where}: the compared models are not recorded"
-                for entry in source["models"]:
-                    own = {s["weights_fingerprint"] for s in results["sources"].get(entry["name"], {}).values()}
-                    assert not own or own == {entry["weights_fingerprint"]}, (
-                        f"{where}: {entry['name']} ran with other weights than in its own runs")
-
-
-def test_each_figure_points_at_a_recorded_step(results):
-    def steps(node):
-        if isinstance(node, dict):
-            if "step" in node:
-                yield node["step"]
-            for value in node.values():
-                yield from steps(value)
-
-    for model, figures in results["models"].items():
-        for step in steps(figures):
-            assert step in results["sources"][model], f"{model}: figure from {step}, which has no run record"
-    # one model's fingerprint throughout its runs: the figures of a model were not mixed from two models
-    for model, sources in results["sources"].items():
+    assert results["steps"], "no runs recorded"
+    fingerprints: dict[str, set] = {}
+    for key, step in results["steps"].items():
+        source = step["provenance"]
+        model = key.split("/")[0]
+        for field in ("tool", "source", "package", "run_json_sha256"):
+            assert source.get(field), f"{key}: no {field}"
         if model == "both":
+            assert source["models"], f"{key}: the compared models are not recorded"
             continue
-        prints = {s["weights_fingerprint"] for s in sources.values()}
-        assert len(prints) == 1, f"{model}: runs made with different weights: {sorted(prints)}"
+        assert source["model"] == model or source["model"].startswith(model), (
+            f"{key}: run with {source['model']}, reported for {model}")
+        fingerprints.setdefault(model, set()).add(source["weights_fingerprint"])
+    # one weights fingerprint per model, except the untrained control (re-initialised on purpose)
+    for model in fingerprints:
+        trained = {results["steps"][k]["provenance"]["weights_fingerprint"] for k in results["steps"]
+                   if k.startswith(model + "/") and not k.endswith("/random_init")}
+        assert len(trained) == 1, f"{model}: runs made with different weights: {sorted(trained)}"
+
+
+def test_every_figure_a_page_shows_exists():
+    pages = [os.path.join(REPO, "README.md"), *glob.glob(os.path.join(REPO, "docs", "*.md"))]
+    for page in pages:
+        with open(page, encoding="utf-8") as handle:
+            text = handle.read()
+        for name in re.findall(r"\]\((?:docs/)?figures/([^)\s]+)\)", text):
+            assert os.path.isfile(os.path.join(REPO, "docs", "figures", name)), (
+                f"{os.path.relpath(page, REPO)} shows figures/{name}, which does not exist")

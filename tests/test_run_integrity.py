@@ -358,19 +358,34 @@ def test_api_refuses_unusable_input(case, fragment):
         model(ids, decomposition_window=3, **kwargs)
 
 
-def test_records_name_the_commit_read_at_import(monkeypatch):
-    """The source commit in a record is the one read when the package was imported: a commit made during a long
-    run does not rename the code that run used (no git call happens when a record is written)."""
+def test_records_name_the_commit_read_when_the_run_started(monkeypatch):
+    """The source commit in a record is the one read when the run started: a commit made during a long run does
+    not rename the code that run used (no git call happens when a record is written)."""
     import re
     import subprocess
 
     from huggingface_patch import _source, records
 
+    started = _source.commit()  # what run_cli does first
+
     def refuse(*args, **kwargs):
         raise AssertionError("git was called while writing a record")
 
     monkeypatch.setattr(subprocess, "run", refuse)
-    assert records.environment()["source"] == _source.AT_IMPORT
+    assert records.environment()["source"] == started
     root = os.path.dirname(os.path.dirname(os.path.abspath(records.__file__)))
     if os.path.isdir(os.path.join(root, ".git")):
-        assert re.fullmatch(r"[0-9a-f]{12}(\+modified)?", _source.AT_IMPORT or ""), _source.AT_IMPORT
+        assert re.fullmatch(r"[0-9a-f]{12}(\+modified)?", started or ""), started
+
+
+def test_importing_the_package_runs_no_git():
+    """``import huggingface_patch`` starts nothing: the source commit is read when a run starts."""
+    import subprocess
+    import sys
+
+    code = ("import subprocess\n"
+            "def refuse(*a, **k):\n    raise SystemExit('git ran at import')\n"
+            "subprocess.run = refuse\nimport huggingface_patch\n"
+            "from huggingface_patch import ArchitectureAdapter, HuggingfacePatchError, load_model_and_tokenizer\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr or done.stdout
