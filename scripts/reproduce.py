@@ -240,7 +240,7 @@ def count_items(step: Step) -> int | None:
 
 def forward_seconds(model: str) -> float:
     """Seconds of one forward pass of ``model`` on a known_1000 prompt (median of 15, batch 1, the last
-    position's logits): the unit of the recall steps' cost per item."""
+    position's logits): the unit of every step's cost per item."""
     import statistics
 
     import torch
@@ -292,7 +292,7 @@ def run(step: Step, index: int, total: int, forward: dict) -> dict:
     record = {"seconds": round(seconds, 1), "items": items}
     if items:
         record["seconds_per_item"] = round(seconds / items, 4)
-        if step.part == "recall" and step.model in forward:
+        if step.model in forward:
             record["forward_pass_equivalents_per_item"] = round(seconds / items / forward[step.model], 3)
     with open(os.path.join(step.output, "reproduce.json"), "w", encoding="utf-8") as handle:
         json.dump({"argv": step.argv, **record, "source_at_start": source}, handle, indent=2)
@@ -370,7 +370,7 @@ def run_steps(steps: list[Step], work: str, force: bool) -> None:
             if done(step) and not force:
                 print(f"[{index}/{index + len(queue)}] {key}: complete, skipped", flush=True)
             else:
-                if step.part == "recall" and step.model not in forward:
+                if step.model in MODELS and step.model not in forward:
                     forward[step.model] = forward_seconds(step.model)
                     print(f"      one forward pass of a fact prompt: {forward[step.model] * 1000:.1f} ms", flush=True)
                 record = run(step, index, index + len(queue), forward)

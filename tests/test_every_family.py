@@ -164,17 +164,22 @@ def test_embedding_space_tools(kind, folders, tmp_path):
     rule-based selection."""
     from transformers import AutoModelForCausalLM
 
-    from huggingface_patch.embedding_space.projections import is_experts_layer
+    from huggingface_patch.embedding_space.projections import has_head_weights, is_experts_layer
 
     model = AutoModelForCausalLM.from_pretrained(folders(kind))
     # a mixture-of-experts layer's neurons belong to its experts: read expert 0's
     expert = {layer: (["--expert", 0] if is_experts_layer(model, layer) else []) for layer in (0, 1)}
+    skip = set()
     if all(is_experts_layer(model, layer) for layer in range(model.config.num_hidden_layers)):
         code = exit_code(embedding_space.main, ["align", "--model", folders(kind), "--output-dir", tmp_path / "a"])
         assert code == 2 and not (tmp_path / "a").exists(), "align on a model without dense neurons: one-line error"
-        skip = {"align"}
-    else:
-        skip = set()
+        skip.add("align")
+    if not has_head_weights(model, 1):  # latent attention: no fixed W_VO / W_QK, refused in one line
+        for command in ("vo", "qk"):
+            code = exit_code(embedding_space.main, [command, "--model", folders(kind), "--layer", 1, "--head", 1,
+                                                    "--output-dir", tmp_path / f"no-{command}"])
+            assert code == 2 and not (tmp_path / f"no-{command}").exists(), f"{command} on latent attention"
+            skip.add(command)
     for command, extra in (("ff", ["--layer", 1, "--neuron", 3, *expert[1]]), ("vo", ["--layer", 1, "--head", 1]),
                            ("qk", ["--layer", 1, "--head", 1]), ("tsne", ["--layer", 0, "--neuron", 0, *expert[0]]),
                            ("align", []), ("select", ["--corpus", "examples/essays.sentitems", "--max-positions",

@@ -105,10 +105,10 @@ class NormSpec:
 class AttentionSpec:
     """Self-attention seen through its value/output path; the probabilities are captured from ``module``.
 
-    ``value`` maps ``H -> g*d`` and ``output`` maps ``h*d -> H``. Query head ``j`` reads key/value head
-    ``j // (h // g)``, as Hugging Face's ``repeat_kv`` does. ``value_clip``: see the field. Everything that
-    shapes the probabilities (RoPE, ALiBi, scaling, masks, sliding windows, q/k norms, logit softcapping)
-    lives inside them.
+    ``value`` maps ``H -> g*d`` (or, with ``value_latent``, ``r -> g*d``) and ``output`` maps ``h*d -> H``.
+    Query head ``j`` reads key/value head ``j // (h // g)``, as Hugging Face's ``repeat_kv`` does.
+    ``value_clip``, ``value_latent``: see the fields. Everything that shapes the probabilities (RoPE, ALiBi,
+    scaling, masks, sliding windows, q/k norms, logit softcapping) lives inside them.
     """
 
     module: nn.Module
@@ -120,6 +120,11 @@ class AttentionSpec:
     #: OLMo's ``clip_qkv``: the values are clamped to ``[-c, c]``; a nonlinearity on the value path, frozen
     #: like an activation ratio (``clamp(z) / z`` of the real value ``z``)
     value_clip: float | None = None
+    #: latent attention (DeepSeek V3): the values are ``value(norm(value_latent(y)))``, a low-rank latent
+    #: ``H -> r`` through a norm whose scale is frozen at the real latent (like every norm), then ``value``
+    #: maps ``r -> g*d``; None: ``value`` reads ``y`` directly
+    value_latent: Affine | None = None
+    value_latent_norm: "NormSpec | None" = None
 
 
 @dataclass

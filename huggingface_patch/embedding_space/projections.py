@@ -29,6 +29,16 @@ class ParameterIndexError(HuggingfacePatchError):
     """A layer, head or neuron index outside the model; the message gives the valid range."""
 
 
+class LatentAttentionError(HuggingfacePatchError):
+    """A layer whose attention computes its values from a normed low-rank latent (DeepSeek V3) has no fixed
+    ``W_VO`` or ``W_QK`` to read."""
+
+
+def has_head_weights(model: nn.Module, layer: int) -> bool:
+    """Whether ``layer``'s heads have fixed ``W_Q``, ``W_K``, ``W_V``, ``W_O`` (not latent attention)."""
+    return get_adapter(model).spec(model).layers[layer].attention.value_latent is None
+
+
 def _check_index(kind: str, value: int, size: int) -> int:
     if not 0 <= value < size:
         raise ParameterIndexError(f"{kind} {value} is out of range: the model has {size} ({kind}s 0..{size - 1})")
@@ -124,6 +134,10 @@ def head_weights(model: nn.Module, layer: int, head: int) -> HeadWeights:
     spec = get_adapter(model).spec(model)
     _check_index("layer", layer, len(spec.layers))
     attention = spec.layers[layer].attention
+    if attention.value_latent is not None:
+        raise LatentAttentionError(
+            f"layer {layer} uses latent attention: its values pass through a norm of a low-rank latent and its keys "
+            "share a rotary part, so W_VO and W_QK are not fixed matrices; read FF neurons (or experts) instead")
     _check_index("head", head, attention.num_heads)
     d = attention.head_dim
     kv_head = head // (attention.num_heads // attention.num_kv_heads)

@@ -17,7 +17,15 @@ import torch
 from torch import nn
 
 from .align import collect_activations
-from .projections import ParameterIndexError, ff_size, head_weights, is_experts_layer, num_heads, num_layers
+from .projections import (
+    ParameterIndexError,
+    ff_size,
+    has_head_weights,
+    head_weights,
+    is_experts_layer,
+    num_heads,
+    num_layers,
+)
 
 
 def default_layers(count: int) -> list[int]:
@@ -58,11 +66,15 @@ def select_parameters(model: nn.Module, tokenizer, texts: list[str], *, layers: 
     positions = activations.top_neurons.shape[1]
     chosen = []
     for layer in layers:
-        norms = head_norms(model, layer)
-        vo = max(range(len(norms["vo"])), key=lambda h: norms["vo"][h])
-        qk = max(range(len(norms["qk"])), key=lambda h: norms["qk"][h])
-        entry = {"layer": layer, "vo_head": vo, "vo_norm": norms["vo"][vo], "qk_head": qk, "qk_norm": norms["qk"][qk],
-                 "head_norms": norms}
+        if has_head_weights(model, layer):
+            norms = head_norms(model, layer)
+            vo = max(range(len(norms["vo"])), key=lambda h: norms["vo"][h])
+            qk = max(range(len(norms["qk"])), key=lambda h: norms["qk"][h])
+            entry = {"layer": layer, "vo_head": vo, "vo_norm": norms["vo"][vo], "qk_head": qk,
+                     "qk_norm": norms["qk"][qk], "head_norms": norms}
+        else:
+            entry = {"layer": layer, "vo_head": None, "qk_head": None,
+                     "head_note": "latent attention: no fixed W_VO or W_QK to read"}
         if is_experts_layer(model, layer):
             entry.update(neuron=None, neuron_note="a mixture of experts: no dense neuron (read an expert's with "
                                                   "ff --expert)")

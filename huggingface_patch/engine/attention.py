@@ -3,7 +3,8 @@
 ``A`` are the real attention probabilities of every head, captured from the model (RoPE, ALiBi, scaling,
 masks, sliding windows, q/k norms and logit softcapping all live inside them); under grouped-query
 attention query head ``j`` mixes the values of key/value head ``j // (h // g)``. The bias term carries
-``b_V`` and ``b_O``.
+``b_V`` and ``b_O``. Latent attention (DeepSeek V3) computes the values from a low-rank latent through a
+norm, frozen at the real latent like every norm.
 
 Two mixings: :func:`mix_sequence` for a stream in sequence layout ``(B, T, g*d)`` (the bias term and the
 real stream) and :func:`mix_block` for a block of sources ``(B, S, w, g*d)`` (see
@@ -15,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..architectures.spec import AttentionSpec
+from .norms import apply_norm, freeze_norm
 from .packed import BandCausal, PackedCausal
 from .precision import EXACT, Precision
 
@@ -101,28 +103,47 @@ def value_scale(spec: AttentionSpec, values: torch.Tensor, valid: torch.Tensor) 
                                                                              device=scale.device))
 
 
-def attention_real(spec: AttentionSpec, y: torch.Tensor, probs, valid: torch.Tensor | None = None):
-    """``(output, value scale)``: the sublayer's real output for its real (normed) input ``y`` ``(B, T, H)``, and
-    the frozen value ratio of :func:`value_scale` (None without a value clip)."""
-    values = spec.value(y)
+def attention_real(spec: AttentionSpec, y: torch.Tensor, probs, valid: torch.Tensor | None = None,
+                   model_dtype: torch.dtype | None = None):
+    """``(output, value scale, latent norm)``: the sublayer's real output for its real (normed) input ``y``
+    ``(B, T, H)``, the frozen value ratio of :func:`value_scale` (None without a value clip) and the frozen norm
+    of a latent value path (:class:`~.norms.FrozenNorm`; None without one)."""
+    valid = torch.ones(y.shape[:2], dtype=torch.bool, device=y.device) if valid is None else valid
+    latent_norm = None
+    if spec.value_latent is not None:
+        latent, latent_norm = freeze_norm(spec.value_latent_norm, spec.value_latent(y), valid,
+                                          model_dtype or y.dtype)
+        values = spec.value(latent)
+    else:
+        values = spec.value(y)
     scale = None
     if spec.value_clip is not None:
-        scale = value_scale(spec, values, torch.ones(values.shape[:2], dtype=torch.bool) if valid is None else valid)
+        scale = value_scale(spec, values, valid)
         values = values.clamp(-spec.value_clip, spec.value_clip)
-    return spec.output(mix_sequence(values, probs, spec)), scale
+    return spec.output(mix_sequence(values, probs, spec)), scale, latent_norm
+
+
+def _values(state: torch.Tensor, spec: AttentionSpec, layout, precision: Precision, latent_norm) -> torch.Tensor:
+    """A stream's values: through the latent and its frozen norm first where the family has one (the bias
+    term takes the biases, the norm's shift and its round-off correction)."""
+    if spec.value_latent is not None:
+        latent = spec.value_latent(state) if layout.is_bias else precision.linear(state, spec.value_latent)
+        state = apply_norm(latent, spec.value_latent_norm, latent_norm, layout)
+    return spec.value(state) if layout.is_bias else precision.linear(state, spec.value)
 
 
 def apply_attention(state: torch.Tensor, spec: AttentionSpec, probs, layout,
-                    precision: Precision = EXACT, scale: torch.Tensor | None = None) -> torch.Tensor:
+                    precision: Precision = EXACT, scale: torch.Tensor | None = None,
+                    latent_norm=None) -> torch.Tensor:
     """A stream through the frozen attention; only the bias term carries ``b_V`` and ``b_O``. Source blocks
     take their products in ``precision`` (the bias term is always exact). ``scale``: the frozen value ratio
-    (:func:`value_scale`), applied to every stream's values at their position."""
+    (:func:`value_scale`), applied to every stream's values at their position; ``latent_norm``: the frozen norm
+    of a latent value path."""
+    values = _values(state, spec, layout, precision, latent_norm)
     if layout.is_bias:
-        values = spec.value(state)
         if scale is not None:
             values = values * scale
         return spec.output(mix_sequence(values, probs, spec))
-    values = precision.linear(state, spec.value)
     if scale is not None:
         values = values * layout.align(scale.to(values.dtype))
     mixed = mix_block(values, probs, spec, layout, precision)

@@ -173,12 +173,12 @@ class Freezer:
                     if key not in normed:
                         normed[key] = freeze_norm(branch.pre_norm, x, valid, model_dtype)
                     y, pre = normed[key]
-                scale = None
+                scale = latent_norm = None
                 if isinstance(branch.sublayer, AttentionSpec):
                     sublayer = attention.to(device=device, dtype=self.dtype)
                     if not isinstance(sublayer, PackedCausal):  # packed ones come masked from capture()
                         sublayer = mask_padding_attention(sublayer, valid)
-                    out, scale = attention_real(branch.sublayer, y, sublayer, valid)
+                    out, scale, latent_norm = attention_real(branch.sublayer, y, sublayer, valid, model_dtype)
                 elif isinstance(branch.sublayer, MoESpec):
                     sublayer, out = freeze_moe(branch.sublayer, y, valid, self.conventions)
                 else:
@@ -188,7 +188,7 @@ class Freezer:
                     out, output_norm = freeze_norm(branch.output_norm, out, valid, model_dtype)
                 if branch.scale != 1.0:
                     out = out * branch.scale
-                branches.append(FrozenBranch(pre, sublayer, output_norm, scale))
+                branches.append(FrozenBranch(pre, sublayer, output_norm, scale, latent_norm))
                 total = out if total is None else total + out
             x = x + total
             post = None

@@ -48,9 +48,13 @@ def _norm(c: torch.Tensor, x: torch.Tensor, norm: NormSpec, is_bias: bool) -> to
 
 
 def _attention(c: torch.Tensor, spec: AttentionSpec, probs: torch.Tensor, is_bias: bool,
-               value_ratio: torch.Tensor | None = None) -> torch.Tensor:
+               value_ratio: torch.Tensor | None = None, latent: torch.Tensor | None = None) -> torch.Tensor:
     """C ``(T, H)``, probs ``(h, T, T)`` -> ``(T, H)``; ``value_ratio`` ``(T, g*d)``: OLMo's clipped values,
-    ``clamp(z) / z`` at each position."""
+    ``clamp(z) / z`` at each position; ``latent`` ``(T, r)``: the real value latent of latent attention, at
+    which its norm is frozen."""
+    if spec.value_latent is not None:
+        z = spec.value_latent(c) if is_bias else spec.value_latent.linear(c)
+        c = _norm(z, latent, spec.value_latent_norm, is_bias)
     v = spec.value(c) if is_bias else spec.value.linear(c)
     if value_ratio is not None:
         v = v * value_ratio
@@ -126,14 +130,16 @@ class _FrozenSublayer:
         return super().__new__(cls)
 
     def __init__(self, spec, y: torch.Tensor, probs: torch.Tensor):
-        self.spec, self.probs, self.value_ratio = spec, probs, None
+        self.spec, self.probs, self.value_ratio, self.latent = spec, probs, None, None
         if isinstance(spec, AttentionSpec):
+            if spec.value_latent is not None:
+                self.latent = spec.value_latent(y)
             if spec.value_clip is not None:
-                z = spec.value(y)
+                z = spec.value(y if self.latent is None else _real_norm(self.latent, spec.value_latent_norm))
                 safe = torch.where(z == 0, torch.ones_like(z), z)
                 self.value_ratio = torch.where(z == 0, torch.ones_like(z),
                                                z.clamp(-spec.value_clip, spec.value_clip) / safe)
-            self.real = _attention(y, spec, probs, True, self.value_ratio)
+            self.real = _attention(y, spec, probs, True, self.value_ratio, self.latent)
         elif spec.kind == "gated":
             self.gate = spec.act(spec.gate(y))
             self.real = spec.down(self.gate * spec.up(y))
@@ -145,7 +151,7 @@ class _FrozenSublayer:
     def __call__(self, c: torch.Tensor, is_bias: bool) -> torch.Tensor:
         spec = self.spec
         if isinstance(spec, AttentionSpec):
-            return _attention(c, spec, self.probs, is_bias, self.value_ratio)
+            return _attention(c, spec, self.probs, is_bias, self.value_ratio, self.latent)
         if spec.kind == "gated":
             up = spec.up(c) if is_bias else spec.up.linear(c)
             return (spec.down if is_bias else spec.down.linear)(self.gate * up)

@@ -31,6 +31,8 @@ class FrozenBranch:
     output_norm: FrozenNorm | None = None
     #: attention with a value clip (OLMo): the frozen ratio ``clamp(z) / z`` of the real values ``(B, T, g*d)``
     value_scale: torch.Tensor | None = None
+    #: latent attention (DeepSeek V3): the norm of the value latent, frozen at the real latent
+    value_norm: FrozenNorm | None = None
 
 
 @dataclass
@@ -52,7 +54,8 @@ def apply_branch(x: torch.Tensor, branch: Branch, frozen: FrozenBranch, layout, 
             normed[key] = apply_norm(x, branch.pre_norm, frozen.pre_norm, layout)
         y = normed[key]
     if isinstance(branch.sublayer, AttentionSpec):
-        out = apply_attention(y, branch.sublayer, frozen.sublayer, layout, precision, frozen.value_scale)
+        out = apply_attention(y, branch.sublayer, frozen.sublayer, layout, precision, frozen.value_scale,
+                              frozen.value_norm)
     elif isinstance(branch.sublayer, MoESpec):
         out = apply_moe(y, frozen.sublayer, layout, precision)
     else:
