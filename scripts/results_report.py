@@ -15,7 +15,8 @@ step's folder under ``--work`` and writes:
 * ``docs/results.md`` and the README block between ``<!-- results:start -->`` and ``<!-- results:end -->``,
   rendered from ``results.json`` alone (``--check`` and ``tests/test_results_doc.py`` compare).
 
-A planned step with no complete run is listed as missing, never filled in.
+A planned step with no complete run under ``--work`` keeps its entry of the committed report if every figure and
+table it names is there unchanged (``--no-keep``: listed as missing); it is never filled in otherwise.
 """
 
 from __future__ import annotations
@@ -81,14 +82,36 @@ def screenshot(page: str, target: str) -> bool:
     return True
 
 
-def collect(work: str) -> dict:
-    """Everything the report shows, from the runs under ``work``."""
+def kept_entry(previous: dict, key: str) -> dict | None:
+    """``key``'s entry in the committed ``results.json`` when its raw run is not under ``--work`` (the runs are
+    not committed, a fresh checkout has none), provided every file it names is still there unchanged: its figures
+    and its per-item table, by sha256. The entry keeps its provenance (commit, settings, fingerprints) and says it
+    was kept."""
+    entry = previous.get("steps", {}).get(key)
+    if entry is None:
+        return None
+    files = [(os.path.join(FIGURES, f["file"]), f["sha256"]) for f in entry.get("figures", [])]
+    table = entry.get("items_table")
+    if table:
+        files.append((os.path.join(REPO, table["file"]), table["sha256"]))
+    if not all(os.path.isfile(path) and sha256(path) == digest for path, digest in files):
+        return None
+    return {**entry, "kept_from_earlier_report": True}
+
+
+def collect(work: str, keep: bool = True) -> dict:
+    """Everything the report shows, from the runs under ``work``; with ``keep``, a step without a run there keeps
+    its entry of the committed report (:func:`kept_entry`)."""
     os.makedirs(FIGURES, exist_ok=True)
+    previous = {}
+    if keep and os.path.isfile(os.path.join(RESULTS, "results.json")):
+        with open(os.path.join(RESULTS, "results.json"), encoding="utf-8") as handle:
+            previous = json.load(handle)
     results = {"generated_by": "scripts/results_report.py from the runs of scripts/reproduce.py",
                "planned_models": ["smollm2-135m", "gemma3-270m"], "steps": {}, "missing": [], "figures": {}}
     for step in planned_steps(work):
         key = step_key(step)
-        entry = collect_step(work, step.model, step.part, step.name, step.output)
+        entry = collect_step(work, step.model, step.part, step.name, step.output) or kept_entry(previous, key)
         if entry is None:
             results["missing"].append(key)
             continue
@@ -106,6 +129,11 @@ def collect(work: str) -> dict:
             results["figures"]["deltalp_page.png"] = {
                 "sha256": sha256(target), "step": page_step, "made_by": "a screenshot of deltalp_doc0.html",
                 "run_json_sha256": results["steps"][page_step]["provenance"]["run_json_sha256"]}
+        elif results["steps"][page_step].get("kept_from_earlier_report"):
+            shot = previous.get("figures", {}).get("deltalp_page.png")
+            if shot and os.path.isfile(target) and sha256(target) == shot["sha256"]:
+                results["page_screenshot"] = previous["page_screenshot"]
+                results["figures"]["deltalp_page.png"] = shot
     for name in os.listdir(FIGURES):  # every figure comes from a recorded run
         if name not in results["figures"]:
             os.remove(os.path.join(FIGURES, name))
@@ -129,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default=os.path.join(REPO, "results", "reproduce"))
     parser.add_argument("--check", action="store_true", help="only check docs/results.md and the README block")
+    parser.add_argument("--no-keep", action="store_true",
+                        help="list a step without a run under --work as missing, even if the committed report has it")
     args = parser.parse_args(argv)
     results_path = os.path.join(RESULTS, "results.json")
     if args.check:
@@ -147,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"results_report.py: error: {args.work} holds no runs: run bash scripts/reproduce.sh first",
               file=sys.stderr)
         return 2
-    results = collect(os.path.abspath(args.work))
+    results = collect(os.path.abspath(args.work), keep=not args.no_keep)
     for name in os.listdir(RESULTS):  # tables of earlier report versions: the per-item tables replace them
         if name.endswith(".csv"):
             os.remove(os.path.join(RESULTS, name))

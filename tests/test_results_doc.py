@@ -111,3 +111,25 @@ def test_every_figure_a_page_shows_exists():
         for name in re.findall(r"\]\((?:docs/)?figures/([^)\s]+)\)", text):
             assert os.path.isfile(os.path.join(REPO, "docs", "figures", name)), (
                 f"{os.path.relpath(page, REPO)} shows figures/{name}, which does not exist")
+
+
+def test_a_kept_entry_needs_its_files_unchanged(tmp_path, monkeypatch):
+    """A step without a raw run keeps its committed entry only while its figure and table are byte-identical."""
+    module = report_module()
+    figures, repo = tmp_path / "figures", tmp_path
+    figures.mkdir()
+    (figures / "f.png").write_bytes(b"png")
+    (tmp_path / "t.csv.gz").write_bytes(b"table")
+    monkeypatch.setattr(module, "FIGURES", str(figures))
+    monkeypatch.setattr(module, "REPO", str(repo))
+    entry = {"provenance": {"source": "abc"}, "figures": [{"file": "f.png", "sha256": sha256(figures / "f.png")}],
+             "items_table": {"file": "t.csv.gz", "sha256": sha256(tmp_path / "t.csv.gz")}}
+    previous = {"steps": {"m/p/s": entry}}
+    kept = module.kept_entry(previous, "m/p/s")
+    assert kept is not None and kept["kept_from_earlier_report"] and kept["provenance"] == entry["provenance"]
+    assert module.kept_entry(previous, "m/p/other") is None
+    (figures / "f.png").write_bytes(b"changed")
+    assert module.kept_entry(previous, "m/p/s") is None, "a changed figure must not be kept"
+    (figures / "f.png").write_bytes(b"png")
+    (tmp_path / "t.csv.gz").unlink()
+    assert module.kept_entry(previous, "m/p/s") is None, "a missing table must not be kept"

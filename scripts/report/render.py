@@ -62,9 +62,12 @@ class Report:
             if entry is None:
                 cells.append(f"`{key}` *not run*")
                 continue
-            source = (entry["provenance"].get("source") or "unknown")[:7]
+            source = entry["provenance"].get("source") or "unknown"
+            # a run from a checkout with uncommitted changes says so (``+modified``)
+            source = source[:7] + ("+modified" if source.endswith("+modified") else "")
             items = entry["provenance"].get("items")
-            cells.append(f"`{key}` (commit {source}" + (f", {items} items" if items else "") + ")")
+            kept = ", kept from an earlier report" if entry.get("kept_from_earlier_report") else ""
+            cells.append(f"`{key}` (commit {source}" + (f", {items} items" if items else "") + kept + ")")
         return "Runs: " + "; ".join(cells) + "."
 
     def figure(self, model: str, step: str, png: str, caption: str) -> list[str]:
