@@ -18,7 +18,7 @@ from torch import nn
 
 from ..norms import rms_norm_spec
 from ..registry import UnsupportedArchitectureError, register_architecture
-from ..spec import Affine, AttentionSpec, MLPSpec
+from ..spec import Affine, AttentionSpec
 from .moe import _MoEAdapter
 
 
@@ -61,11 +61,7 @@ class DeepseekV3Adapter(_MoEAdapter):
                              value_latent=_latent(attn), value_latent_norm=rms_norm_spec(attn.kv_a_layernorm))
 
     def shared(self, model: nn.Module, block: nn.Module) -> dict:
-        expert = block.shared_experts
-        spec = MLPSpec(kind="gated", act=expert.act_fn, act_name=self.activation_name(model.config),
-                       gate=Affine.from_linear(expert.gate_proj), up=Affine.from_linear(expert.up_proj),
-                       down=Affine.from_linear(expert.down_proj))
-        return {"shared": spec}
+        return {"shared": self.gated_mlp(model, block.shared_experts)}
 
     def query_key(self, model: nn.Module, layer: int):
         raise UnsupportedArchitectureError(

@@ -46,10 +46,14 @@ class LlamaAdapter(ArchitectureAdapter):
                              num_heads=heads, num_kv_heads=heads // attn.num_key_value_groups, head_dim=attn.head_dim)
 
     def mlp(self, model: nn.Module, layer: nn.Module) -> MLPSpec:
-        mlp = layer.mlp
-        return MLPSpec(kind="gated", act=mlp.act_fn, act_name=self.activation_name(model.config),
-                       gate=Affine.from_linear(mlp.gate_proj), up=Affine.from_linear(mlp.up_proj),
-                       down=Affine.from_linear(mlp.down_proj))
+        return self.gated_mlp(model, layer.mlp)
+
+    def gated_mlp(self, model: nn.Module, module: nn.Module) -> MLPSpec:
+        """``down(act(gate(x)) * up(x))`` from a module with ``act_fn``, ``gate_proj``, ``up_proj``, ``down_proj``
+        (a dense MLP, or the shared expert of a mixture-of-experts block)."""
+        return MLPSpec(kind="gated", act=module.act_fn, act_name=self.activation_name(model.config),
+                       gate=Affine.from_linear(module.gate_proj), up=Affine.from_linear(module.up_proj),
+                       down=Affine.from_linear(module.down_proj))
 
     @staticmethod
     def activation_name(config) -> str:

@@ -111,10 +111,8 @@ class Qwen2MoeAdapter(_MoEAdapter):
                "notes": "shared expert always on, scaled per token; mlp_only_layers stay dense"}
 
     def shared(self, model: nn.Module, block: nn.Module) -> dict:
-        expert = block.shared_expert
-        spec = MLPSpec(kind="gated", act=expert.act_fn, act_name=self.activation_name(model.config),
-                       gate=_affine(expert.gate_proj), up=_affine(expert.up_proj), down=_affine(expert.down_proj))
-        return {"shared": spec, "shared_gate": lambda y: torch.sigmoid(block.shared_expert_gate(y))}
+        return {"shared": self.gated_mlp(model, block.shared_expert),
+                "shared_gate": lambda y: torch.sigmoid(block.shared_expert_gate(y))}
 
     def tiny_configs(self) -> dict:
         from transformers import Qwen2MoeConfig
@@ -211,9 +209,3 @@ class GptOssAdapter(_MoEAdapter):
         return {"gpt_oss": llama_shaped(GptOssConfig, head_dim=16, intermediate_size=32, num_local_experts=4,
                                         num_experts_per_tok=2, sliding_window=5, swiglu_limit=0.3,
                                         layer_types=["sliding_attention", "full_attention", "sliding_attention"])}
-
-
-def _affine(linear: nn.Linear):
-    from ..spec import Affine
-
-    return Affine.from_linear(linear)
