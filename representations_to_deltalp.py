@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     def body():
         from huggingface_patch.deltalp import compute_deltalp, paper_text
         from huggingface_patch.loading import resolve_model, tokenizer_of
-        from huggingface_patch.pipeline import read_piece
+        from huggingface_patch.piece_reader import read_piece
 
         source = resolve_model(args.model)
         tokenizer = tokenizer_of(source)

@@ -84,7 +84,7 @@ def check_output_names(folder: str, input_file: str, model_name: str, pieces: in
     names are part of them)."""
     import os
 
-    from huggingface_patch.pipeline import corpus_name, piece_files, piece_identifier, piece_record_name
+    from huggingface_patch.paper_files import corpus_name, piece_files, piece_identifier, piece_record_name
 
     identifier = piece_identifier(corpus_name(input_file), model_name, max(0, pieces - 1))
     longest = max([*piece_files(identifier, "tensors"), *piece_files(identifier, "deltalp"),
@@ -108,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         from huggingface_patch.corpus import context_size, document_start, parse_sentitems, prepare_pieces, read_text
         from huggingface_patch.distributed import process_info
         from huggingface_patch.engine.memory import parse_memory
+        from huggingface_patch.engine.options import DecompositionOptions
         from huggingface_patch.files import check_output_dir
         from huggingface_patch.loading import load_model_and_tokenizer
-        from huggingface_patch.pipeline import OutputRun, decompose_corpus, run_settings
+        from huggingface_patch.output_run import OutputRun, run_settings
+        from huggingface_patch.pipeline import decompose_corpus
 
         setup_logging(args.verbose)
         window = parse_window(args.decomposition_length)
@@ -122,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                 max_memory = parse_memory(args.max_memory)
             except ValueError as exc:
                 raise UsageError(f"--max-memory: {exc}") from None
+        options = DecompositionOptions(window=window, block_size=args.block_size, max_memory=max_memory,
+                                       mlp_path=args.mlp_path, precision=args.precision)
         check_output_dir(args.output_dir)
         check_device(args.device)
         info = process_info(args.device)
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                                     mode="deltalp" if args.deltalp else "tensors", precision=args.precision)
             state.update(run=OutputRun(args.output_dir, settings), total=len(pieces))
             decompose_corpus(model, tokenizer, pieces, settings, args.output_dir, info=info, resume=args.resume,
-                             block_size=args.block_size, max_memory=max_memory, mlp_path=args.mlp_path)
+                             options=options)
         finally:
             info.finish()
 

@@ -17,6 +17,7 @@ import argparse
 import fnmatch
 import logging
 import re
+from dataclasses import dataclass
 
 from huggingface_patch.cli import (
     ArgumentParser,
@@ -120,26 +121,83 @@ def chosen_identifiers(folder: str, patterns: list[str] | None, available: list[
     return [i for i in available if i in chosen]  # in piece order
 
 
+@dataclass
+class _Loaded:
+    """What the study reads: the pieces' analyses, the targets stitched across pieces, and where they came
+    from (``model``, ``documents``, ``start`` only when the model ran)."""
+
+    source: object
+    tokenizer: object
+    analyses: list
+    stitched: object
+    inputs: dict
+    model: object = None
+    pieces: list | None = None
+    documents: list | None = None
+    start: object = None
+
+
+def _from_files(args, settings: dict) -> _Loaded:
+    """The analyses of a ``run_decompose.py`` folder (``--from-files``); sets ``settings["window"]``."""
+    import os
+
+    from huggingface_patch.attribution.study import file_analyses
+    from huggingface_patch.attribution.tables import stitch_targets
+    from huggingface_patch.loading import resolve_model, tokenizer_of
+    from huggingface_patch.piece_reader import foreign_pieces, run_pieces
+    from huggingface_patch.records import read_record
+
+    if not os.path.isdir(args.from_files):
+        raise UsageError(f"--from-files folder not found: {args.from_files}")
+    source = resolve_model(args.model)
+    tokenizer = tokenizer_of(source)
+    recorded = read_record(args.from_files)
+    args.window = files_window(args.from_files, recorded, args.window)
+    available = run_pieces(args.from_files) if recorded is not None or not args.allow_unrecorded else \
+        foreign_pieces(args.from_files)
+    identifiers = chosen_identifiers(args.from_files, args.identifiers, available)
+    analyses = file_analyses(args.from_files, source.name, tokenizer, identifiers, args.window, args.allow_unrecorded)
+    for analysis in analyses:  # the files' own precision is in their run record; this is the head product's
+        analysis.precision = args.precision
+    settings["window"] = max(a.decomposition.shape[0] for a in analyses)
+    inputs = {"files": args.from_files, "run_id": (recorded or {}).get("run_id"),
+              "pieces": [a.extra["identifier"] for a in analyses]}
+    return _Loaded(source, tokenizer, analyses, stitch_targets(analyses), inputs)
+
+
+def _from_model(args, plot_range, settings: dict) -> _Loaded:
+    """The analyses of the corpus, the model run on it; sets ``settings["start"]``."""
+    from huggingface_patch.attribution.study import model_analyses
+    from huggingface_patch.attribution.tables import stitch_targets
+    from huggingface_patch.corpus import document_start, read_corpus
+    from huggingface_patch.loading import load_model_and_tokenizer
+    from huggingface_patch.records import describe_file
+
+    documents = read_corpus(args.corpus)
+    document = plot_range[0]
+    if document.isdigit() and int(document) >= len(documents):  # before the model runs, not after
+        raise UsageError(f"--plot-range {args.plot_range}: document {document} does not exist ({args.corpus} "
+                         f"has documents 0..{len(documents) - 1})")
+    model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
+    start = document_start(model.config, tokenizer, args.bos, bundled=source.name)
+    log.info("start token: %r (id %s; %s)", start.token, start.id, start.reason)
+    pieces, analyses = model_analyses(model, tokenizer, documents, args.window, start, context=args.context,
+                                      precision=args.precision)
+    pieces = list(pieces)
+    settings["start"] = start.describe()
+    return _Loaded(source, tokenizer, analyses, stitch_targets(pieces), {"corpus": describe_file(args.corpus)},
+                   model=model, pieces=pieces, documents=documents, start=start)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body():
-        import os
-
         from huggingface_patch.attribution.contrastive import resolve_foil
-        from huggingface_patch.attribution.study import (
-            compare_conventions,
-            deltalp_study,
-            file_analyses,
-            model_analyses,
-            token_level_rows,
-        )
-        from huggingface_patch.attribution.tables import UNITS, stitch_targets
-        from huggingface_patch.corpus import document_start, read_corpus
+        from huggingface_patch.attribution.study import compare_conventions, deltalp_study, token_level_rows
+        from huggingface_patch.attribution.tables import UNITS
         from huggingface_patch.files import ResultFolder, check_output_dir
-        from huggingface_patch.loading import load_model_and_tokenizer, resolve_model, tokenizer_of
-        from huggingface_patch.pipeline import foreign_pieces, run_pieces
-        from huggingface_patch.records import analysis_record, describe_file, read_record
+        from huggingface_patch.records import analysis_record
 
         setup_logging(args.verbose)
         plot_range = check_args(args)
@@ -152,61 +210,28 @@ def main(argv: list[str] | None = None) -> int:
         level = "word" if args.words else "contrast" if args.foil is not None else "token"
         settings = dict(window=args.window, context=args.context, include_bos=args.include_bos,
                         precision=args.precision)
-        if args.from_files:
-            if not os.path.isdir(args.from_files):
-                raise UsageError(f"--from-files folder not found: {args.from_files}")
-            source = resolve_model(args.model)
-            tokenizer = tokenizer_of(source)
-            recorded = read_record(args.from_files)
-            args.window = files_window(args.from_files, recorded, args.window)
-            available = run_pieces(args.from_files) if recorded is not None or not args.allow_unrecorded else \
-                foreign_pieces(args.from_files)
-            identifiers = chosen_identifiers(args.from_files, args.identifiers, available)
-            analyses = file_analyses(args.from_files, source.name, tokenizer, identifiers, args.window,
-                                     args.allow_unrecorded)
-            for analysis in analyses:  # the files' own precision is in their run record; this is the head product's
-                analysis.precision = args.precision
-            stitched = stitch_targets(analyses)
-            settings["window"] = max(a.decomposition.shape[0] for a in analyses)
-            inputs = {"files": args.from_files, "run_id": (recorded or {}).get("run_id"),
-                      "pieces": [a.extra["identifier"] for a in analyses]}
-            model = None
-        else:
-            documents = read_corpus(args.corpus)
-            document = plot_range[0]
-            if document.isdigit() and int(document) >= len(documents):  # before the model runs, not after
-                raise UsageError(f"--plot-range {args.plot_range}: document {document} does not exist ({args.corpus} "
-                                 f"has documents 0..{len(documents) - 1})")
-            model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
-            start = document_start(model.config, tokenizer, args.bos, bundled=source.name)
-            log.info("start token: %r (id %s; %s)", start.token, start.id, start.reason)
-            pieces, analyses = model_analyses(model, tokenizer, documents, args.window, start, context=args.context,
-                                              precision=args.precision)
-            stitched = stitch_targets(pieces)
-            settings["start"] = start.describe()
-            inputs = {"corpus": describe_file(args.corpus)}
+        got = _from_files(args, settings) if args.from_files else _from_model(args, plot_range, settings)
+        model, tokenizer = got.model, got.tokenizer
         foil_id = resolve_foil(tokenizer, args.foil) if args.foil is not None else None
-        study = deltalp_study(analyses, stitched, level=level, units=args.units, base=base, foil_id=foil_id,
+        study = deltalp_study(got.analyses, got.stitched, level=level, units=args.units, base=base, foil_id=foil_id,
                               foil=args.foil, tokenizer=tokenizer, include_bos=args.include_bos,
-                              settings=dict(settings, model=source.name))
-        if args.from_files is None:
-            pieces = list(pieces)
+                              settings=dict(settings, model=got.source.name))
         if args.compare_conventions:
-            reference = study.rows if level == "token" else \
-                token_level_rows(model, tokenizer, documents, args.window, start, context=args.context, base=base)
-            study.conventions = compare_conventions(model, tokenizer, documents, args.window, start, reference,
-                                                    context=args.context, base=base)
+            reference = study.rows if level == "token" else token_level_rows(
+                model, tokenizer, got.documents, args.window, got.start, context=args.context, base=base)
+            study.conventions = compare_conventions(model, tokenizer, got.documents, args.window, got.start,
+                                                    reference, context=args.context, base=base)
         record = analysis_record("analysis.deltalp", dict(settings, level=level, units=args.units, foil=args.foil,
-                                                          dtype=args.dtype), model=model, model_name=source.name,
-                                 model_argument=args.model, tokenizer=tokenizer, inputs=inputs)
+                                                          dtype=args.dtype), model=model, model_name=got.source.name,
+                                 model_argument=args.model, tokenizer=tokenizer, inputs=got.inputs)
         if args.lens:
             from huggingface_patch.attribution.study import lens_for_targets
 
             document, first, last = plot_range
-            study.lens[str(document)] = lens_for_targets(model, tokenizer, pieces, stitched, document, first, last,
-                                                         args.window)
+            study.lens[str(document)] = lens_for_targets(model, tokenizer, got.pieces, got.stitched, document, first,
+                                                         last, args.window)
         with ResultFolder(args.output_dir, record) as out:
-            study.write(out, plot_range, source.name, html=args.html)
+            study.write(out, plot_range, got.source.name, html=args.html)
         log.info("wrote %s (%d rows, %d targets)", args.output_dir, len(study.rows), study.summary["n_targets"])
 
     return run_cli(body, PROG)

@@ -15,6 +15,7 @@ _EXPORTS = {
     "AutoDecomposedModelForCausalLM": "modeling",
     "decomposed_class": "modeling",
     "DecompositionMismatchError": "engine",
+    "DecompositionOptions": "engine.options",
     "absolute_to_relative": "engine",
     "relative_to_absolute": "engine",
     "UnsupportedArchitectureError": "architectures",

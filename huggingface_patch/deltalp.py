@@ -22,6 +22,7 @@ import torch
 
 from .architectures.spec import Affine, Readout
 from .engine.frozen import compute_dtype
+from .engine.options import DecompositionOptions
 from .engine.precision import Precision
 
 LN2 = math.log(2.0)
@@ -242,9 +243,82 @@ def deltalp_consumer_bytes(length: int, window: int, vocab: int, itemsize: int,
     return window * length * itemsize + 3 * chunk
 
 
+class _StreamingConsumer:
+    """The decomposition's consumer in :func:`stream_deltalp`: turns each finished block of sources into the
+    ablated LPs of the targets it reaches. ``state`` ``(T, H)`` is the real input of the LM head, set by a
+    hook on the head during the forward pass; ``ablated`` ``(w, T-1)`` fills as blocks arrive."""
+
+    def __init__(self, head, proj: torch.Tensor, ids: torch.Tensor, window: int, base: float, max_chunk_bytes: int,
+                 precision: str, dtype: torch.dtype, bar=None):
+        self.head, self.length, self.bar = head, ids.numel(), bar
+        self.vocab, self.max_chunk_bytes, self.precision = proj.shape[0], max_chunk_bytes, precision
+        self.scale = 1.0 / math.log(base)
+        self.targets = ids[1:].long()
+        self.ablated = torch.full((min(window, self.length), self.length - 1), float("nan"), dtype=dtype)
+        self.product = _head_product(proj, precision)
+        self.state: torch.Tensor | None = None
+        self.lp: torch.Tensor | None = None
+        # what the consumer holds besides the block, counted by the memory budget
+        self.memory_bytes = deltalp_consumer_bytes(self.length, self.ablated.shape[0], self.vocab,
+                                                   self.ablated.element_size(), max_chunk_bytes)
+
+    def log_probs(self, states: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+        logits = self.head.logits(states)
+        return (logits.gather(-1, gold[:, None])[:, 0] - torch.logsumexp(logits, -1)) * self.scale
+
+    def rows_per_chunk(self, dtype) -> int:
+        return max(1, int(self.max_chunk_bytes // (self.vocab * dtype.itemsize)))
+
+    def __call__(self, start: int, block: torch.Tensor) -> None:
+        """``block`` ``(1, S, w, H)``: contributions of sources ``start .. start+S-1`` at distances ``0..w-1``."""
+        state = self.state[0].to(block.dtype)  # (T, H)
+        if self.lp is None:
+            last, chunk = self.length - 1, self.rows_per_chunk(block.dtype)
+            spans = [slice(lo, min(last, lo + chunk)) for lo in range(0, last, chunk)]
+            self.lp = torch.cat([self.log_probs(state[span], self.targets[span]) for span in spans]).cpu()
+        if self.precision != "fp32":
+            self.consume_fast(start, block, state)
+        else:
+            self.consume_exact(start, block, state)
+        if self.bar is not None:
+            self.bar.update(block.shape[1])
+
+    def consume_exact(self, start: int, block: torch.Tensor, state: torch.Tensor) -> None:
+        """The logits of every ablated state ``state[t] - n[s, t]``, in chunks."""
+        _, sources, bw, hidden = block.shape
+        i = torch.arange(sources, device=block.device)[:, None]
+        k = torch.arange(bw, device=block.device)[None, :]
+        target = (start + i + k).reshape(-1)
+        keep = target < self.length - 1  # the last token predicts nothing
+        rows = block[0].reshape(-1, hidden)[keep]
+        target, kk = target[keep], k.expand(sources, bw).reshape(-1)[keep]
+        chunk = self.rows_per_chunk(block.dtype)
+        for lo in range(0, rows.shape[0], chunk):
+            hi = min(rows.shape[0], lo + chunk)
+            t = target[lo:hi]
+            values = self.log_probs(state[t] - rows[lo:hi], self.targets[t.to(self.targets.device)].to(block.device))
+            self.ablated[kk[lo:hi].cpu(), t.cpu()] = values.cpu().to(self.ablated.dtype)
+
+    def consume_fast(self, start: int, block: torch.Tensor, state: torch.Tensor) -> None:
+        """A fast mode: exact logits of the block's real states once, then per distance ``k`` the sources'
+        contributions (one contiguous run of targets) times the head, subtracted."""
+        _, sources, bw, _ = block.shape
+        length = self.length
+        end = min(length - 1, start + sources + bw - 1)  # the last token predicts nothing
+        real = self.head.raw(state[start:end])  # (targets of the block, V)
+        for k in range(bw):
+            count = min(sources, length - 1 - start - k)
+            if count <= 0:
+                break
+            logits = self.head.cap(torch.sub(real[k : k + count], self.product(block[0, :count, k])))
+            gold = self.targets[start + k : start + k + count].to(block.device)
+            values = (logits.gather(-1, gold[:, None])[:, 0] - torch.logsumexp(logits, -1)) * self.scale
+            self.ablated[k, start + k : start + k + count] = values.cpu().to(self.ablated.dtype)
+
+
 @torch.no_grad()
-def stream_deltalp(model, input_ids: torch.Tensor, window: int, base: float = 2.0, block_size: int | None = None,
-                   max_memory: int | str | None = None, mlp_path: str = "auto",
+def stream_deltalp(model, input_ids: torch.Tensor, window: int | DecompositionOptions, base: float = 2.0,
+                   block_size: int | None = None, max_memory: int | str | None = None, mlp_path: str = "auto",
                    max_chunk_bytes: int = 64 * 2**20, progress: bool = False, precision: str = "fp32") -> DeltaLP:
     """ΔLP of one sequence computed block by block, never holding the ``(W, T, H)`` decomposition.
 
@@ -253,105 +327,40 @@ def stream_deltalp(model, input_ids: torch.Tensor, window: int, base: float = 2.
     into LPs at once: for source ``s`` and target ``t`` the logits of ``state[t] - n[s, t]`` are computed in
     chunks of at most ``max_chunk_bytes``. ``state`` is the real state the LM head reads. Returns the same
     :class:`DeltaLP` as :func:`compute_deltalp` on the full decomposition (``ablated`` ``(min(W, T), T-1)``).
-    Memory: the frozen coefficients, one block and one chunk of logits (see ``max_memory``);
-    ``progress`` shows a tqdm bar over the sources; ``precision`` is that of the decomposition and of the
-    head product (see the module; in fp32 the ablated states' logits are computed directly, as always).
+    ``window``: the window, or every decomposition setting as one
+    :class:`~huggingface_patch.engine.options.DecompositionOptions` (then ``block_size``, ``max_memory``,
+    ``mlp_path`` and ``precision`` come from it). Memory: the frozen coefficients, one block and one chunk of
+    logits (see ``max_memory``); ``progress`` shows a tqdm bar over the sources; ``precision`` is that of the
+    decomposition and of the head product (see the module; in fp32 the ablated states' logits are computed
+    directly, as always).
     """
+    from .architectures import readout
     from .errors import InputError
 
+    options = window if isinstance(window, DecompositionOptions) else DecompositionOptions(
+        window=window, block_size=block_size, max_memory=max_memory, mlp_path=mlp_path, precision=precision)
     ids = torch.as_tensor(input_ids)
     if ids.dim() > 2 or (ids.dim() == 2 and ids.shape[0] != 1):
         raise InputError(f"stream_deltalp takes one sequence, (T,) or (1, T); got shape {tuple(ids.shape)}: call it "
                          "once per row (the rows of a batch are separate texts, not one)")
     ids = ids.reshape(-1)
-    length = ids.numel()
-    if length < 2:
-        raise InputError(f"ΔLP needs at least 2 tokens (a token and the one it predicts); got {length}")
-    from .architectures import readout
-
-    module = model.get_output_embeddings()
+    if ids.numel() < 2:
+        raise InputError(f"ΔLP needs at least 2 tokens (a token and the one it predicts); got {ids.numel()}")
     head = readout(model)
-    proj = head.weight
-    vocab = proj.shape[0]
-    scale = 1.0 / math.log(base)
-    seen: dict[str, torch.Tensor] = {}
-    handle = module.register_forward_pre_hook(lambda module, args: seen.__setitem__("state", args[0].detach()))
-    w = min(window, length)
-    ablated = torch.full((w, length - 1), float("nan"),
-                         dtype=compute_dtype(model.dtype))
-    targets = ids[1:].long()
-    lp_box: dict[str, torch.Tensor] = {}
-    product = _head_product(proj, precision)
-
-    def log_probs(states: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
-        logits = head.logits(states)
-        return (logits.gather(-1, gold[:, None])[:, 0] - torch.logsumexp(logits, -1)) * scale
-
-    def rows_per_chunk(dtype) -> int:
-        return max(1, int(max_chunk_bytes // (vocab * dtype.itemsize)))
-
-    def consume(start: int, block: torch.Tensor) -> None:
-        state = seen["state"][0].to(block.dtype)  # (T, H)
-        if "lp" not in lp_box:
-            chunk = rows_per_chunk(block.dtype)
-            parts = [log_probs(state[lo : min(length - 1, lo + chunk)], targets[lo : min(length - 1, lo + chunk)])
-                     for lo in range(0, length - 1, chunk)]
-            lp_box["lp"] = torch.cat(parts).cpu()
-        if precision != "fp32":
-            consume_fast(start, block, state)
-            return
-        _, sources, bw, hidden = block.shape
-        i = torch.arange(sources, device=block.device)[:, None]
-        k = torch.arange(bw, device=block.device)[None, :]
-        target = (start + i + k).reshape(-1)
-        keep = target < length - 1  # the last token predicts nothing
-        rows = block[0].reshape(-1, hidden)[keep]
-        target, kk = target[keep], k.expand(sources, bw).reshape(-1)[keep]
-        chunk = rows_per_chunk(block.dtype)
-        for lo in range(0, rows.shape[0], chunk):
-            hi = min(rows.shape[0], lo + chunk)
-            t = target[lo:hi]
-            values = log_probs(state[t] - rows[lo:hi], targets[t.to(targets.device)].to(block.device))
-            ablated[kk[lo:hi].cpu(), t.cpu()] = values.cpu().to(ablated.dtype)
-
-    def consume_fast(start: int, block: torch.Tensor, state: torch.Tensor) -> None:
-        """A fast mode: exact logits of the block's real states once, then per distance ``k`` the sources'
-        contributions (one contiguous run of targets) times the head, subtracted."""
-        _, sources, bw, _ = block.shape
-        end = min(length - 1, start + sources + bw - 1)  # the last token predicts nothing
-        real = head.raw(state[start:end])  # (targets of the block, V)
-        for k in range(bw):
-            count = min(sources, length - 1 - start - k)
-            if count <= 0:
-                break
-            logits = torch.sub(real[k : k + count], product(block[0, :count, k]))
-            logits = head.cap(logits)
-            gold = targets[start + k : start + k + count].to(block.device)
-            values = (logits.gather(-1, gold[:, None])[:, 0] - torch.logsumexp(logits, -1)) * scale
-            ablated[k, start + k : start + k + count] = values.cpu().to(ablated.dtype)
-
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=length, desc="ΔLP sources", unit="source")
-
-    def consume_and_count(start: int, block: torch.Tensor) -> None:
-        consume(start, block)
-        if bar is not None:
-            bar.update(block.shape[1])
-
-    # what the consumer holds besides the block, counted by the memory budget
-    consume_and_count.memory_bytes = deltalp_consumer_bytes(length, w, vocab, ablated.element_size(),
-                                                           max_chunk_bytes)
-
+        bar = tqdm(total=ids.numel(), desc="ΔLP sources", unit="source")
+    consumer = _StreamingConsumer(head, head.weight, ids, options.window, base, max_chunk_bytes, options.precision,
+                                  compute_dtype(model.dtype), bar)
+    hook = model.get_output_embeddings().register_forward_pre_hook(
+        lambda module, args: setattr(consumer, "state", args[0].detach()))
     try:
-        out = model(ids[None].to(proj.device), decomposition_window=window, decomposition_block_size=block_size,
-              decomposition_max_memory=max_memory, decomposition_mlp_path=mlp_path,
-              decomposition_consumer=consume_and_count, decomposition_precision=precision)
+        out = model(ids[None].to(head.weight.device), decomposition_options=options.replace(consumer=consumer))
     finally:
-        handle.remove()
+        hook.remove()
         if bar is not None:
             bar.close()
     identity = float(out.decomposition_identity_errors.max())
-    return DeltaLP(lp_box["lp"].to(ablated.dtype), ablated, identity_error=identity)
+    return DeltaLP(consumer.lp.to(consumer.ablated.dtype), consumer.ablated, identity_error=identity)

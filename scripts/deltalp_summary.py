@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     def body():
         from huggingface_patch.deltalp import compute_deltalp, paper_argmax
         from huggingface_patch.loading import resolve_model, tokenizer_of
-        from huggingface_patch.pipeline import read_piece, run_pieces
+        from huggingface_patch.piece_reader import read_piece, run_pieces
         from huggingface_patch.tokens import show, token_texts
 
         source = resolve_model(args.model)

@@ -63,7 +63,7 @@ def _parse_paper(path):
 
 
 def _fixture_analysis(fixtures_dir, number):
-    from huggingface_patch.pipeline import read_piece
+    from huggingface_patch.piece_reader import read_piece
 
     folder = os.path.join(fixtures_dir, "paper-reference")
     piece = read_piece(folder, f"stories_opt-tiny_{number}", "opt-tiny", allow_unrecorded=True)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from ..corpus import StartToken, prepare_pieces
 from ..errors import InputError
-from ..pipeline import foreign_pieces, piece_record_name, read_piece, run_pieces
+from ..paper_files import piece_record_name
+from ..piece_reader import foreign_pieces, read_piece, run_pieces
 from ..records import read_record
 from ..tokens import raw_tokens, token_texts
 from .contrastive import contrastive_deltalp
@@ -43,7 +44,7 @@ def model_analyses(model, tokenizer, documents: list[str], window: int, start: S
 def file_analyses(folder: str, model_name: str, tokenizer, identifiers: list[str] | None = None,
                   window: int | None = None, allow_unrecorded: bool = False) -> list[PieceAnalysis]:
     """The pieces of a ``run_decompose.py`` folder (all of its run, or ``identifiers``), each read and checked
-    by :func:`huggingface_patch.pipeline.read_piece`; documents and starts come from the piece records
+    by :func:`huggingface_patch.piece_reader.read_piece`; documents and starts come from the piece records
     (for unrecorded files, from how the pieces overlap). ``window`` keeps only the first rows."""
     record = read_record(folder)
     if identifiers is None:

@@ -18,18 +18,18 @@ from ..engine.capture import capture
 from ..engine.conventions import DEFAULT, Conventions
 from ..engine.decompose import run_decomposition
 from ..engine.frozen import Freezer, compute_dtype
-from ..engine.memory import MemoryEstimate, choose_block_size, estimate, parse_memory, should_pack
+from ..engine.memory import MemoryEstimate, choose_block_size, estimate, should_pack
+from ..engine.options import FORWARD_KEYWORDS, DecompositionOptions
 from ..engine.precision import check_precision
 from ..errors import InputError
 from .outputs import decomposed_output
 
 log = logging.getLogger(__name__)
 
-
-def _check_window(window) -> int:
-    if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
-        raise InputError(f"decomposition_window must be a positive integer, got {window!r}")
-    return window
+#: the loose keyword arguments' defaults in ``forward`` (a changed one conflicts with ``decomposition_options``)
+_FORWARD_DEFAULTS = {key: None for key in FORWARD_KEYWORDS} | {"output_layer_decompositions": False,
+                                                                 "decomposition_mlp_path": "auto",
+                                                                 "decomposition_precision": "fp32"}
 
 
 def check_inputs(model, input_ids, embeds, mask) -> tuple[int, int]:
@@ -83,7 +83,8 @@ class DecompositionMixin:
     def forward(self, *args, decomposition_window: int | None = None, output_layer_decompositions: bool = False,
                 decomposition_block_size: int | None = None, decomposition_conventions: Conventions | None = None,
                 decomposition_max_memory: int | str | None = None, decomposition_mlp_path: str = "auto",
-                decomposition_consumer: Callable | None = None, decomposition_precision: str = "fp32", **kwargs):
+                decomposition_consumer: Callable | None = None, decomposition_precision: str = "fp32",
+                decomposition_options: DecompositionOptions | None = None, **kwargs):
         """The base class's ``forward``; with ``decomposition_window`` (or ``config.dec_len``) the output also
         carries ``decomposition`` ``(B, W, T, H)`` and ``decomposition_bias`` ``(B, T, H)`` (see
         :class:`~huggingface_patch.modeling.outputs.DecomposedCausalLMOutputWithPast`).
@@ -101,18 +102,36 @@ class DecompositionMixin:
         ``"tf32"`` (CUDA) for the contributions' matmuls (:mod:`~huggingface_patch.engine.precision`); the
         model's own forward pass and the bias term stay exact, and the output's
         ``decomposition_identity_errors`` says how far the result is from the real states.
+        ``decomposition_options``: all of these at once, as a
+        :class:`~huggingface_patch.engine.options.DecompositionOptions` (then pass none of the others).
         """
-        window = decomposition_window if decomposition_window is not None else getattr(self.config, "dec_len", None)
-        if window is None:
-            if output_layer_decompositions:
-                raise InputError("output_layer_decompositions=True needs decomposition_window (or config.dec_len)")
+        loose = dict(decomposition_window=decomposition_window, output_layer_decompositions=output_layer_decompositions,
+                     decomposition_block_size=decomposition_block_size,
+                     decomposition_conventions=decomposition_conventions,
+                     decomposition_max_memory=decomposition_max_memory, decomposition_mlp_path=decomposition_mlp_path,
+                     decomposition_consumer=decomposition_consumer, decomposition_precision=decomposition_precision)
+        options = self._decomposition_options(decomposition_options, loose)
+        if options is None:
             return super().forward(*args, **kwargs)
-        options = dict(block_size=decomposition_block_size, conventions=decomposition_conventions or DEFAULT,
-                       max_memory=None if decomposition_max_memory is None else parse_memory(decomposition_max_memory),
-                       mlp_path=decomposition_mlp_path, consumer=decomposition_consumer,
-                       precision=check_precision(decomposition_precision, self.device))
-        return self._decomposed_forward(super().forward, args, kwargs, _check_window(window),
-                                        output_layer_decompositions, **options)
+        check_precision(options.precision, self.device)
+        return self._decomposed_forward(super().forward, args, kwargs, options)
+
+    def _decomposition_options(self, options: DecompositionOptions | None, loose: dict) -> DecompositionOptions | None:
+        """The options of this call (``None``: a plain forward pass), from ``decomposition_options`` or from the
+        loose keyword arguments, the window defaulting to ``config.dec_len``."""
+        if options is not None:
+            given = [key for key, value in loose.items() if value != _FORWARD_DEFAULTS[key]]
+            if given:
+                raise InputError(f"pass either decomposition_options or {', '.join(given)}, not both: put "
+                                 "every setting in the DecompositionOptions")
+            return options
+        if loose["decomposition_window"] is None:
+            loose["decomposition_window"] = getattr(self.config, "dec_len", None)
+        if loose["decomposition_window"] is None:
+            if loose["output_layer_decompositions"]:
+                raise InputError("output_layer_decompositions=True needs decomposition_window (or config.dec_len)")
+            return None
+        return DecompositionOptions.from_forward_kwargs(**loose)
 
     @classmethod
     def is_custom_code(cls) -> bool:
@@ -136,33 +155,25 @@ class DecompositionMixin:
                         tangent=(conventions or DEFAULT).activation == "tangent",
                         packed=should_pack(spec, batch, length, itemsize, max_memory, window), consumer=consumer_bytes)
 
-    def _decomposed_forward(self, base_forward, args, kwargs, window, output_layers, block_size, conventions,
-                            max_memory=None, mlp_path="auto", consumer=None, precision="fp32"):
-        bound = inspect.signature(base_forward).bind(*args, **kwargs)
-        call = dict(bound.arguments)
-        call.update(call.pop("kwargs", {}))
-        if call.get("past_key_values") is not None or call.get("cache") is not None:
-            raise InputError("decomposition does not support a key/value cache: pass the whole sequence at once")
-        if call.get("logits_to_keep", 0) not in (0, None):
-            raise InputError("decomposition needs logits_to_keep=0 (all positions)")
-        return_dict = call.pop("return_dict", True)
-
+    def _decomposed_forward(self, base_forward, args, kwargs, options: DecompositionOptions):
+        call, return_dict = _bind_call(base_forward, args, kwargs)
         input_ids, embeds = call.get("input_ids"), call.get("inputs_embeds")
         mask = call.get("attention_mask")
         batch, length = check_inputs(self, input_ids, embeds, mask)
         reference = input_ids if input_ids is not None else embeds
         valid = torch.ones(batch, length, dtype=torch.bool, device=reference.device) if mask is None else mask.bool()
 
-        adapter = get_adapter(self)
-        spec = adapter.spec(self)
+        spec = get_adapter(self).spec(self)
         if spec.positions_from_mask and call.get("position_ids") is None and not bool(valid.all()):
             # left padding: count positions from each sequence's first real token, as generate() does
             call["position_ids"] = (valid.long().cumsum(-1) - 1).clamp(min=0)
 
+        window, max_memory, consumer = options.window, options.max_memory, options.consumer
         est = None
-        if block_size is None and max_memory is not None:
-            est = self.decomposition_memory(batch, length, window, output_layers, streaming=consumer is not None,
-                                            max_memory=max_memory, conventions=conventions,
+        if options.block_size is None and max_memory is not None:
+            est = self.decomposition_memory(batch, length, window, options.output_layers,
+                                            streaming=consumer is not None, max_memory=max_memory,
+                                            conventions=options.conventions,
                                             consumer_bytes=getattr(consumer, "memory_bytes", 0))
             planned = choose_block_size(est, max_memory)  # raises MemoryBudgetError before the forward pass
             log.debug("decomposition memory: %s", est.describe(planned))
@@ -170,8 +181,8 @@ class DecompositionMixin:
         pack = should_pack(spec, batch, length, compute_dtype(self.dtype).itemsize, max_memory, window)
         # each layer is frozen as soon as it has run, and carries the bias term while its full attention
         # probabilities exist; then it keeps only the band the window reads
-        freezer = Freezer(spec, valid, self.dtype, conventions=conventions, window=window,
-                          output_layers=output_layers)
+        freezer = Freezer(spec, valid, self.dtype, conventions=options.conventions, window=window,
+                          output_layers=options.output_layers)
 
         def on_layer(index, x_in, x_out, probs, record):
             if index == 0:
@@ -182,15 +193,14 @@ class DecompositionMixin:
         with capture(self, spec, pack_attention=pack, valid=valid, dtype=compute_dtype(self.dtype),
                      on_layer=on_layer) as record:
             output = base_forward(**call)
-        final_state = record.final_state
-        if final_state is None:
-            final_state = output.last_hidden_state
+        final_state = record.final_state if record.final_state is not None else output.last_hidden_state
 
         with torch.no_grad():
             frozen = freezer.finish(final_state.detach())
-            result = run_decomposition(frozen, window, block_size=block_size, output_layers=output_layers,
-                                       mlp_path=mlp_path, max_memory=max_memory, consumer=consumer, memory=est,
-                                       precision=precision)
+            result = run_decomposition(frozen, window, block_size=options.block_size,
+                                       output_layers=options.output_layers, mlp_path=options.mlp_path,
+                                       max_memory=max_memory, consumer=consumer, memory=est,
+                                       precision=options.precision)
         decomposed = decomposed_output(
             output,
             decomposition=result.decomposition,
@@ -201,3 +211,15 @@ class DecompositionMixin:
             decomposition_precision=result.precision,
         )
         return decomposed if return_dict is not False else decomposed.to_tuple()
+
+
+def _bind_call(base_forward, args, kwargs) -> tuple[dict, bool]:
+    """The base ``forward``'s arguments by name, and ``return_dict``; refuses what decomposition cannot use."""
+    bound = inspect.signature(base_forward).bind(*args, **kwargs)
+    call = dict(bound.arguments)
+    call.update(call.pop("kwargs", {}))
+    if call.get("past_key_values") is not None or call.get("cache") is not None:
+        raise InputError("decomposition does not support a key/value cache: pass the whole sequence at once")
+    if call.get("logits_to_keep", 0) not in (0, None):
+        raise InputError("decomposition needs logits_to_keep=0 (all positions)")
+    return call, call.pop("return_dict", True)
