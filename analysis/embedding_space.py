@@ -57,18 +57,33 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its six subcommands."""
     parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    _add_ff(sub)
+    _add_pairs(sub)
+    _add_tsne(sub)
+    _add_align(sub)
+    _add_select(sub)
+    return parser
 
+
+def _add_neuron(parser: argparse.ArgumentParser) -> None:
+    """``--layer``, ``--neuron`` and, in a mixture-of-experts layer, ``--expert``."""
+    parser.add_argument("--layer", type=non_negative_int, required=True)
+    parser.add_argument("--neuron", type=non_negative_int, required=True)
+    parser.add_argument("--expert", type=non_negative_int, default=None,
+                        help="in a mixture-of-experts layer: which expert's neuron (required there)")
+
+
+def _add_ff(sub) -> None:
     ff = sub.add_parser("ff", help="top tokens of a neuron's key(s) and value", description=(
         "Top tokens of one MLP neuron's key (OPT/GPT-2; Llama: gate and up) and value projected through E."))
     _common(ff)
-    ff.add_argument("--layer", type=non_negative_int, required=True)
-    ff.add_argument("--neuron", type=non_negative_int, required=True)
-    ff.add_argument("--expert", type=non_negative_int, default=None,
-                    help="in a mixture-of-experts layer: which expert's neuron (required there)")
+    _add_neuron(ff)
     ff.add_argument("--k", type=positive_int, default=100, help="tokens per part (default 100)")
     ff.add_argument("--bottom", action="store_true",
                     help="most negative tokens instead of the top ones (a gated MLP's up · x may be negative)")
 
+
+def _add_pairs(sub) -> None:
     for kind, what in (("vo", "Eᵀ W_VO E (token attended to -> token written)"),
                        ("qk", "Eᵀ W_QK E (query token -> key token)")):
         p = sub.add_parser(kind, help=f"top token pairs of {what}",
@@ -90,13 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="memory of one block of the matrix in MiB (default 64)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _add_tsne(sub) -> None:
     ts = sub.add_parser("tsne", help="t-SNE of a parameter vector's top tokens (PNG + HTML)",
                         description="t-SNE of the embedding columns of a neuron part's top tokens.")
     _common(ts)
-    ts.add_argument("--layer", type=non_negative_int, required=True)
-    ts.add_argument("--neuron", type=non_negative_int, required=True)
-    ts.add_argument("--expert", type=non_negative_int, default=None,
-                    help="in a mixture-of-experts layer: which expert's neuron (required there)")
+    _add_neuron(ts)
     ts.add_argument("--part", choices=("key", "gate", "up", "value"), default="value",
                     help="which vector of the neuron (default value; Llama has gate/up instead of key)")
     ts.add_argument("--k", type=positive_int, default=100, help="tokens (default 100)")
@@ -105,34 +119,37 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--learning-rate", type=positive_float, default=10.0, help="default 10")
     ts.add_argument("--seed", type=int, default=0)
 
+
+def _add_corpus(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--bos``, ``--corpus``, ``--neurons`` and ``--max-positions``: the corpus positions read."""
+    _common(parser)
+    add_bos_argument(parser)
+    parser.add_argument("--corpus", default=default, help="sentitems or plain text (default %(default)s)")
+    parser.add_argument("--neurons", type=positive_int, default=5,
+                        help="most activated neurons per position (default 5)")
+    parser.add_argument("--max-positions", type=positive_int, default=1000, help="positions used (default 1000)")
+
+
+def _add_align(sub) -> None:
     al = sub.add_parser("align", help="parameters vs hidden states recall against a random baseline",
                         description="Recall of the hidden state's top tokens among the top tokens of the most "
                                     "activated neurons' keys/values, per layer, against a random position.")
-    _common(al)
-    add_bos_argument(al)
-    al.add_argument("--corpus", default=EXAMPLE_CORPUS,
-                    help="sentitems or plain text (default %(default)s)")
+    _add_corpus(al, EXAMPLE_CORPUS)
     al.add_argument("--layers", type=non_negative_int, nargs="+", default=None, help="layers (default all)")
-    al.add_argument("--neurons", type=positive_int, default=5, help="most activated neurons per position (default 5)")
     al.add_argument("--tokens", type=positive_int, default=50, help="top tokens compared (default 50)")
-    al.add_argument("--max-positions", type=positive_int, default=1000, help="positions used (default 1000)")
     al.add_argument("--target", choices=("layer", "final"), default="layer",
                     help="hidden state of the same layer (default) or of the last layer")
     al.add_argument("--seed", type=int, default=0)
 
+
+def _add_select(sub) -> None:
     se = sub.add_parser("select", help="a stated rule picks the neurons and heads to read, per layer",
                         description="Per layer: the FF neuron most often among the top activated neurons over the "
                                     "corpus positions, and the heads with the largest Frobenius norm of W_VO and "
                                     "W_QK (default layers: L/4, L/2, 3L/4, L-1).")
-    _common(se)
-    add_bos_argument(se)
-    se.add_argument("--corpus", default=EXAMPLE_ESSAYS,
-                    help="sentitems or plain text (default %(default)s)")
+    _add_corpus(se, EXAMPLE_ESSAYS)
     se.add_argument("--layers", type=non_negative_int, nargs="+", default=None,
                     help="layers (default L/4, L/2, 3L/4, L-1)")
-    se.add_argument("--neurons", type=positive_int, default=5, help="most activated neurons per position (default 5)")
-    se.add_argument("--max-positions", type=positive_int, default=1000, help="positions used (default 1000)")
-    return parser
 
 
 # --------------------------------------------------------------------------- the subcommands

@@ -91,7 +91,7 @@ class RecallTool:
             from huggingface_patch.corpus import document_start
             from huggingface_patch.files import ResultFolder, check_output_dir, write_csv, write_json
             from huggingface_patch.loading import load_model_and_tokenizer
-            from huggingface_patch.recall.queries import known_queries, load_facts, sample_queries
+            from huggingface_patch.recall.queries import load_facts, sample_queries
             from huggingface_patch.recall.statistics import cluster_labels
             from huggingface_patch.records import analysis_record, describe_file
 
@@ -112,16 +112,7 @@ class RecallTool:
                 self.check_model(model, args, options)
             loaded = time.perf_counter()
             facts_file = describe_file(args.facts)
-            with tqdm(total=len(facts), desc="filtering facts", unit="fact") as bar:
-                # the model's answers to every fact are cached (keyed by config, weights, dtype, tokenizer,
-                # facts, filter and start token), so the tools after the first one on a model skip the filter
-                known, selection = known_queries(model, tokenizer, facts, facts_file["sha256"], filter=args.filter,
-                                                 start=start, batch_size=min(64, args.batch_rows), progress=bar)
-            log.info("known facts: %s", {"cached": "read from the cache", "computed": "computed and cached"}[selection])
-            if not known:
-                raise UsageError(f"the model knows none of the {len(facts)} facts with --filter {args.filter}; "
-                                 "try --filter first-token or --filter none")
-            log.info("the model knows %d of %d facts (filter %s)", len(known), len(facts), args.filter)
+            known = _known(args, model, tokenizer, facts, facts_file, start, log)
             queries = sample_queries(known, args.sample, args.seed)
             options["clusters"] = cluster_labels(queries, args.cluster)
             with tqdm(total=len(queries), desc=self.name.replace("_", " "), unit="fact") as bar:
@@ -133,20 +124,38 @@ class RecallTool:
             record = analysis_record(self.prog, settings, model=model, model_name=source.name,
                                      model_argument=args.model, tokenizer=tokenizer,
                                      inputs={"facts": facts_file})
+            counts = dict(model=source.name, facts_total=len(facts), facts_known=len(known), facts_used=len(queries),
+                          sample=dict(size=args.sample, seed=args.seed, drawn_from=len(known)), filter=args.filter,
+                          start_token=start.describe(), layer_convention=LAYER_CONVENTION,
+                          seconds_total=round(elapsed, 1), seconds_loading=round(loaded - started, 1))
             table, summary_name, figure = self.files
             with ResultFolder(args.output_dir, record) as out:
                 write_csv(records, out.path(table))
                 write_json([q.summary() for q in queries], out.path("queries.json"))
-                write_json(dict(model=source.name, facts_total=len(facts), facts_known=len(known),
-                                facts_used=len(queries), sample=dict(size=args.sample, seed=args.seed,
-                                                                     drawn_from=len(known)),
-                                filter=args.filter, start_token=start.describe(), layer_convention=LAYER_CONVENTION,
-                                seconds_total=round(elapsed, 1), seconds_loading=round(loaded - started, 1),
-                                **summary), out.path(summary_name))
+                write_json(dict(counts, **summary), out.path(summary_name))
                 self.plot(summary, out.path(figure), f"{source.name}: {{}} (n={len(queries)})", args, options)
             log.info("wrote %s (%d facts, %.0f s)", args.output_dir, len(queries), elapsed)
 
         return run_cli(body, self.prog)
+
+
+def _known(args, model, tokenizer, facts: list[dict], facts_file: dict, start, log) -> list:
+    """The queries of the facts the model knows (``--filter``); a usage error when it knows none."""
+    from tqdm.auto import tqdm
+
+    from huggingface_patch.recall.queries import known_queries
+
+    with tqdm(total=len(facts), desc="filtering facts", unit="fact") as bar:
+        # the model's answers to every fact are cached (keyed by config, weights, dtype, tokenizer,
+        # facts, filter and start token), so the tools after the first one on a model skip the filter
+        known, selection = known_queries(model, tokenizer, facts, facts_file["sha256"], filter=args.filter,
+                                         start=start, batch_size=min(64, args.batch_rows), progress=bar)
+    log.info("known facts: %s", {"cached": "read from the cache", "computed": "computed and cached"}[selection])
+    if not known:
+        raise UsageError(f"the model knows none of the {len(facts)} facts with --filter {args.filter}; "
+                         "try --filter first-token or --filter none")
+    log.info("the model knows %d of %d facts (filter %s)", len(known), len(facts), args.filter)
+    return known
 
 
 def _subject_found(fact: dict) -> bool:

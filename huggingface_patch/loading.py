@@ -233,6 +233,37 @@ def load_model(model: "str | ModelSource", *, dtype: str | torch.dtype | None = 
     return loaded
 
 
+def load_media_model(model: str, kind: str, *, dtype: str | torch.dtype | None = "float32",
+                     device: str | None = None):
+    """``(model, processor)`` of a ViT image classifier (``kind='vit'``: its image processor) or a Whisper
+    model (``'whisper'``: its feature extractor), in eval mode; a processor missing from the folder is built
+    from the config."""
+    from transformers import (
+        AutoFeatureExtractor,
+        AutoImageProcessor,
+        AutoModelForImageClassification,
+        AutoModelForSpeechSeq2Seq,
+    )
+
+    source = resolve_model(model)
+    model_class = AutoModelForImageClassification if kind == "vit" else AutoModelForSpeechSeq2Seq
+    try:
+        loaded = model_class.from_pretrained(source.path, dtype=parse_dtype(dtype)).eval()
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not load {kind} model {model!r}: {_reason(exc)}") from exc
+    if device:
+        loaded.to(device)
+    try:
+        processor = (AutoImageProcessor if kind == "vit" else AutoFeatureExtractor).from_pretrained(source.path)
+    except (OSError, ValueError):
+        from transformers import ViTImageProcessor, WhisperFeatureExtractor
+
+        size = getattr(loaded.config, "image_size", None)
+        processor = ViTImageProcessor(size={"height": size, "width": size}) if kind == "vit" else \
+            WhisperFeatureExtractor(feature_size=loaded.config.num_mel_bins)
+    return loaded, processor
+
+
 def _reason(exc: BaseException) -> str:
     """A short, complete reason for a loading failure (Transformers' messages run over several lines)."""
     text = " ".join(str(exc).split())

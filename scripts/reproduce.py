@@ -321,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"ΔLP vs ablation: this many pairs (default {ABLATION_PAIRS})")
     parser.add_argument("--targets", type=positive_int, default=None,
                         help=f"faithfulness: this many random essay targets (default {FAITHFULNESS_TARGETS})")
+    parser.add_argument("--steps", nargs="+", default=None, metavar="NAME",
+                        help="only the steps of these names (as --list prints them, e.g. random_init)")
     parser.add_argument("--force", action="store_true", help="rerun steps that are already complete")
     parser.add_argument("--list", action="store_true", help="print the steps and exit")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from existing runs")
@@ -341,6 +343,12 @@ def main(argv: list[str] | None = None) -> int:
                                            args.targets))
         if "path_length" in args.parts:
             steps.extend(steps_for("path_length", MODELS[0], work))
+        if args.steps:
+            names = {step.name for step in steps}
+            unknown = sorted(set(args.steps) - names)
+            if unknown:
+                parser.error(f"--steps {' '.join(unknown)}: no such step in the parts chosen; --list shows them")
+            steps = [step for step in steps if step.name in args.steps]
         if args.list:
             for step in steps:
                 print(f"{step.part:12} {step.model:14} {step.name:28} {' '.join(step.command[1:])}")
@@ -358,9 +366,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_steps(steps: list[Step], work: str, force: bool) -> None:
     """Run the steps not yet complete, in this process, models loaded once; timings to ``{work}/timings.json``."""
+    from report.timings import print_timings, read_timings, record_timing
+
     from huggingface_patch.loading import reuse_models
 
-    timings_path = os.path.join(work, "timings.json")
     queue, index, forward = list(steps), 0, {}
     with reuse_models():
         while queue:
@@ -373,35 +382,9 @@ def run_steps(steps: list[Step], work: str, force: bool) -> None:
                 if step.model in MODELS and step.model not in forward:
                     forward[step.model] = forward_seconds(step.model)
                     print(f"      one forward pass of a fact prompt: {forward[step.model] * 1000:.1f} ms", flush=True)
-                record = run(step, index, index + len(queue), forward)
-                # read again before writing: another reproduce.py (other models, other parts) may share the file
-                timings = {}
-                if os.path.isfile(timings_path):
-                    with open(timings_path, encoding="utf-8") as handle:
-                        timings = json.load(handle)
-                timings[key] = record
-                os.makedirs(work, exist_ok=True)
-                tmp = f"{timings_path}.{os.getpid()}.tmp"
-                with open(tmp, "w", encoding="utf-8") as handle:
-                    json.dump(timings, handle, indent=2, sort_keys=True)
-                os.replace(tmp, timings_path)
+                record_timing(work, key, run(step, index, index + len(queue), forward))
             queue[0:0] = expand(step)
-    if os.path.isfile(timings_path):
-        with open(timings_path, encoding="utf-8") as handle:
-            print_timings(json.load(handle))
-
-
-def print_timings(timings: dict) -> None:
-    """Minutes per part and model, and in total."""
-    parts: dict[str, float] = {}
-    for key, record in timings.items():
-        seconds = record["seconds"] if isinstance(record, dict) else record
-        part, model, _ = key.split("/", 2)
-        parts[f"{part} / {model}"] = parts.get(f"{part} / {model}", 0.0) + seconds
-    print("\nwall-clock time of the steps run so far (this machine):")
-    for name, seconds in sorted(parts.items()):
-        print(f"  {name:34} {seconds / 60:6.1f} min")
-    print(f"  {'total':34} {sum(parts.values()) / 60:6.1f} min")
+    print_timings(read_timings(work))
 
 
 if __name__ == "__main__":

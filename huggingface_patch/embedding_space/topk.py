@@ -46,19 +46,36 @@ def _block_rows(columns: int, itemsize: int, max_block_bytes: int) -> int:
     return max(1, int(max_block_bytes) // max(1, columns * itemsize))
 
 
+def _candidates(values: torch.Tensor, rows: torch.Tensor, k: int, floor: float | None):
+    """The entries of one block ``values`` ``(r, C)`` (rows ``rows`` of the matrix) that can enter the buffer:
+    those above ``floor`` once the buffer is full, else the block's ``k`` largest finite ones. Returns
+    ``(values, rows, columns)``."""
+    if floor is not None:
+        hot = (values.amax(dim=1) > floor).nonzero().squeeze(1)  # rows that can enter the buffer
+        sub = values[hot]
+        local = (sub > floor).nonzero()
+        return sub[local[:, 0], local[:, 1]], rows[hot[local[:, 0]]], local[:, 1]
+    local = torch.isfinite(values).nonzero()
+    cand_values = values[local[:, 0], local[:, 1]]
+    if cand_values.numel() > k:
+        cand_values, pick = cand_values.topk(k, sorted=False)
+        local = local[pick]
+    return cand_values, rows[local[:, 0]], local[:, 1]
+
+
+def _merge(best_values: torch.Tensor, best_index: torch.Tensor, values: torch.Tensor, index: torch.Tensor, k: int):
+    """The buffer with the candidates added, cut back to its ``k`` largest entries (unsorted)."""
+    best_values, best_index = torch.cat([best_values, values]), torch.cat([best_index, index])
+    if best_values.numel() > k:
+        best_values, pick = best_values.topk(k, sorted=False)
+        best_index = best_index[pick]
+    return best_values, best_index
+
+
 @torch.no_grad()
-def blocked_topk(
-    left: torch.Tensor,
-    right: torch.Tensor,
-    k: int,
-    *,
-    row_groups: torch.Tensor | None = None,
-    col_groups: torch.Tensor | None = None,
-    max_block_bytes: int = DEFAULT_BLOCK_BYTES,
-    dtype: torch.dtype = torch.float32,
-    progress: bool = False,
-    desc: str = "top entries",
-) -> TopEntries:
+def blocked_topk(left: torch.Tensor, right: torch.Tensor, k: int, *, row_groups: torch.Tensor | None = None,
+                 col_groups: torch.Tensor | None = None, max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+                 dtype: torch.dtype = torch.float32, progress: bool = False, desc: str = "top entries") -> TopEntries:
     """The exact ``k`` largest entries of ``left @ right`` (``(R, d) @ (d, C)``), in blocks of rows.
 
     ``row_groups`` ``(R,)`` / ``col_groups`` ``(C,)``: entries whose row and column fall in the same group
@@ -97,39 +114,21 @@ def blocked_topk(
             same = row_groups.to(left.device)[rows][:, None] == col_groups[None, :]
             values.masked_fill_(same, float("-inf"))
             del same
-        if best_values.numel() >= k:
-            hot = (values.amax(dim=1) > floor).nonzero().squeeze(1)  # rows that can enter the buffer
-            sub = values[hot]
-            local = (sub > floor).nonzero()
-            cand_values = sub[local[:, 0], local[:, 1]]
-            cand_rows, cand_cols = rows[hot[local[:, 0]]], local[:, 1]
-            del sub, local, hot
-        else:
-            local = torch.isfinite(values).nonzero()
-            cand_values = values[local[:, 0], local[:, 1]]
-            if cand_values.numel() > k:
-                cand_values, pick = cand_values.topk(k, sorted=False)
-                local = local[pick]
-            cand_rows, cand_cols = rows[local[:, 0]], local[:, 1]
-            del local
+        cand_values, cand_rows, cand_cols = _candidates(values, rows, k, floor if best_values.numel() >= k else None)
         del values
         rows_done += rows.numel()
         bar.update(1)
         if cand_values.numel():
-            best_values = torch.cat([best_values, cand_values])
-            best_index = torch.cat([best_index, cand_rows * n_cols + cand_cols])
-            if best_values.numel() > k:
-                best_values, pick = best_values.topk(k, sorted=False)
-                best_index = best_index[pick]
+            best_values, best_index = _merge(best_values, best_index, cand_values, cand_rows * n_cols + cand_cols, k)
             if best_values.numel() >= k and k > 0:
                 floor = float(best_values.min())
         del cand_values, cand_rows, cand_cols
     bar.close()
     order = best_values.argsort(descending=True, stable=True)
     best_values, best_index = best_values[order], best_index[order]
-    stats = dict(block_rows=rows_per_block, block_shape=[min(rows_per_block, n_rows), n_cols],
-                 block_bytes=min(rows_per_block, n_rows) * n_cols * left.element_size(), blocks=n_blocks,
-                 matrix_entries=n_rows * n_cols, rows_computed=rows_done,
+    block = min(rows_per_block, n_rows)
+    stats = dict(block_rows=rows_per_block, block_shape=[block, n_cols], block_bytes=block * n_cols
+                 * left.element_size(), blocks=n_blocks, matrix_entries=n_rows * n_cols, rows_computed=rows_done,
                  seconds=round(time.perf_counter() - start_time, 3))
     return TopEntries(best_index // n_cols, best_index % n_cols, best_values, None, stats)
 

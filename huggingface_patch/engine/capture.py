@@ -36,6 +36,49 @@ class Captured:
     position_embeddings: torch.Tensor | None = None
 
 
+class _LayerHooks:
+    """The hooks of each layer: its input, its output (handed to ``on_layer`` at once when given) and its
+    attention probabilities (packed as they arrive when ``pack_attention``)."""
+
+    def __init__(self, record: Captured, on_layer, pack_attention: bool, valid: torch.Tensor | None,
+                 dtype: torch.dtype | None):
+        self.record, self.on_layer = record, on_layer
+        self.pack_attention, self.valid, self.dtype = pack_attention, valid, dtype
+
+    def layer_input(self, index: int):
+        def hook(module, args, kwargs):
+            self.record.layer_inputs[index] = args[0] if args else kwargs["hidden_states"]
+
+        return hook
+
+    def layer_output(self, index: int):
+        record = self.record
+
+        def hook(module, args, kwargs, output):
+            record.layer_outputs[index] = layer_output_tensor(output)
+            if self.on_layer is not None:
+                probs = record.attention[index]
+                x_in, record.layer_inputs[index], record.attention[index] = record.layer_inputs[index], None, None
+                with torch.no_grad():
+                    self.on_layer(index, x_in, record.layer_outputs[index], probs, record)
+
+        return hook
+
+    def attention(self, index: int):
+        def hook(module, args, kwargs, output):
+            probs = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if probs is None:
+                raise RuntimeError("attention probabilities were not returned; the decomposition needs eager attention")
+            if self.pack_attention:
+                probs = probs.detach()
+                if self.valid is not None:
+                    probs = mask_padding_attention(probs, self.valid)
+                probs = PackedCausal.pack(probs, dtype=self.dtype)
+            self.record.attention[index] = probs
+
+        return hook
+
+
 @contextlib.contextmanager
 def capture(model: nn.Module, spec: ModelSpec, pack_attention: bool = False, valid: torch.Tensor | None = None,
             dtype: torch.dtype | None = None, on_layer=None):
@@ -52,38 +95,8 @@ def capture(model: nn.Module, spec: ModelSpec, pack_attention: bool = False, val
     record.layer_inputs = [None] * n
     record.layer_outputs = [None] * n
     record.attention = [None] * n
+    hooks = _LayerHooks(record, on_layer, pack_attention, valid, dtype)
     handles = []
-
-    def on_layer_input(index):
-        def hook(module, args, kwargs):
-            record.layer_inputs[index] = args[0] if args else kwargs["hidden_states"]
-
-        return hook
-
-    def on_layer_output(index):
-        def hook(module, args, kwargs, output):
-            record.layer_outputs[index] = layer_output_tensor(output)
-            if on_layer is not None:
-                probs = record.attention[index]
-                x_in, record.layer_inputs[index], record.attention[index] = record.layer_inputs[index], None, None
-                with torch.no_grad():
-                    on_layer(index, x_in, record.layer_outputs[index], probs, record)
-
-        return hook
-
-    def on_attention(index):
-        def hook(module, args, kwargs, output):
-            probs = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-            if probs is None:
-                raise RuntimeError("attention probabilities were not returned; the decomposition needs eager attention")
-            if pack_attention:
-                probs = probs.detach()
-                if valid is not None:
-                    probs = mask_padding_attention(probs, valid)
-                probs = PackedCausal.pack(probs, dtype=dtype)
-            record.attention[index] = probs
-
-        return hook
 
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
 
@@ -95,9 +108,9 @@ def capture(model: nn.Module, spec: ModelSpec, pack_attention: bool = False, val
 
     try:
         for index, layer in enumerate(spec.layers):
-            handles.append(layer.module.register_forward_pre_hook(on_layer_input(index), with_kwargs=True))
-            handles.append(layer.module.register_forward_hook(on_layer_output(index), with_kwargs=True))
-            handles.append(layer.attention.module.register_forward_hook(on_attention(index), with_kwargs=True))
+            handles.append(layer.module.register_forward_pre_hook(hooks.layer_input(index), with_kwargs=True))
+            handles.append(layer.module.register_forward_hook(hooks.layer_output(index), with_kwargs=True))
+            handles.append(layer.attention.module.register_forward_hook(hooks.attention(index), with_kwargs=True))
         if head is not None:
             handles.append(head.register_forward_pre_hook(on_head))
         if spec.position_module is not None:

@@ -134,35 +134,9 @@ def run_decomposition(frozen: FrozenModel, window: int, block_size: int | None =
     emb = frozen.embeddings
     batch, length, hidden = emb.shape
     window = min(window, length)
-    fractions = plan_sparse(frozen, mlp_path, emb.device)
-    sparse = any(mlp.sparse is not None for mlp in frozen.mlps())
-    est = None
-    if block_size is None:
-        est = memory or estimate(frozen.spec, batch, length, window, emb.element_size(),
-                                 output_layers=output_layers, streaming=consumer is not None,
-                                 consumer=getattr(consumer, "memory_bytes", 0))
-        block_size = _automatic_block(est, max_memory, sparse, emb.device, window)
-    if sparse and mlp_path == "auto" and min(block_size, window) < SPARSE_MIN_ROWS:
-        # too few rows per target to pay for gathering each target's weight rows: stay dense
-        fractions = plan_sparse(frozen, "dense", emb.device)
-        sparse = False
-        if est is not None:
-            block_size = _automatic_block(est, max_memory, False, emb.device, window)
-    if block_size <= 0:
-        raise ValueError(f"block_size must be positive, got {block_size}")
-    log.debug("decomposition: T=%d W=%d block=%d sparse MLP layers=%d/%d (active fractions %s)", length, window,
-              block_size, sum(mlp.sparse is not None for mlp in frozen.mlps()), len(fractions),
-              ", ".join(f"{f:.2f}" for f in fractions))
-
+    block_size = _plan_blocks(frozen, window, block_size, output_layers, mlp_path, max_memory, consumer, memory)
     mode = precision if isinstance(precision, Precision) else Precision(precision)
-    carried = frozen.bias
-    if carried is not None and carried.window < window:
-        raise ValueError(f"this frozen model keeps what a window of {carried.window} reads; it cannot be decomposed "
-                         f"with window {window}: freeze it again with the larger window")
-    if carried is not None and carried.window >= window and (carried.layers is not None or not output_layers):
-        bias, layer_biases, head_biases = carried.final, carried.layers or [], [h[:, :window] for h in carried.heads]
-    else:
-        bias, layer_biases, head_biases = bias_stream(frozen, output_layers, head=window)
+    bias, layer_biases, head_biases = _biases(frozen, window, output_layers)
     identity = IdentityCheck(frozen, window, head_biases)
     out = None if consumer is not None else bias.new_zeros(batch, window, length, bias.shape[-1])
     layer_outs = [emb.new_zeros(batch, window, length,
@@ -186,6 +160,48 @@ def run_decomposition(frozen: FrozenModel, window: int, block_size: int | None =
         identity_errors=errors,
         precision=mode.name,
     )
+
+
+def _plan_blocks(frozen: FrozenModel, window: int, block_size: int | None, output_layers: bool, mlp_path: str,
+                 max_memory: int | None, consumer: Callable | None, memory: MemoryEstimate | None) -> int:
+    """Mark the MLPs for the sparse or dense path and return the sources per block (``block_size`` when given,
+    else from the memory estimate)."""
+    emb = frozen.embeddings
+    batch, length, _ = emb.shape
+    fractions = plan_sparse(frozen, mlp_path, emb.device)
+    sparse = any(mlp.sparse is not None for mlp in frozen.mlps())
+    est = None
+    if block_size is None:
+        est = memory or estimate(frozen.spec, batch, length, window, emb.element_size(),
+                                 output_layers=output_layers, streaming=consumer is not None,
+                                 consumer=getattr(consumer, "memory_bytes", 0))
+        block_size = _automatic_block(est, max_memory, sparse, emb.device, window)
+    if sparse and mlp_path == "auto" and min(block_size, window) < SPARSE_MIN_ROWS:
+        # too few rows per target to pay for gathering each target's weight rows: stay dense
+        fractions = plan_sparse(frozen, "dense", emb.device)
+        sparse = False
+        if est is not None:
+            block_size = _automatic_block(est, max_memory, False, emb.device, window)
+    if block_size <= 0:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+    log.debug("decomposition: T=%d W=%d block=%d sparse MLP layers=%d/%d (active fractions %s)", length, window,
+              block_size, sum(mlp.sparse is not None for mlp in frozen.mlps()), len(fractions),
+              ", ".join(f"{f:.2f}" for f in fractions))
+    return block_size
+
+
+def _biases(frozen: FrozenModel, window: int, output_layers: bool):
+    """``(bias, layer_biases, head_biases)``: carried through by the freezer when it kept what ``window``
+    reads, else computed."""
+    carried = frozen.bias
+    if carried is not None and carried.window < window:
+        raise ValueError(f"this frozen model keeps what a window of {carried.window} reads; it cannot be decomposed "
+                         f"with window {window}: freeze it again with the larger window")
+    if carried is not None and carried.window >= window and (carried.layers is not None or not output_layers):
+        bias, layer_biases, head_biases = carried.final, carried.layers or [], [h[:, :window] for h in carried.heads]
+    else:
+        bias, layer_biases, head_biases = bias_stream(frozen, output_layers, head=window)
+    return bias, layer_biases, head_biases
 
 
 def _automatic_block(est: MemoryEstimate, max_memory: int | None, sparse: bool, device: torch.device,

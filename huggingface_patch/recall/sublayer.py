@@ -54,6 +54,29 @@ def _knockout_rows(model, kind: str, rows_of_layer: Mapping[int, torch.Tensor]):
         yield
 
 
+def _measured_states(model, calls, items: list[tuple], kinds: Sequence[str], window: int, m: int,
+                     pos: torch.Tensor) -> torch.Tensor:
+    """``(len(items), H)``: the output of block ``m`` at each item's position, the item ``(row, query, kind,
+    start)`` knocking ``kind`` out over the window from ``start`` (``'none'``: the clean state). Items of one
+    start replay blocks ``start .. m`` together, each row with its own kind."""
+    device = pos.device
+    hidden = torch.empty(len(items), calls.outputs[m].shape[-1], dtype=calls.outputs[m].dtype, device=device)
+    for i, (b, _, kind, _) in enumerate(items):
+        if kind == "none":
+            hidden[i] = calls.outputs[m][b, pos[b]]
+    for start in range(m):
+        chunk = [i for i, item in enumerate(items) if item[3] == start]
+        rows = torch.tensor([items[i][0] for i in chunk], device=device)
+        with contextlib.ExitStack() as stack:
+            for kind in kinds:
+                selected = torch.tensor([items[i][2] == kind for i in chunk])
+                stack.enter_context(_knockout_rows(model, kind, {layer: selected for layer in
+                                                                 knockout_window(start, window, m)}))
+            out = calls.run(calls.inputs[start].index_select(0, rows), rows, start, m + 1)  # output of block m
+        hidden[chunk] = out[torch.arange(len(chunk), device=device), pos.index_select(0, rows)]
+    return hidden
+
+
 @torch.no_grad()
 def sublayer_knockout(model, tokenizer, queries: Sequence[FactQuery], *, kinds: Sequence[str] = KINDS,
                       measure_layer: int | None = None, window: int = 11, metric: str = "attribute-prob",
@@ -94,20 +117,7 @@ def sublayer_knockout(model, tokenizer, queries: Sequence[FactQuery], *, kinds: 
         calls = LayerCalls(model, ids)  # blocks before a start are clean: replayed from their own arguments
         pos = torch.tensor([q.positions(position)[0] for q in batch], device=device)
         items = [(b, q, kind, s) for b, q in enumerate(batch) for kind, s in combos]
-        hidden = torch.empty(len(items), calls.outputs[m].shape[-1], dtype=calls.outputs[m].dtype, device=device)
-        for i, (b, _, kind, _) in enumerate(items):
-            if kind == "none":
-                hidden[i] = calls.outputs[m][b, pos[b]]
-        for start in range(m):
-            chunk = [i for i, item in enumerate(items) if item[3] == start]
-            rows = torch.tensor([items[i][0] for i in chunk], device=device)
-            with contextlib.ExitStack() as stack:
-                for kind in kinds:
-                    selected = torch.tensor([items[i][2] == kind for i in chunk])
-                    stack.enter_context(_knockout_rows(model, kind, {layer: selected for layer in
-                                                                     knockout_window(start, window, m)}))
-                out = calls.run(calls.inputs[start].index_select(0, rows), rows, start, m + 1)  # output of block m
-            hidden[chunk] = out[torch.arange(len(chunk), device=device), pos.index_select(0, rows)]
+        hidden = _measured_states(model, calls, items, kinds, window, m, pos)
         for lo in range(0, len(items), max_rows):
             part = items[lo : lo + max_rows]
             targets = torch.tensor([q.target_id for _, q, _, _ in part], device=device)

@@ -37,7 +37,7 @@ def load_backend(model: str, *, corpus: str | None = None, images: str | None = 
                  max_new_tokens: int = 20, start_choice="auto", random_init: int | None = None) -> Backend:
     """Load MODEL and the input for the chosen modality (exactly one of ``corpus``, ``images``, ``audio``).
     ``random_init``: a seed; the text model's weights are then re-initialised (the untrained control)."""
-    from ...loading import ModelLoadError, load_model_and_tokenizer, parse_dtype, reinitialized, resolve_model
+    from ...loading import load_media_model, load_model_and_tokenizer, reinitialized
 
     model_type = _model_type(model)
     if images is not None or audio is not None:
@@ -50,39 +50,11 @@ def load_backend(model: str, *, corpus: str | None = None, images: str | None = 
             needs = "a ViT image classifier" if wanted == "vit" else "a Whisper model"
             raise InputError(f"{'--images' if wanted == 'vit' else '--audio'} needs {needs}; {model!r} is a "
                              f"{model_type!r} model")
-        from transformers import (
-            AutoFeatureExtractor,
-            AutoImageProcessor,
-            AutoModelForImageClassification,
-            AutoModelForSpeechSeq2Seq,
-        )
-
-        source = resolve_model(model)
-        model_class = AutoModelForImageClassification if wanted == "vit" else AutoModelForSpeechSeq2Seq
-        try:
-            loaded = model_class.from_pretrained(source.path, dtype=parse_dtype(dtype)).eval()
-        except (OSError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0]
-            raise ModelLoadError(f"could not load {wanted} model {model!r}: {reason}") from exc
-        if device:
-            loaded.to(device)
+        loaded, processor = load_media_model(model, wanted, dtype=dtype, device=device)
         if wanted == "vit":
-            try:
-                processor = AutoImageProcessor.from_pretrained(source.path)
-            except (OSError, ValueError):
-                from transformers import ViTImageProcessor
-
-                size = loaded.config.image_size
-                processor = ViTImageProcessor(size={"height": size, "width": size})
             backend = ViTBackend(loaded, processor, images, device)
         else:
-            try:
-                extractor = AutoFeatureExtractor.from_pretrained(source.path)
-            except (OSError, ValueError):
-                from transformers import WhisperFeatureExtractor
-
-                extractor = WhisperFeatureExtractor(feature_size=loaded.config.num_mel_bins)
-            backend = WhisperBackend(loaded, extractor, audio, device, max_new_tokens=max_new_tokens)
+            backend = WhisperBackend(loaded, processor, audio, device, max_new_tokens=max_new_tokens)
         if max_items:
             backend.files = backend.files[:max_items]
         return backend
