@@ -19,9 +19,9 @@ from huggingface_patch.recall.depth import setting
 def add_arguments(parser) -> None:
     from huggingface_patch.recall.knockout import list_knockout_sets
 
-    parser.add_argument("--window", type=setting, default="scaled",
+    parser.add_argument("--layer-window", "--window", dest="window", type=setting, default="scaled",
                         help="blocks knocked out around each block: a number, 'scaled' (default: the paper's 9 of 48 "
-                             "scaled to the depth, 6 for 30 blocks) or 'paper' (9)")
+                             "scaled to the depth, 6 for 30 blocks) or 'paper' (9); --window is the older name")
     parser.add_argument("--sets", nargs="+", default=list_knockout_sets(), choices=list_knockout_sets(),
                         help="target sets (default: all)")
 

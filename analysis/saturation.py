@@ -96,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="min |s1(i) - s1(j)| (default 10; ViT/Whisper 5)")
     p.add_argument("--min-saturation", type=non_negative_int, default=None,
                    help="min s1 of both positions (default 10; ViT/Whisper 5)")
-    p.add_argument("--window", type=non_negative_int, default=5,
-                   help="offsets -W..W around the donor's s1 (default 5)")
+    p.add_argument("--offset-window", "--window", dest="window", type=non_negative_int, default=5,
+                   help="offsets -W..W around the donor's s1 (default 5; --window is the older name)")
     p.add_argument("--max-pairs", type=positive_int, default=200, help="random subset of pairs (default 200)")
 
     p = sub.add_parser("early-exit", help="probe vs softmax-margin and cosine baselines and oracle")

@@ -25,9 +25,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--measure-layer", type=setting, default="scaled",
                         help="0-based block whose output is measured: a number, 'scaled' (default: the paper's 40 of "
                              "48 scaled to the depth, 25 for 30 blocks) or 'paper' (40)")
-    parser.add_argument("--window", type=setting, default="scaled",
+    parser.add_argument("--layer-window", "--window", dest="window", type=setting, default="scaled",
                         help="blocks knocked out from each start: a number, 'scaled' (default: the paper's effective "
-                             "11 of 48 scaled to the depth, 7 for 30 blocks) or 'paper' (11)")
+                             "11 of 48 scaled to the depth, 7 for 30 blocks) or 'paper' (11); --window is the older "
+                             "name")
     parser.add_argument("--metric", choices=METRICS, default=None,
                         help="default: attributes-rate with --paragraphs, else attribute-prob")
     parser.add_argument("--paragraphs", default=None, help="CSV subject,paragraphs for the attributes rate")

@@ -142,3 +142,21 @@ def test_paragraphs_errors(workspace, capsys):
     code = run(sublayer_knockout, ["--model", workspace["model"], "--facts", workspace["facts"], "--metric",
                                    "attributes-rate", "--output-dir", str(workspace["root"] / "bad3")])
     assert code == 2 and "--paragraphs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["attention_knockout", "sublayer_knockout"])
+def test_layer_window_has_one_meaning_and_keeps_its_older_name(module):
+    """``--layer-window`` (blocks) is the name; ``--window`` still parses to the same setting."""
+    import importlib
+
+    tool = importlib.import_module(f"analysis.{module}").TOOL
+    new, old = tool.parser().parse_args(["--layer-window", "3"]), tool.parser().parse_args(["--window", "3"])
+    assert new.window == old.window == 3
+
+
+def test_offset_window_of_saturation_intervene():
+    from analysis.saturation import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["intervene", "--offset-window", "2"]).window == 2
+    assert parser.parse_args(["intervene", "--window", "2"]).window == 2
