@@ -186,6 +186,7 @@ def _from_table(args) -> None:
     from huggingface_patch.records import analysis_record, describe_file
     from huggingface_patch.saturation.ordering import read_saturation_table
     from huggingface_patch.saturation.reports import write_order
+    from huggingface_patch.saturation.settings import SaturationSettings
 
     if args.num_layers is None:
         raise UsageError("--from-table needs --num-layers L (the number of blocks of the model the table came from)")
@@ -200,7 +201,8 @@ def _from_table(args) -> None:
     meta = {"table": args.from_table, "num_layers": args.num_layers, "k": int(sat.shape[1]),
             "clustered_by_document": table["document"] is not None}
     with ResultFolder(args.output_dir, record) as out:
-        line = write_order(inputs, args, out, meta, os.path.basename(args.from_table),
+        line = write_order(inputs, SaturationSettings.from_mapping(vars(args)), out, meta,
+                           os.path.basename(args.from_table),
                            [str(d) for d in documents])
     print(line)
 
@@ -214,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         from huggingface_patch.files import ResultFolder, check_output_dir, write_json
         from huggingface_patch.records import analysis_record, describe_file
         from huggingface_patch.saturation.reports import SUBCOMMANDS
+        from huggingface_patch.saturation.settings import SaturationSettings
 
         setup_logging(args.verbose)
         if getattr(args, "from_table", None):
@@ -234,12 +237,13 @@ def main(argv: list[str] | None = None) -> int:
                                  model_name=os.path.basename(str(args.model).rstrip("/")), model_argument=args.model,
                                  tokenizer=tokenizer, inputs=inputs)
         commands = ALL if args.command == "all" else (args.command,)
+        options = SaturationSettings.from_mapping(vars(args))
         skipped = {}
         with ResultFolder(args.output_dir, record) as out:
             lines = []
             for name in commands:
                 try:
-                    lines.append((name, SUBCOMMANDS[name](args, backend, data, out)))
+                    lines.append((name, SUBCOMMANDS[name](options, backend, data, out)))
                 except InputError as exc:
                     if len(commands) == 1:
                         raise

@@ -360,3 +360,15 @@ def test_random_init_is_the_untrained_control(text_models, corpus, tmp_path):
     assert record["settings"]["random_init"] == 3
     assert record["model"]["weights_fingerprint"] != json.loads((tmp_path / "trained" / "run.json").read_text())[
         "model"]["weights_fingerprint"]
+
+
+def test_settings_come_from_the_options_not_a_namespace():
+    """The library reads a typed SaturationSettings; the CLI's options map onto its fields."""
+    from analysis.saturation import build_parser
+    from huggingface_patch.saturation.settings import SaturationSettings
+
+    args = build_parser().parse_args(["intervene", "--offset-window", "3", "--max-pairs", "7", "--no-progress",
+                                      "--seed", "4"])
+    settings = SaturationSettings.from_mapping(vars(args))
+    assert (settings.window, settings.max_pairs, settings.progress, settings.seed) == (3, 7, False, 4)
+    assert settings.permutations == SaturationSettings().permutations  # not an option of intervene: the default

@@ -1,7 +1,7 @@
 """The saturation subcommands as library functions: each writes its tables and figure into a
 :class:`~huggingface_patch.files.ResultFolder` and returns a one-line summary (``analysis.saturation``).
 
-``args`` is any object with the subcommand's options as attributes (the CLI's namespace)."""
+``settings`` is a :class:`~.settings.SaturationSettings` (the CLI builds it from its options)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,17 @@ import numpy as np
 
 from ..errors import InputError
 from ..files import save_figure, write_csv, write_json
+from .settings import SaturationSettings
 
 log = logging.getLogger(__name__)
 
 
-def _meta(args, backend, data) -> dict:
-    return {"model": args.model, "modality": backend.kind, "num_layers": data.num_layers, "k": data.k,
+def _meta(settings, backend, data) -> dict:
+    return {"model": settings.model, "modality": backend.kind, "num_layers": data.num_layers, "k": data.k,
             "positions": data.size, "kept_positions": int(data.kept.sum())}
 
 
-def cmd_layers(args, backend, data, folder) -> str:
+def cmd_layers(settings: SaturationSettings, backend, data, folder) -> str:
     """Write the saturation layers of every position, their summary and distribution."""
     from .layers import summarize_layers
     from .plots import plot_saturation_layers
@@ -39,10 +40,10 @@ def cmd_layers(args, backend, data, folder) -> str:
         row["top1_text"] = backend.decode(int(data.top[n, 0]))
         rows.append(row)
     write_csv(rows, folder.path("saturation_layers.csv"))
-    summary = {**_meta(args, backend, data), **summarize_layers(data)}
+    summary = {**_meta(settings, backend, data), **summarize_layers(data)}
     write_json(summary, folder.path("saturation_layers.json"))
     save_figure(plot_saturation_layers(data.saturation[kept], data.num_layers,
-                                       f"Saturation layers ({os.path.basename(str(args.model))})"),
+                                       f"Saturation layers ({os.path.basename(str(settings.model))})"),
                 folder.path("saturation_layers.png"))
     return (f"{summary['kept_positions']} of {summary['positions']} positions kept; mean s_i per rank: "
             + ", ".join(f"{r['mean_saturation_layer']:.2f}" for r in summary["ranks"]))
@@ -53,11 +54,11 @@ def backend_label(data, n: int) -> str:
     return data.items[int(data.item[n])].label
 
 
-def cmd_order(args, backend, data, folder) -> str:
+def cmd_order(settings: SaturationSettings, backend, data, folder) -> str:
     """Write both Kendall tau tests (the paper's and the selection-aware one), the per-position taus and the
     rank-correspondence plot."""
-    return write_order(order_inputs(data), args, folder, _meta(args, backend, data),
-                       os.path.basename(str(args.model)), [backend_label(data, n) for n in range(data.size)])
+    return write_order(order_inputs(data), settings, folder, _meta(settings, backend, data),
+                       os.path.basename(str(settings.model)), [backend_label(data, n) for n in range(data.size)])
 
 
 def order_inputs(data) -> dict:
@@ -66,17 +67,17 @@ def order_inputs(data) -> dict:
             "document": data.document, "filter_limit": math.floor(data.filter_fraction * data.num_layers)}
 
 
-def write_order(inputs: dict, args, folder, meta: dict, name: str, labels: list[str]) -> str:
+def write_order(inputs: dict, settings: SaturationSettings, folder, meta: dict, name: str, labels: list[str]) -> str:
     """Run :func:`~.ordering.order_analysis` on ``inputs`` (see :func:`order_inputs`) and write
     ``saturation_order.json``, ``saturation_order_positions.csv`` and the rank-correspondence figure."""
     from .ordering import order_analysis, position_taus
     from .plots import plot_rank_correspondence
 
     sat, L, limit = inputs["saturation"], inputs["num_layers"], inputs["filter_limit"]
-    result = order_analysis(sat, L, limit, n_permutations=args.permutations, seed=args.seed,
-                            min_ranks=args.min_ranks, documents=inputs["document"])
+    result = order_analysis(sat, L, limit, n_permutations=settings.permutations, seed=settings.seed,
+                            min_ranks=settings.min_ranks, documents=inputs["document"])
     kept = np.flatnonzero(sat[:, 0] <= limit)
-    taus, c = position_taus(sat[kept], L, args.min_ranks)
+    taus, c = position_taus(sat[kept], L, settings.min_ranks)
     rows = [{"item": labels[n], "position": int(inputs["position"][n]), "c": int(c[j]),
              "tau": "" if math.isnan(taus[j]) else float(taus[j]),
              **{f"s{i + 1}": int(sat[n, i]) for i in range(sat.shape[1])}} for j, n in enumerate(kept)]
@@ -93,14 +94,15 @@ def write_order(inputs: dict, args, folder, meta: dict, name: str, labels: list[
             f"{aware['null_mean']:.4f}); the paper's test, biased by the filter: {paper['p_text']}")
 
 
-def cmd_probe(args, backend, data, folder) -> str:
+def cmd_probe(settings: SaturationSettings, backend, data, folder) -> str:
     """Write the task-probing results (grouped folds, the paper's control, the permuted-label null) and plot."""
     from .plots import plot_probe
     from .probe import probe_tasks
 
-    result = probe_tasks(data, first_layer=args.first_layer, folds=args.folds, min_per_class=args.min_per_class,
-                         seed=args.seed, groups=args.probe_groups, permutations=args.probe_permutations)
-    write_json({**_meta(args, backend, data), **result}, folder.path("saturation_probe.json"))
+    result = probe_tasks(data, first_layer=settings.first_layer, folds=settings.folds,
+                         min_per_class=settings.min_per_class, seed=settings.seed, groups=settings.probe_groups,
+                         permutations=settings.probe_permutations)
+    write_json({**_meta(settings, backend, data), **result}, folder.path("saturation_probe.json"))
     save_figure(plot_probe(result), folder.path("saturation_probe.png"))
     probe, null = result["probe"], result["permuted_labels"]
     return (f"task probe: balanced accuracy {probe['balanced_accuracy']:.3f} ± {probe['balanced_accuracy_se']:.3f} "
@@ -109,44 +111,41 @@ def cmd_probe(args, backend, data, folder) -> str:
             f"{result['class_scalar_gaussian_control']['balanced_accuracy']:.3f})")
 
 
-def cmd_intervene(args, backend, data, folder) -> str:
+def cmd_intervene(settings: SaturationSettings, backend, data, folder) -> str:
     """Write the residual-implant trials, their summary and plot."""
     from .intervene import find_pairs, run_interventions
     from .plots import plot_intervention
 
     defaults = backend.pair_defaults
-    settings = {
-        "max_distance": args.max_distance if args.max_distance is not None else defaults["max_distance"],
-        "min_gap": args.min_gap if args.min_gap is not None else defaults["min_gap"],
-        "min_saturation": args.min_saturation if args.min_saturation is not None else defaults["min_saturation"],
-    }
-    pairs = find_pairs(data, within_item=backend.pairs_within_item, **settings)
+    criteria = {name: defaults[name] if getattr(settings, name) is None else getattr(settings, name)
+                for name in ("max_distance", "min_gap", "min_saturation")}
+    pairs = find_pairs(data, within_item=backend.pairs_within_item, **criteria)
     if not pairs:
-        log.warning("no position pairs meet the criteria %s", settings)
-    trials, summary = run_interventions(backend, data, pairs, window=args.window, max_pairs=args.max_pairs,
-                                        seed=args.seed, progress=not args.no_progress)
+        log.warning("no position pairs meet the criteria %s", criteria)
+    trials, summary = run_interventions(backend, data, pairs, window=settings.window, max_pairs=settings.max_pairs,
+                                        seed=settings.seed, progress=settings.progress)
     for trial in trials:
         trial["donor_item"] = backend_label(data, trial["donor"])
         trial["donor_position"] = int(data.position[trial["donor"]])
         trial["recipient_position"] = int(data.position[trial["recipient"]])
     write_csv(trials, folder.path("saturation_intervene.csv"), list(trials[0]) if trials else ["donor"])
-    write_json({**_meta(args, backend, data), "criteria": settings, "candidate_pairs": len(pairs), **summary},
+    write_json({**_meta(settings, backend, data), "criteria": criteria, "candidate_pairs": len(pairs), **summary},
                folder.path("saturation_intervene.json"))
     save_figure(plot_intervention(summary), folder.path("saturation_intervene.png"))
     at_zero = summary["by_offset"].get(0, {}).get("success_rate", float("nan"))
     return f"{summary['pairs']} pairs, {summary['trials']} trials; success rate at offset 0: {at_zero:.3f}"
 
 
-def cmd_early_exit(args, backend, data, folder) -> str:
+def cmd_early_exit(settings: SaturationSettings, backend, data, folder) -> str:
     """Write the early-exit curves of every rule and their plot."""
     from .early_exit import early_exit
     from .plots import plot_early_exit
 
-    result = early_exit(data, first_layer=args.first_layer, test_fraction=args.test_fraction,
-                        min_per_class=args.min_per_class, seed=args.seed)
+    result = early_exit(data, first_layer=settings.first_layer, test_fraction=settings.test_fraction,
+                        min_per_class=settings.min_per_class, seed=settings.seed)
     rows = [{"method": method, **point} for method, points in result["curves"].items() for point in points]
     write_csv(rows, folder.path("saturation_early_exit.csv"))
-    write_json({**_meta(args, backend, data), **result}, folder.path("saturation_early_exit.json"))
+    write_json({**_meta(settings, backend, data), **result}, folder.path("saturation_early_exit.json"))
     save_figure(plot_early_exit(result), folder.path("saturation_early_exit.png"))
     for method in ("probe", "oracle", "full"):
         if method in result["curves"]:
@@ -154,15 +153,15 @@ def cmd_early_exit(args, backend, data, folder) -> str:
             return f"{method}: accuracy {point['accuracy']:.3f}, speed-up {point['speedup']:.2f}"
 
 
-def cmd_lm(args, backend, data, folder) -> str:
+def cmd_lm(settings: SaturationSettings, backend, data, folder) -> str:
     """Write the rank-2 accuracy comparison and its plot."""
     from .lm import rank2_accuracy
     from .plots import plot_lm
 
     if data.k < 2:
         raise InputError("the lm analysis needs k of 2 or more")
-    result = rank2_accuracy(data, args.late_margin)
-    write_json({**_meta(args, backend, data), **result}, folder.path("saturation_lm.json"))
+    result = rank2_accuracy(data, settings.late_margin)
+    write_json({**_meta(settings, backend, data), **result}, folder.path("saturation_lm.json"))
     save_figure(plot_lm(result), folder.path("saturation_lm.png"))
     late, early = result["late"], result["early"]
     return (f"rank-2 accuracy (top-1 wrong): late {late['rank2_accuracy']:.3f} (n={late['positions']}), "
