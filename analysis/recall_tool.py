@@ -89,9 +89,10 @@ class RecallTool:
             from tqdm.auto import tqdm
 
             from huggingface_patch.corpus import document_start
-            from huggingface_patch.files import ResultFolder, check_output_dir, write_csv, write_json
+            from huggingface_patch.files import ResultFolder, check_output_dir
             from huggingface_patch.loading import load_model_and_tokenizer
             from huggingface_patch.recall.queries import load_facts, sample_queries
+            from huggingface_patch.recall.result import RecallResult
             from huggingface_patch.recall.statistics import cluster_labels
             from huggingface_patch.records import analysis_record, describe_file
 
@@ -129,10 +130,10 @@ class RecallTool:
                           start_token=start.describe(), layer_convention=LAYER_CONVENTION,
                           seconds_total=round(elapsed, 1), seconds_loading=round(loaded - started, 1))
             table, summary_name, figure = self.files
+            result = RecallResult(table, summary_name, records, [q.summary() for q in queries],
+                                  dict(counts, **summary))
             with ResultFolder(args.output_dir, record) as out:
-                write_csv(records, out.path(table))
-                write_json([q.summary() for q in queries], out.path("queries.json"))
-                write_json(dict(counts, **summary), out.path(summary_name))
+                result.write(out)
                 self.plot(summary, out.path(figure), f"{source.name}: {{}} (n={len(queries)})", args, options)
             log.info("wrote %s (%d facts, %.0f s)", args.output_dir, len(queries), elapsed)
 

@@ -81,6 +81,20 @@ def test_run_on_tiny_model(name, workspace):
     assert "0-based" in summary["layer_convention"]
     assert (out / outputs[2]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
+    # the result reads itself back: the same rows, the facts it used, the same summary
+    from huggingface_patch.recall.result import RecallResult
+
+    result = RecallResult.from_folder(str(out), outputs[0], outputs[1])
+    assert result.records == rows and result.summary == summary
+    assert len(result.queries) == summary["facts_used"] >= len({r["index"] for r in rows})
+
+
+def test_an_incomplete_recall_folder_is_refused(tmp_path):
+    from huggingface_patch.errors import RecordError
+    from huggingface_patch.recall.result import RecallResult
+
+    with pytest.raises(RecordError, match="not a complete recall result"):
+        RecallResult.from_folder(str(tmp_path), "knockout.csv", "knockout_summary.json")
 
 
 def test_knockout_summary_counts_known_facts(workspace):
