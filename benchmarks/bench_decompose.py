@@ -128,7 +128,83 @@ def compare_runs(model, ids, exact: dict, fast: dict, precision: str) -> dict:
     return figures
 
 
-def main() -> None:
+def baseline(model, ids, args, fast: list[str], figures: dict) -> tuple[float, float, float, float]:
+    """The MLP's active fraction, the matmul rates, the plain forward pass and the FLOPs a decomposition needs;
+    printed and added to ``figures``. Returns ``(fp32 rate, forward seconds, forward FLOPs, FLOPs needed)``."""
+    active = mlp_active_fraction(model, ids)
+    figures["active_fraction"] = active
+    print(f"  MLP neurons with non-zero coefficient: {active:.3f}")
+
+    rate = matmul_rate(torch.float32, args.device)
+    figures["matmul_gflops"] = rate / 1e9
+    print(f"  fp32 matmul rate:                  {rate / 1e9:.1f} GFLOP/s")
+    if fast:
+        half_rate = matmul_rate(torch.bfloat16, args.device)
+        figures["bf16_matmul_gflops"] = half_rate / 1e9
+        print(f"  bf16 matmul rate:                  {half_rate / 1e9:.1f} GFLOP/s")
+
+    with torch.no_grad():
+        model(ids)  # warm-up
+        forward_s, _ = timed(lambda: model(ids), repeat=3, device=args.device)
+    fwd_flops = args.batch * forward_flops(model, args.length)
+    figures.update(forward_s=forward_s, forward_gflops=fwd_flops / 1e9)
+    share = fwd_flops / forward_s / rate
+    print(f"  plain forward:                     {forward_s:.3f} s  ({share:.0%} of matmul rate)")
+
+    sparse = args.mlp_path != "dense" and active < 0.999
+    needed = args.batch * decomposition_flops(model, args.length, args.window)
+    needed_active = args.batch * decomposition_flops(model, args.length, args.window, active if sparse else 1.0)
+    figures.update(needed_gflops_dense=needed / 1e9, needed_gflops_active=needed_active / 1e9,
+                   needed_per_source_over_forward=needed / (fwd_flops * min(args.window, args.length)))
+    print(f"  FLOPs needed (dense):              {needed / 1e12:.2f} TFLOP "
+          f"({figures['needed_per_source_over_forward']:.2f} forward passes per source)")
+    if sparse:
+        print(f"  FLOPs needed (active neurons):     {needed_active / 1e12:.2f} TFLOP")
+    return rate, forward_s, fwd_flops, needed_active
+
+
+def time_precisions(model, ids, args, precisions: list[str], options: dict, base: tuple) -> dict:
+    """Time the decomposition in each precision (best of ``--repeat``), with its peak memory; printed."""
+    forward_s, fwd_flops, needed_active, rate = base
+    runs = {}
+    for precision in precisions:
+        with torch.no_grad(), peak_memory(args.device) as memory:
+            decompose_s, out = timed(lambda precision=precision: model(ids, decomposition_window=args.window,
+                                                                       decomposition_precision=precision, **options),
+                                     repeat=args.repeat, device=args.device)
+        del out
+        equivalents = decompose_s / forward_s / min(args.window, args.length)
+        achieved = (needed_active + fwd_flops) / decompose_s
+        runs[precision] = dict(decompose_s=decompose_s, forward_equivalents_per_source=equivalents,
+                               achieved_gflops=achieved / 1e9, peak_bytes=memory["peak"],
+                               baseline_bytes=memory["baseline"])
+        print(f"  [{precision}] decomposition:              {decompose_s:.2f} s")
+        print(f"  [{precision}] forward-pass equivalents / source: {equivalents:.3f}")
+        print(f"  [{precision}] achieved rate (+1 forward): {achieved / 1e9:.1f} GFLOP/s = "
+              f"{achieved / rate:.0%} of the fp32 matmul rate")
+        print(f"  [{precision}] peak memory:                {gib(memory['peak'])} "
+              f"({gib(memory['peak'] - memory['baseline'])} above the {gib(memory['baseline'])} before the call)")
+    return runs
+
+
+def reference_timing(model, ids, args, runs: dict, figures: dict) -> None:
+    """Time the plain per-source reference on the first sequence (scaled to the batch); printed."""
+    from huggingface_patch.architectures import get_adapter
+    from huggingface_patch.engine.capture import capture
+    from huggingface_patch.engine.reference import reference_decomposition
+
+    spec = get_adapter(model).spec(model)
+    with torch.no_grad(), capture(model, spec) as record:
+        model(ids[:1])
+    start = time.perf_counter()
+    reference_decomposition(spec, record.layer_inputs, record.attention, dtype=model.dtype)
+    reference_s = (time.perf_counter() - start) * args.batch
+    figures["reference_s"] = reference_s
+    speedup = reference_s / runs["fp32"]["decompose_s"]
+    print(f"  per-source reference (all targets): {reference_s:.2f} s  -> speed-up {speedup:.1f}x")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="opt-125m", choices=sorted(SHAPES), help="model shape (random weights)")
     parser.add_argument("--model", default=None, help="a bundled real model instead (smollm2-135m, gemma3-270m)")
@@ -149,6 +225,11 @@ def main() -> None:
     parser.add_argument("--reference", action="store_true", help="also time the plain per-source reference")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
 
     if args.threads:
@@ -170,56 +251,10 @@ def main() -> None:
                "mlp_path": args.mlp_path, "precisions": precisions}
     print(f"{label} ({args.dtype}, {args.device}, {torch.get_num_threads()} threads), batch {args.batch}, "
           f"T = {args.length}, window {args.window}")
-    active = mlp_active_fraction(model, ids)
-    figures["active_fraction"] = active
-    print(f"  MLP neurons with non-zero coefficient: {active:.3f}")
-
-    rate = matmul_rate(torch.float32, args.device)
-    figures["matmul_gflops"] = rate / 1e9
-    print(f"  fp32 matmul rate:                  {rate / 1e9:.1f} GFLOP/s")
-    if fast:
-        half_rate = matmul_rate(torch.bfloat16, args.device)
-        figures["bf16_matmul_gflops"] = half_rate / 1e9
-        print(f"  bf16 matmul rate:                  {half_rate / 1e9:.1f} GFLOP/s")
-
-    with torch.no_grad():
-        model(ids)  # warm-up
-        forward_s, _ = timed(lambda: model(ids), repeat=3, device=args.device)
-    fwd_flops = args.batch * forward_flops(model, args.length)
-    figures.update(forward_s=forward_s, forward_gflops=fwd_flops / 1e9)
-    share = fwd_flops / forward_s / rate
-    print(f"  plain forward:                     {forward_s:.3f} s  ({share:.0%} of matmul rate)")
-
+    rate, forward_s, fwd_flops, needed_active = baseline(model, ids, args, fast, figures)
     options = dict(decomposition_block_size=args.block_size, decomposition_max_memory=args.max_memory,
                    decomposition_mlp_path=args.mlp_path)
-    sparse = args.mlp_path != "dense" and active < 0.999
-    needed = args.batch * decomposition_flops(model, args.length, args.window)
-    needed_active = args.batch * decomposition_flops(model, args.length, args.window, active if sparse else 1.0)
-    figures.update(needed_gflops_dense=needed / 1e9, needed_gflops_active=needed_active / 1e9,
-                   needed_per_source_over_forward=needed / (fwd_flops * min(args.window, args.length)))
-    print(f"  FLOPs needed (dense):              {needed / 1e12:.2f} TFLOP "
-          f"({figures['needed_per_source_over_forward']:.2f} forward passes per source)")
-    if sparse:
-        print(f"  FLOPs needed (active neurons):     {needed_active / 1e12:.2f} TFLOP")
-
-    runs = {}
-    for precision in precisions:
-        with torch.no_grad(), peak_memory(args.device) as memory:
-            decompose_s, out = timed(lambda precision=precision: model(ids, decomposition_window=args.window,
-                                                                       decomposition_precision=precision, **options),
-                                     repeat=args.repeat, device=args.device)
-        del out
-        equivalents = decompose_s / forward_s / min(args.window, args.length)
-        achieved = (needed_active + fwd_flops) / decompose_s
-        runs[precision] = dict(decompose_s=decompose_s, forward_equivalents_per_source=equivalents,
-                               achieved_gflops=achieved / 1e9, peak_bytes=memory["peak"],
-                               baseline_bytes=memory["baseline"])
-        print(f"  [{precision}] decomposition:              {decompose_s:.2f} s")
-        print(f"  [{precision}] forward-pass equivalents / source: {equivalents:.3f}")
-        print(f"  [{precision}] achieved rate (+1 forward): {achieved / 1e9:.1f} GFLOP/s = "
-              f"{achieved / rate:.0%} of the fp32 matmul rate")
-        print(f"  [{precision}] peak memory:                {gib(memory['peak'])} "
-              f"({gib(memory['peak'] - memory['baseline'])} above the {gib(memory['baseline'])} before the call)")
+    runs = time_precisions(model, ids, args, precisions, options, (forward_s, fwd_flops, needed_active, rate))
     # kept for one release of figures files: the fp32 run's figures at the top level
     figures.update({key: value for key, value in runs["fp32"].items()},
                    achieved_fraction_of_matmul_rate=runs["fp32"]["achieved_gflops"] * 1e9 / rate)
@@ -234,19 +269,7 @@ def main() -> None:
         print_comparison(figures, fast)
 
     if args.reference:
-        from huggingface_patch.architectures import get_adapter
-        from huggingface_patch.engine.capture import capture
-        from huggingface_patch.engine.reference import reference_decomposition
-
-        spec = get_adapter(model).spec(model)
-        with torch.no_grad(), capture(model, spec) as record:
-            model(ids[:1])
-        start = time.perf_counter()
-        reference_decomposition(spec, record.layer_inputs, record.attention, dtype=model.dtype)
-        reference_s = (time.perf_counter() - start) * args.batch
-        figures["reference_s"] = reference_s
-        speedup = reference_s / runs["fp32"]["decompose_s"]
-        print(f"  per-source reference (all targets): {reference_s:.2f} s  -> speed-up {speedup:.1f}x")
+        reference_timing(model, ids, args, runs, figures)
 
     if args.json:
         with open(args.json, "w") as handle:

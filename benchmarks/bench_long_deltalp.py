@@ -27,7 +27,7 @@ def resident_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="opt-125m", choices=sorted(SHAPES))
     parser.add_argument("--length", type=int, default=2048)
@@ -38,7 +38,11 @@ def main() -> None:
                         help="shift OPT fc1 biases (see bench_decompose)")
     parser.add_argument("--mlp-path", default="auto", choices=("auto", "dense", "sparse"))
     parser.add_argument("--json", default=None)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     from huggingface_patch.deltalp import stream_deltalp
 
