@@ -246,8 +246,11 @@ def test_a_full_disk_is_one_line_naming_the_file(capsys):
 def test_spreadsheet_formulas_are_not_written_raw():
     from huggingface_patch.files import csv_text
 
-    text = csv_text([{"token": "=SUM(A1)", "value": -0.5}, {"token": "+1", "value": 2}], ["token", "value"])
-    assert "'=SUM(A1)" in text and "'+1" in text and ",-0.5" in text
+    text = csv_text([{"token": "=SUM(A1)", "value": -0.5}, {"token": "-1+cmd", "value": "-5.11282"},
+                     {"token": "@x", "value": "+2e-3"}], ["token", "value"])
+    assert "'=SUM(A1)" in text and "'-1+cmd" in text and "'@x" in text
+    # numbers stay numbers, also when a writer formatted them as text
+    assert ",-0.5\n" in text and ",-5.11282\n" in text and ",+2e-3\n" in text
 
 
 def test_reproduce_refuses_an_empty_report_and_bad_arguments(tmp_path, capsys):

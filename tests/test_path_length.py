@@ -119,9 +119,14 @@ def test_cli_two_models(tiny_folders, tmp_path, example_corpus):
     for row in summary:
         assert -1 <= row["pearson_next_logit"] <= 1 and -1 <= row["spearman_next_logit"] <= 1
         assert row["mean_tortuosity"] >= 1 and row["mean_path_length_position0"] > 0
+        interval = row["spearman_next_logit_interval"]  # documents resampled (tokens share their context)
+        assert interval["cluster_by"] == "document" and interval["estimate"] == row["spearman_next_logit"]
+        assert -1 <= interval["low"] <= interval["estimate"] <= interval["high"] <= 1
     with open(out / "path_length_tokens.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert {r["model"] for r in rows} == {"gpt2", "opt-post"}
+    # numbers formatted as text are written as numbers (no spreadsheet guard on "-5.1")
+    assert all(not r[c].startswith("'") for r in rows for c in ("next_logit", "next_logprob", "max_logit"))
     assert all(float(r["path_length"]) >= float(r["straight"]) * (1 - 1e-9) for r in rows)
     with open(out / "path_length_steps.csv", newline="", encoding="utf-8") as handle:
         steps = list(csv.DictReader(handle))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..stats.correlation import correlation_interval
 from ..tokens import raw_tokens, token_texts
 from .corpus import pad_batch, pad_id_of
 from .logit_lens import logit_lens
@@ -114,6 +115,10 @@ class ModelPaths:
         for target in CORRELATION_TARGETS:
             r = correlations(pl, [t[target] for t in rest])
             row[f"pearson_{target}"], row[f"spearman_{target}"] = r["pearson"], r["spearman"]
+        # tokens of one document share their context: the interval resamples documents
+        row["spearman_next_logit_interval"] = correlation_interval(
+            pl, [t["next_logit"] for t in rest], [t["document"] for t in rest], method="spearman",
+            cluster_by="document", seed=0).to_dict()
         row["mean_path_length"] = float(pl.mean()) if pl.size else math.nan
         row["mean_path_length_per_layer"] = row["mean_path_length"] / self.num_layers
         row["mean_tortuosity"] = float(np.mean([t["path_length"] / t["straight"] for t in rest])) if rest else math.nan
@@ -186,7 +191,7 @@ class PathLengthReport:
         write_csv(step_rows, folder.path("path_length_steps.csv"),
                   ["model", "document", "position", "layer", "relative_depth", "step_norm", "cumulative"])
         summary = self.summary()
-        columns = list(summary[0])
+        columns = [c for c in summary[0] if not isinstance(summary[0][c], dict)]  # intervals: in the JSON
         write_csv([[_fmt(row[c]) if isinstance(row[c], float) else row[c] for c in columns] for row in summary],
                   folder.path("path_length_summary.csv"), columns)
         write_json(dict(self.settings, definition="step_l = ||h_l - h_{l-1}||, h_0 embeddings, h_L before the final "

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 
 from .paths import FIGURES, ITEMS, REPO
@@ -205,8 +206,27 @@ def read_path_length(folder: str) -> dict:
     keep = ("model", "num_layers", "tokens", "tokens_with_next", "pearson_next_logit", "spearman_next_logit",
             "pearson_next_logprob", "spearman_next_logprob", "mean_path_length", "mean_path_length_per_layer",
             "mean_tortuosity", "spearman_next_logit_interval")
-    return {"models": [{k: row.get(k) for k in keep if k in row} for row in data["models"]],
-            "definition": data.get("definition")}
+    models = [{k: row.get(k) for k in keep if k in row} for row in data["models"]]
+    for row in models:
+        if row.get("spearman_next_logit_interval") is None:  # runs before the summary had it
+            row["spearman_next_logit_interval"] = _path_length_interval(folder, row["model"])
+    return {"models": models, "definition": data.get("definition")}
+
+
+def _path_length_interval(folder: str, model: str) -> dict:
+    """The Spearman correlation of path length and next-token logit with a cluster-bootstrap interval over
+    documents, from the run's token table (positions >= 1 with a next token, as the summary's estimate;
+    seed 0), for runs whose summary did not carry it."""
+    from huggingface_patch.stats.correlation import correlation_interval
+
+    x, y, documents = [], [], []
+    with open(os.path.join(folder, "path_length_tokens.csv"), encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["model"] == model and int(row["position"]) >= 1 and row["next_logit"] != "":
+                x.append(float(_compact(row["path_length"])))
+                y.append(float(_compact(row["next_logit"])))
+                documents.append(row["document"])
+    return correlation_interval(x, y, documents, method="spearman", cluster_by="document", seed=0).to_dict()
 
 
 #: reader of each step, by step name (the embedding readings ``ff_L*``, ``vo_L*``, ``qk_L*`` share one)
@@ -228,7 +248,11 @@ def reader_of(step: str):
 
 
 def _compact(value: str) -> str:
-    """A number cell with 6 significant digits (the tables stay exact enough to re-derive every figure)."""
+    """A number cell with 6 significant digits (the tables stay exact enough to re-derive every figure). A
+    number behind the spreadsheet guard ``'`` (before 0.2.0's fix, negative numbers formatted as text got one)
+    is read as the number."""
+    if value.startswith("'") and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", value[1:]):
+        value = value[1:]
     try:
         number = float(value)
     except ValueError:

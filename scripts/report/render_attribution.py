@@ -167,11 +167,14 @@ class AttributionSections:
         d = entry["data"]
         lines += [f"Definition: {d.get('definition')}. Text: the saturation text, cut to 256 tokens per document. "
                   "This is the project's own analysis; no paper figure to compare.", "",
-                  *header("model", "layers", "tokens", "Pearson / Spearman with the next-token logit",
-                          "with its log-probability", "mean path length per layer")]
+                  *header("model", "layers", "tokens", "Pearson / Spearman with the next-token logit "
+                          "(Spearman: 95 % cluster-bootstrap interval over documents)", "with its log-probability",
+                          "mean path length per layer")]
         for row in d["models"]:
+            spearman = interval(row.get("spearman_next_logit_interval"), 3) \
+                if row.get("spearman_next_logit_interval") else num(row.get("spearman_next_logit"), 3)
             lines.append(f"| {row['model']} | {row['num_layers']} | {row['tokens_with_next']} | "
-                         f"{num(row.get('pearson_next_logit'), 3)} / {num(row.get('spearman_next_logit'), 3)} | "
+                         f"{num(row.get('pearson_next_logit'), 3)} / {spearman} | "
                          f"{num(row.get('pearson_next_logprob'), 3)} / {num(row.get('spearman_next_logprob'), 3)} | "
                          f"{num(row.get('mean_path_length_per_layer'), 2)} |")
         lines += ["", self.runs_line([key]), ""]
