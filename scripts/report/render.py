@@ -95,8 +95,21 @@ class Report(RecallSections, SaturationSections, AttributionSections):
                 "(`huggingface_patch/data/reference_paragraphs.csv`), not the paper's unreleased Wikipedia "
                 "paragraphs.",
                 "- **Known facts** are those whose greedy continuation starts with the dataset's attribute; every "
-                "recall analysis uses every known fact (no sample) unless its row says otherwise.",
+                "recall analysis uses every known fact (no sample) unless said here or in its row." + self._samples(),
                 "- **Layers** are 0-based decoder blocks (−1 = the embeddings) in every recall table.", ""]
+
+    def _samples(self) -> str:
+        """The recall runs made on a random sample of the known facts, with its size and seed."""
+        said = []
+        for model in self.models():
+            entry = self.steps.get(f"{model}/recall/knockout") or {}
+            sample = (entry.get("data") or {}).get("sample") or {}
+            if sample.get("size"):
+                said.append(f" {MODELS[model]}'s recall runs use a random sample of {sample['size']} of its "
+                            f"{sample.get('drawn_from')} known facts (seed {sample.get('seed')}), for time; the "
+                            "attributes-rate and sublayer steps read the facts that have a reference paragraph, "
+                            "fewer than the sample, so they use every known one of those.")
+        return "".join(said)
 
     # ------------------------------------------------------------------------------ cost, tables
 
