@@ -100,13 +100,13 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 #: a plain decimal number written as text (``-5.1``, ``+2e-3``): a spreadsheet reads it as a number, not a formula
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+NUMBER_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _safe_cell(value):
     """Text that a spreadsheet would run as a formula (a token such as ``=SUM(...)``) gets a leading ``'``, as
     OWASP recommends; numbers, also numbers already formatted as text (``"-5.1"``), are written as they are."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not NUMBER_TEXT.fullmatch(value):
         return "'" + value
     return value
 

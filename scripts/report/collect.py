@@ -11,8 +11,9 @@ import io
 import json
 import math
 import os
-import re
 import shutil
+
+from huggingface_patch.atomic import NUMBER_TEXT
 
 from .paths import FIGURES, ITEMS, REPO
 
@@ -251,7 +252,7 @@ def _compact(value: str) -> str:
     """A number cell with 6 significant digits (the tables stay exact enough to re-derive every figure). A
     number behind the spreadsheet guard ``'`` (before 0.2.0's fix, negative numbers formatted as text got one)
     is read as the number."""
-    if value.startswith("'") and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", value[1:]):
+    if value.startswith("'") and NUMBER_TEXT.fullmatch(value[1:]):
         value = value[1:]
     try:
         number = float(value)
