@@ -13,16 +13,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from huggingface_patch.cli import (
-    ArgumentParser,
-    add_model_arguments,
-    check_device,
-    non_negative_int,
-    positive_int,
-    run_cli,
-    setup_logging,
-)
+from huggingface_patch.cli import ArgumentParser, add_model_arguments, non_negative_int, positive_int
 from huggingface_patch.corpus import EXAMPLE_CORPUS
+from huggingface_patch.tool import Outcome, run_tool
 
 log = logging.getLogger("analysis.ablation_agreement")
 PROG = "python -m analysis.ablation_agreement"
@@ -44,33 +37,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run(args, bundle) -> Outcome:
+    from huggingface_patch.attribution.ablation import ablation_study
+    from huggingface_patch.corpus import read_corpus
+    from huggingface_patch.records import analysis_record, describe_file
+
+    study = ablation_study(bundle.model, bundle.tokenizer, read_corpus(args.corpus), bundle.start, window=args.window,
+                           pairs=args.pairs, max_tokens=args.max_tokens, seed=args.seed, units=args.units)
+    record = analysis_record(PROG, dict(study.settings, dtype=args.dtype), model=bundle.model,
+                             model_name=bundle.source.name, model_argument=args.model, tokenizer=bundle.tokenizer,
+                             inputs={"corpus": describe_file(args.corpus)})
+    stats = study.stats
+    return Outcome(record, lambda out: study.write(out, bundle.source.name),
+                   f"Spearman {stats['spearman']:.3f}, Pearson {stats['pearson']:.3f} over {stats['n']} pairs")
+
+
+def _check(args) -> None:
+    from huggingface_patch.corpus import read_corpus
+
+    read_corpus(args.corpus)  # a missing or empty corpus fails before the model loads
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def body():
-        from huggingface_patch.attribution.ablation import ablation_study
-        from huggingface_patch.corpus import document_start, read_corpus
-        from huggingface_patch.files import ResultFolder, check_output_dir
-        from huggingface_patch.loading import load_model_and_tokenizer
-        from huggingface_patch.records import analysis_record, describe_file
-
-        setup_logging(args.verbose)
-        check_output_dir(args.output_dir)
-        check_device(args.device)
-        documents = read_corpus(args.corpus)
-        model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
-        start = document_start(model.config, tokenizer, args.bos, bundled=source.name)
-        study = ablation_study(model, tokenizer, documents, start, window=args.window, pairs=args.pairs,
-                               max_tokens=args.max_tokens, seed=args.seed, units=args.units)
-        record = analysis_record(PROG, dict(study.settings, dtype=args.dtype), model=model, model_name=source.name,
-                                 model_argument=args.model, tokenizer=tokenizer,
-                                 inputs={"corpus": describe_file(args.corpus)})
-        with ResultFolder(args.output_dir, record) as out:
-            study.write(out, source.name)
-        log.info("Spearman %.3f, Pearson %.3f over %d pairs", study.stats["spearman"], study.stats["pearson"],
-                 study.stats["n"])
-
-    return run_cli(body, PROG)
+    return run_tool(PROG, build_parser().parse_args(argv), run, check=_check, log=log)
 
 
 if __name__ == "__main__":

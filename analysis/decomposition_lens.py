@@ -14,17 +14,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from huggingface_patch.cli import (
-    ArgumentParser,
-    UsageError,
-    add_model_arguments,
-    check_device,
-    non_negative_int,
-    positive_int,
-    run_cli,
-    setup_logging,
-)
+from huggingface_patch.cli import ArgumentParser, UsageError, add_model_arguments, non_negative_int, positive_int
 from huggingface_patch.corpus import EXAMPLE_CORPUS
+from huggingface_patch.tool import Outcome, run_tool
 
 log = logging.getLogger("analysis.decomposition_lens")
 PROG = "python -m analysis.decomposition_lens"
@@ -47,48 +39,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _text(args) -> str:
+    """The analysed text: ``--text``, or document ``--document`` of ``--corpus`` (checked before loading)."""
+    from huggingface_patch.corpus import read_corpus
+
+    if args.max_tokens < 2:
+        raise UsageError("--max-tokens must be at least 2")
+    text = args.text
+    if text is None:
+        documents = read_corpus(args.corpus)
+        if not args.document < len(documents):
+            raise UsageError(f"--document {args.document} out of range: {args.corpus} has {len(documents)} documents")
+        text = documents[args.document]
+    if not text.strip():
+        raise UsageError("--text is empty")
+    return text
+
+
+def run(args, bundle) -> Outcome:
+    import torch
+
+    from huggingface_patch.attribution.decomposition_lens import lens_table
+    from huggingface_patch.records import analysis_record, describe_file, text_sha256
+
+    inputs = {"text_sha256": text_sha256(args.text)} if args.text is not None else \
+        {"corpus": describe_file(args.corpus)}
+    model, tokenizer, start = bundle.model, bundle.tokenizer, bundle.start
+    ids = torch.tensor(start.prepend(tokenizer(_text(args), add_special_tokens=False)["input_ids"])[: args.max_tokens])
+    target = args.target if args.target >= 0 else len(ids) + args.target
+    if not 0 <= target < len(ids):
+        raise UsageError(f"--target {args.target} outside the input of {len(ids)} tokens (start token = 0)")
+    table = lens_table(model, tokenizer, ids, target, args.window, args.top_k, progress=True)
+    record = analysis_record(PROG, dict(table.settings, target=target, start=start.describe(), dtype=args.dtype,
+                                        max_tokens=args.max_tokens), model=model, model_name=bundle.source.name,
+                             model_argument=args.model, tokenizer=tokenizer, inputs=inputs)
+    return Outcome(record, lambda out: table.write(out, bundle.source.name), f"target {target}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def body():
-        import torch
-
-        from huggingface_patch.attribution.decomposition_lens import lens_table
-        from huggingface_patch.corpus import document_start, read_corpus
-        from huggingface_patch.files import ResultFolder, check_output_dir
-        from huggingface_patch.loading import load_model_and_tokenizer
-        from huggingface_patch.records import analysis_record, describe_file, text_sha256
-
-        setup_logging(args.verbose)
-        if args.max_tokens < 2:
-            raise UsageError("--max-tokens must be at least 2")
-        check_output_dir(args.output_dir)
-        check_device(args.device)
-        text = args.text
-        inputs = {"text_sha256": text_sha256(text)} if text is not None else {"corpus": describe_file(args.corpus)}
-        if text is None:
-            documents = read_corpus(args.corpus)
-            if not args.document < len(documents):
-                raise UsageError(f"--document {args.document} out of range: {args.corpus} has {len(documents)} "
-                                 "documents")
-            text = documents[args.document]
-        if not text.strip():
-            raise UsageError("--text is empty")
-        model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
-        start = document_start(model.config, tokenizer, args.bos, bundled=source.name)
-        ids = torch.tensor(start.prepend(tokenizer(text, add_special_tokens=False)["input_ids"])[: args.max_tokens])
-        target = args.target if args.target >= 0 else len(ids) + args.target
-        if not 0 <= target < len(ids):
-            raise UsageError(f"--target {args.target} outside the input of {len(ids)} tokens (start token = 0)")
-        table = lens_table(model, tokenizer, ids, target, args.window, args.top_k, progress=True)
-        record = analysis_record(PROG, dict(table.settings, target=target, start=start.describe(), dtype=args.dtype,
-                                            max_tokens=args.max_tokens), model=model, model_name=source.name,
-                                 model_argument=args.model, tokenizer=tokenizer, inputs=inputs)
-        with ResultFolder(args.output_dir, record) as out:
-            table.write(out, source.name)
-        log.info("wrote %s", args.output_dir)
-
-    return run_cli(body, PROG)
+    return run_tool(PROG, build_parser().parse_args(argv), run, check=_text, log=log)
 
 
 if __name__ == "__main__":

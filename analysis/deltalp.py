@@ -24,13 +24,11 @@ from huggingface_patch.cli import (
     UsageError,
     add_model_arguments,
     add_precision_argument,
-    check_device,
     check_precision_device,
     positive_int,
-    run_cli,
-    setup_logging,
 )
 from huggingface_patch.corpus import EXAMPLE_CORPUS
+from huggingface_patch.tool import Outcome, run_tool
 
 log = logging.getLogger("analysis.deltalp")
 PROG = "python -m analysis.deltalp"
@@ -169,8 +167,8 @@ def _from_model(args, plot_range, settings: dict) -> _Loaded:
     """The analyses of the corpus, the model run on it; sets ``settings["start"]``."""
     from huggingface_patch.attribution.study import model_analyses
     from huggingface_patch.attribution.tables import stitch_targets
-    from huggingface_patch.corpus import document_start, read_corpus
-    from huggingface_patch.loading import load_model_and_tokenizer
+    from huggingface_patch.corpus import read_corpus
+    from huggingface_patch.loading import load_bundle
     from huggingface_patch.records import describe_file
 
     documents = read_corpus(args.corpus)
@@ -178,8 +176,8 @@ def _from_model(args, plot_range, settings: dict) -> _Loaded:
     if document.isdigit() and int(document) >= len(documents):  # before the model runs, not after
         raise UsageError(f"--plot-range {args.plot_range}: document {document} does not exist ({args.corpus} "
                          f"has documents 0..{len(documents) - 1})")
-    model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
-    start = document_start(model.config, tokenizer, args.bos, bundled=source.name)
+    bundle = load_bundle(args.model, dtype=args.dtype, device=args.device, bos=args.bos)
+    model, tokenizer, source, start = bundle.model, bundle.tokenizer, bundle.source, bundle.start
     log.info("start token: %r (id %s; %s)", start.token, start.id, start.reason)
     pieces, analyses = model_analyses(model, tokenizer, documents, args.window, start, context=args.context,
                                       precision=args.precision)
@@ -189,52 +187,50 @@ def _from_model(args, plot_range, settings: dict) -> _Loaded:
                    model=model, pieces=pieces, documents=documents, start=start)
 
 
+def _check(args) -> None:
+    check_args(args)
+    if args.window is None and not args.from_files:
+        args.window = 50
+    check_precision_device(args.precision, args.device)
+
+
+def run(args, _bundle) -> Outcome:
+    """From the model (loaded in :func:`_from_model`) or from run_decompose.py's files (no model)."""
+    from huggingface_patch.attribution.contrastive import resolve_foil
+    from huggingface_patch.attribution.study import compare_conventions, deltalp_study, token_level_rows
+    from huggingface_patch.attribution.tables import UNITS
+    from huggingface_patch.records import analysis_record
+
+    plot_range = parse_plot_range(args.plot_range)
+    base = UNITS[args.units]
+    level = "word" if args.words else "contrast" if args.foil is not None else "token"
+    settings = dict(window=args.window, context=args.context, include_bos=args.include_bos, precision=args.precision)
+    got = _from_files(args, settings) if args.from_files else _from_model(args, plot_range, settings)
+    model, tokenizer = got.model, got.tokenizer
+    foil_id = resolve_foil(tokenizer, args.foil) if args.foil is not None else None
+    study = deltalp_study(got.analyses, got.stitched, level=level, units=args.units, base=base, foil_id=foil_id,
+                          foil=args.foil, tokenizer=tokenizer, include_bos=args.include_bos,
+                          settings=dict(settings, model=got.source.name))
+    if args.compare_conventions:
+        reference = study.rows if level == "token" else token_level_rows(
+            model, tokenizer, got.documents, args.window, got.start, context=args.context, base=base)
+        study.conventions = compare_conventions(model, tokenizer, got.documents, args.window, got.start,
+                                                reference, context=args.context, base=base)
+    record = analysis_record("analysis.deltalp", dict(settings, level=level, units=args.units, foil=args.foil,
+                                                      dtype=args.dtype), model=model, model_name=got.source.name,
+                             model_argument=args.model, tokenizer=tokenizer, inputs=got.inputs)
+    if args.lens:
+        from huggingface_patch.attribution.study import lens_for_targets
+
+        document, first, last = plot_range
+        study.lens[str(document)] = lens_for_targets(model, tokenizer, got.pieces, got.stitched, document, first,
+                                                     last, args.window)
+    return Outcome(record, lambda out: study.write(out, plot_range, got.source.name, html=args.html),
+                   f"{len(study.rows)} rows, {study.summary['n_targets']} targets")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def body():
-        from huggingface_patch.attribution.contrastive import resolve_foil
-        from huggingface_patch.attribution.study import compare_conventions, deltalp_study, token_level_rows
-        from huggingface_patch.attribution.tables import UNITS
-        from huggingface_patch.files import ResultFolder, check_output_dir
-        from huggingface_patch.records import analysis_record
-
-        setup_logging(args.verbose)
-        plot_range = check_args(args)
-        if args.window is None and not args.from_files:
-            args.window = 50
-        check_output_dir(args.output_dir)
-        check_device(args.device)
-        check_precision_device(args.precision, args.device)
-        base = UNITS[args.units]
-        level = "word" if args.words else "contrast" if args.foil is not None else "token"
-        settings = dict(window=args.window, context=args.context, include_bos=args.include_bos,
-                        precision=args.precision)
-        got = _from_files(args, settings) if args.from_files else _from_model(args, plot_range, settings)
-        model, tokenizer = got.model, got.tokenizer
-        foil_id = resolve_foil(tokenizer, args.foil) if args.foil is not None else None
-        study = deltalp_study(got.analyses, got.stitched, level=level, units=args.units, base=base, foil_id=foil_id,
-                              foil=args.foil, tokenizer=tokenizer, include_bos=args.include_bos,
-                              settings=dict(settings, model=got.source.name))
-        if args.compare_conventions:
-            reference = study.rows if level == "token" else token_level_rows(
-                model, tokenizer, got.documents, args.window, got.start, context=args.context, base=base)
-            study.conventions = compare_conventions(model, tokenizer, got.documents, args.window, got.start,
-                                                    reference, context=args.context, base=base)
-        record = analysis_record("analysis.deltalp", dict(settings, level=level, units=args.units, foil=args.foil,
-                                                          dtype=args.dtype), model=model, model_name=got.source.name,
-                                 model_argument=args.model, tokenizer=tokenizer, inputs=got.inputs)
-        if args.lens:
-            from huggingface_patch.attribution.study import lens_for_targets
-
-            document, first, last = plot_range
-            study.lens[str(document)] = lens_for_targets(model, tokenizer, got.pieces, got.stitched, document, first,
-                                                         last, args.window)
-        with ResultFolder(args.output_dir, record) as out:
-            study.write(out, plot_range, got.source.name, html=args.html)
-        log.info("wrote %s (%d rows, %d targets)", args.output_dir, len(study.rows), study.summary["n_targets"])
-
-    return run_cli(body, PROG)
+    return run_tool(PROG, build_parser().parse_args(argv), run, check=_check, load=False, log=log)
 
 
 if __name__ == "__main__":

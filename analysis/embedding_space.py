@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 
 from huggingface_patch.cli import (
     ArgumentParser,
     UsageError,
     add_bos_argument,
     add_model_arguments,
-    check_device,
     non_negative_int,
     positive_float,
     positive_int,
-    run_cli,
-    setup_logging,
 )
 from huggingface_patch.corpus import EXAMPLE_CORPUS, EXAMPLE_ESSAYS
+from huggingface_patch.tool import Outcome, run_tool
 
 logger = logging.getLogger("analysis.embedding_space")
 PROG = "python -m analysis.embedding_space"
@@ -191,50 +188,38 @@ def report_for(args, model, tokenizer, vocab, token_filter, start=None):
                                     target=args.target, seed=args.seed, start=start, **common)
 
 
+def _check(args) -> None:
+    """Before the model loads: the word list, the k range, the corpus."""
+    _token_filter(args)
+    if args.command in ("vo", "qk") and args.min_k > args.max_k:
+        raise UsageError(f"--min-k ({args.min_k}) must not exceed --max-k ({args.max_k})")
+    if args.command in ("align", "select"):
+        from huggingface_patch.corpus import read_corpus
+
+        read_corpus(args.corpus)
+
+
+def run(args, bundle) -> Outcome:
+    from huggingface_patch.architectures import readout
+    from huggingface_patch.embedding_space import vocabulary
+    from huggingface_patch.records import analysis_record, describe_file
+
+    model, tokenizer, source = bundle.model, bundle.tokenizer, bundle.source
+    vocab = vocabulary(tokenizer, readout(model).vocab_size)
+    start_token = bundle.start if args.command in ("align", "select") else None
+    report = report_for(args, model, tokenizer, vocab, _token_filter(args), start_token)
+    settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "verbose", "device", "model",
+                                                               "no_progress")}
+    inputs = {"corpus": describe_file(args.corpus)} if args.command in ("align", "select") else {}
+    record = analysis_record(f"{PROG} {args.command}", settings, model=model, model_name=source.name,
+                             model_argument=args.model, tokenizer=tokenizer, inputs=inputs)
+    return Outcome(record, lambda out: report.write(out, source.name), args.command)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input)."""
     args = build_parser().parse_args(argv)
-    prog = f"{PROG} {args.command}"
-
-    def body():
-        from huggingface_patch.architectures import get_adapter, readout
-        from huggingface_patch.embedding_space import vocabulary
-        from huggingface_patch.files import ResultFolder, check_output_dir
-        from huggingface_patch.loading import load_model_and_tokenizer
-        from huggingface_patch.records import analysis_record, describe_file
-
-        setup_logging(args.verbose)
-        started = time.perf_counter()
-        check_output_dir(args.output_dir)
-        check_device(args.device)
-        token_filter = _token_filter(args)  # a bad word list fails before the model loads
-        if args.command in ("vo", "qk") and args.min_k > args.max_k:
-            raise UsageError(f"--min-k ({args.min_k}) must not exceed --max-k ({args.max_k})")
-        if args.command in ("align", "select"):
-            from huggingface_patch.corpus import read_corpus
-
-            read_corpus(args.corpus)
-        model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device,
-                                                            decomposed=False)
-        get_adapter(model)  # UnsupportedArchitectureError names the supported families
-        vocab = vocabulary(tokenizer, readout(model).vocab_size)
-        start_token = None
-        if args.command in ("align", "select"):
-            from huggingface_patch.corpus import document_start
-
-            start_token = document_start(model.config, tokenizer, args.bos, bundled=source.name)
-            logger.info("start token: %r (id %s; %s)", start_token.token, start_token.id, start_token.reason)
-        report = report_for(args, model, tokenizer, vocab, token_filter, start_token)
-        settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "verbose", "device", "model",
-                                                                   "no_progress")}
-        inputs = {"corpus": describe_file(args.corpus)} if args.command in ("align", "select") else {}
-        record = analysis_record(prog, settings, model=model, model_name=source.name, model_argument=args.model,
-                                 tokenizer=tokenizer, inputs=inputs)
-        with ResultFolder(args.output_dir, record) as out:
-            report.write(out, source.name)
-        logger.info("wrote %s in %.1f s", args.output_dir, time.perf_counter() - started)
-
-    return run_cli(body, prog)
+    return run_tool(f"{PROG} {args.command}", args, run, check=_check, decomposed=False, log=logger)
 
 
 if __name__ == "__main__":

@@ -20,18 +20,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from huggingface_patch.cli import (
-    ArgumentParser,
-    UsageError,
-    add_model_arguments,
-    check_device,
-    non_negative_int,
-    positive_int,
-    run_cli,
-    setup_logging,
-)
+from huggingface_patch.cli import ArgumentParser, UsageError, add_model_arguments, non_negative_int, positive_int
 from huggingface_patch.corpus import EXAMPLE_ESSAYS
 from huggingface_patch.faithfulness.benchmark import METHODS, METRIC_GROUPS
+from huggingface_patch.tool import Outcome, run_tool
 
 log = logging.getLogger("analysis.faithfulness")
 PROG = "python -m analysis.faithfulness"
@@ -81,52 +73,59 @@ def check_arguments(args) -> None:
                          "name a token")
 
 
+def run(args, bundle) -> Outcome:
+    from huggingface_patch.faithfulness.benchmark import run_benchmark
+    from huggingface_patch.faithfulness.items import corpus_items, known_answer_items, with_texts
+    from huggingface_patch.records import analysis_record, describe_file
+    from huggingface_patch.residual_stream.corpus import load_documents
+
+    model, tokenizer, source, start = bundle.model, bundle.tokenizer, bundle.source, bundle.start
+    if start.id is None:
+        raise UsageError(f"{source.name} has no start token: name one with --bos")
+    documents = load_documents(args.corpus) if args.items else []
+    corpus = corpus_items(tokenizer, documents, start, args.items, args.context, args.seed) if args.items else []
+    tasks, tried = [], {}
+    if "known-answer" in args.metrics and args.task_items:
+        for task in ("ioi", "agreement"):
+            kept, tried[task] = known_answer_items(model, tokenizer, start, task, args.task_items, args.seed)
+            log.info("%s: the model gets %d of %d candidates right", task, len(kept), tried[task])
+            tasks += kept
+    with_texts(corpus + tasks, tokenizer)
+    settings = dict(methods=args.methods, metrics=args.metrics, items=args.items, context=args.context,
+                    task_items=args.task_items, seed=args.seed, dtype=args.dtype)
+    inputs = {"corpus": describe_file(args.corpus)} if args.items else {}
+    record = analysis_record(PROG, settings, model=model, model_name=source.name, model_argument=args.model,
+                             tokenizer=tokenizer, inputs=inputs)
+    record["start_token"] = start.describe()
+    record["candidates_tried"] = tried
+    done = {}
+
+    def write(out) -> None:  # the benchmark runs inside the result folder: a refused folder costs no work
+        result = run_benchmark(model, corpus, tasks, args.methods, args.metrics, seed=args.seed,
+                               tokenizer=tokenizer, model_path=source.path, model_kwargs=source.kwargs)
+        result.settings["candidates_tried"] = tried
+        result.write(out, source.name, plots=not args.no_plots)
+        done["result"] = result
+
+    def report() -> str:
+        return "; ".join(f"{method}: " + ", ".join(f"{k} {v['estimate']:.3f}" for k, v in metrics.items())
+                         for method, metrics in done["result"].summary.items())
+
+    return Outcome(record, write, report)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.methods = list(dict.fromkeys(args.methods))
+    return run_tool(PROG, args, run, check=_check, log=log)
 
-    def body():
-        from huggingface_patch.corpus import document_start
-        from huggingface_patch.faithfulness.benchmark import run_benchmark
-        from huggingface_patch.faithfulness.items import corpus_items, known_answer_items, with_texts
-        from huggingface_patch.files import ResultFolder, check_output_dir
-        from huggingface_patch.loading import load_model_and_tokenizer
-        from huggingface_patch.records import analysis_record, describe_file
-        from huggingface_patch.residual_stream.corpus import load_documents
 
-        setup_logging(args.verbose)
-        check_arguments(args)
-        check_output_dir(args.output_dir)
-        check_device(args.device)
-        documents = load_documents(args.corpus) if args.items else []
-        model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
-        start = document_start(model.config, tokenizer, args.bos, bundled=source.name)
-        if start.id is None:
-            raise UsageError(f"{source.name} has no start token: name one with --bos")
-        corpus = corpus_items(tokenizer, documents, start, args.items, args.context, args.seed) if args.items else []
-        tasks, tried = [], {}
-        if "known-answer" in args.metrics and args.task_items:
-            for task in ("ioi", "agreement"):
-                kept, tried[task] = known_answer_items(model, tokenizer, start, task, args.task_items, args.seed)
-                log.info("%s: the model gets %d of %d candidates right", task, len(kept), tried[task])
-                tasks += kept
-        with_texts(corpus + tasks, tokenizer)
-        settings = dict(methods=args.methods, metrics=args.metrics, items=args.items, context=args.context,
-                        task_items=args.task_items, seed=args.seed, dtype=args.dtype)
-        inputs = {"corpus": describe_file(args.corpus)} if args.items else {}
-        record = analysis_record(PROG, settings, model=model, model_name=source.name, model_argument=args.model,
-                                 tokenizer=tokenizer, inputs=inputs)
-        record["start_token"] = start.describe()
-        record["candidates_tried"] = tried
-        with ResultFolder(args.output_dir, record) as out:
-            result = run_benchmark(model, corpus, tasks, args.methods, args.metrics, seed=args.seed,
-                                   tokenizer=tokenizer, model_path=source.path, model_kwargs=source.kwargs)
-            result.settings["candidates_tried"] = tried
-            result.write(out, source.name, plots=not args.no_plots)
-        for method, metrics in result.summary.items():
-            log.info("%-22s %s", method, "  ".join(f"{k} {v['estimate']:.3f}" for k, v in metrics.items()))
+def _check(args) -> None:
+    from huggingface_patch.residual_stream.corpus import load_documents
 
-    return run_cli(body, PROG)
+    check_arguments(args)
+    if args.items:
+        load_documents(args.corpus)  # a missing or empty corpus fails before the model loads
 
 
 if __name__ == "__main__":

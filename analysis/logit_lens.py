@@ -13,17 +13,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from huggingface_patch.cli import (
-    ArgumentParser,
-    UsageError,
-    add_model_arguments,
-    check_device,
-    positive_int,
-    run_cli,
-    setup_logging,
-)
+from huggingface_patch.cli import ArgumentParser, UsageError, add_model_arguments, positive_int
 from huggingface_patch.corpus import EXAMPLE_CORPUS
 from huggingface_patch.residual_stream.logit_lens import COLOUR_MODES, SUBLAYER_MODES
+from huggingface_patch.tool import Outcome, run_tool
 
 log = logging.getLogger("analysis.logit_lens")
 PROG = "python -m analysis.logit_lens"
@@ -51,44 +44,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _documents(args) -> list[str]:
+    from huggingface_patch.residual_stream.corpus import load_documents
+
+    if args.max_tokens < 2:
+        raise UsageError(f"--max-tokens must be at least 2, got {args.max_tokens}")
+    return load_documents(None if args.text is not None else args.corpus, args.text)[: args.max_documents]
+
+
+def run(args, bundle) -> Outcome:
+    from huggingface_patch.architectures import get_adapter
+    from huggingface_patch.records import analysis_record, describe_file, text_sha256
+    from huggingface_patch.residual_stream.corpus import encode_documents
+    from huggingface_patch.residual_stream.report import logit_lens_report
+
+    model, tokenizer, source = bundle.model, bundle.tokenizer, bundle.source
+    colours = args.colour or ["prob"]
+    sublayers = None if args.sublayers == "none" else args.sublayers
+    sequences = encode_documents(tokenizer, bundle.start, _documents(args), args.max_tokens)
+    report = logit_lens_report(model, tokenizer, sequences, source.name, sublayers=sublayers,
+                               batch_size=args.batch_size, colours=colours)
+    report.settings.update(model=args.model, num_layers=len(get_adapter(model).parts(model).layers),
+                           max_tokens=args.max_tokens, start_token=bundle.start.describe())
+    inputs = {"text_sha256": text_sha256(args.text)} if args.text is not None else \
+        {"corpus": describe_file(args.corpus)}
+    record = analysis_record(PROG, dict(report.settings, dtype=args.dtype, colours=colours), model=model,
+                             model_name=source.name, model_argument=args.model, tokenizer=tokenizer, inputs=inputs)
+    return Outcome(record, lambda out: report.write(out, colours, plots=not args.no_plots),
+                   f"{len(sequences)} documents")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def body():
-        from huggingface_patch.architectures import get_adapter
-        from huggingface_patch.corpus import document_start
-        from huggingface_patch.files import ResultFolder, check_output_dir
-        from huggingface_patch.loading import load_model_and_tokenizer
-        from huggingface_patch.records import analysis_record, describe_file, text_sha256
-        from huggingface_patch.residual_stream.corpus import encode_documents, load_documents
-        from huggingface_patch.residual_stream.report import logit_lens_report
-
-        setup_logging(args.verbose)
-        if args.max_tokens < 2:
-            raise UsageError(f"--max-tokens must be at least 2, got {args.max_tokens}")
-        check_output_dir(args.output_dir)
-        check_device(args.device)
-        colours = args.colour or ["prob"]
-        sublayers = None if args.sublayers == "none" else args.sublayers
-        documents = load_documents(None if args.text is not None else args.corpus, args.text)[: args.max_documents]
-        model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device,
-                                                            decomposed=False)
-        get_adapter(model)
-        start = document_start(model.config, tokenizer, args.bos, bundled=source.name)
-        sequences = encode_documents(tokenizer, start, documents, args.max_tokens)
-        report = logit_lens_report(model, tokenizer, sequences, source.name, sublayers=sublayers,
-                                   batch_size=args.batch_size, colours=colours)
-        report.settings.update(model=args.model, num_layers=len(get_adapter(model).parts(model).layers),
-                               max_tokens=args.max_tokens, start_token=start.describe())
-        inputs = {"text_sha256": text_sha256(args.text)} if args.text is not None else \
-            {"corpus": describe_file(args.corpus)}
-        record = analysis_record(PROG, dict(report.settings, dtype=args.dtype, colours=colours), model=model,
-                                 model_name=source.name, model_argument=args.model, tokenizer=tokenizer, inputs=inputs)
-        with ResultFolder(args.output_dir, record) as out:
-            report.write(out, colours, plots=not args.no_plots)
-        log.info("wrote %s", args.output_dir)
-
-    return run_cli(body, PROG)
+    return run_tool(PROG, build_parser().parse_args(argv), run, check=_documents, decomposed=False, log=log)
 
 
 if __name__ == "__main__":

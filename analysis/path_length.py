@@ -15,16 +15,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from huggingface_patch.cli import (
-    ArgumentParser,
-    UsageError,
-    add_model_arguments,
-    check_device,
-    positive_int,
-    run_cli,
-    setup_logging,
-)
+from huggingface_patch.cli import ArgumentParser, UsageError, add_model_arguments, positive_int
 from huggingface_patch.corpus import EXAMPLE_CORPUS
+from huggingface_patch.tool import Outcome, run_tool
 
 log = logging.getLogger("analysis.path_length")
 PROG = "python -m analysis.path_length"
@@ -49,48 +42,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _documents(args) -> list[str]:
+    from huggingface_patch.residual_stream.corpus import load_documents
+
+    if args.max_tokens < 2:
+        raise UsageError(f"--max-tokens must be at least 2, got {args.max_tokens}")
+    return load_documents(None if args.text is not None else args.corpus, args.text)
+
+
+def run(args, _bundle) -> Outcome:
+    """Each ``--model`` in turn, loaded through the one loading path, measured and released."""
+    from huggingface_patch.loading import load_bundle
+    from huggingface_patch.records import analysis_record, describe_file, describe_model, text_sha256
+    from huggingface_patch.residual_stream.corpus import encode_documents
+    from huggingface_patch.residual_stream.report import PathLengthReport, model_paths
+
+    documents = _documents(args)
+    models, described, seen = [], [], {}
+    for argument in args.models or ["smollm2-135m"]:
+        bundle = load_bundle(argument, dtype=args.dtype, device=args.device, decomposed=False, bos=args.bos)
+        name = bundle.source.name
+        seen[name] = seen.get(name, 0) + 1
+        name = name if seen[name] == 1 else f"{name}-{seen[name]}"
+        sequences = encode_documents(bundle.tokenizer, bundle.start, documents, args.max_tokens)
+        models.append(model_paths(bundle.model, bundle.tokenizer, sequences, name, argument, args.batch_size))
+        described.append(dict(describe_model(bundle.model, name, argument), start_token=bundle.start.describe()))
+        del bundle
+    report = PathLengthReport(models, dict(max_tokens=args.max_tokens))
+    inputs = {"text_sha256": text_sha256(args.text)} if args.text is not None else \
+        {"corpus": describe_file(args.corpus)}
+    record = analysis_record(PROG, dict(max_tokens=args.max_tokens, dtype=args.dtype), inputs=inputs)
+    record["models"] = described
+    lines = [f"{row['model']}: Pearson {row['pearson_next_logit']:.3f}, Spearman {row['spearman_next_logit']:.3f} "
+             f"(path length vs next-token logit, {row['tokens_with_next']} tokens)" for row in report.summary()]
+    return Outcome(record, lambda out: report.write(out, plots=not args.no_plots), "; ".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def body():
-        from huggingface_patch.architectures import get_adapter
-        from huggingface_patch.corpus import document_start
-        from huggingface_patch.files import ResultFolder, check_output_dir
-        from huggingface_patch.loading import load_model_and_tokenizer
-        from huggingface_patch.records import analysis_record, describe_file, describe_model, text_sha256
-        from huggingface_patch.residual_stream.corpus import encode_documents, load_documents
-        from huggingface_patch.residual_stream.report import PathLengthReport, model_paths
-
-        setup_logging(args.verbose)
-        if args.max_tokens < 2:
-            raise UsageError(f"--max-tokens must be at least 2, got {args.max_tokens}")
-        check_output_dir(args.output_dir)
-        check_device(args.device)
-        documents = load_documents(None if args.text is not None else args.corpus, args.text)
-        models, described, seen = [], [], {}
-        for argument in args.models or ["smollm2-135m"]:
-            model, tokenizer, source = load_model_and_tokenizer(argument, dtype=args.dtype, device=args.device,
-                                                                decomposed=False)
-            get_adapter(model)
-            start = document_start(model.config, tokenizer, args.bos, bundled=source.name)
-            seen[source.name] = seen.get(source.name, 0) + 1
-            name = source.name if seen[source.name] == 1 else f"{source.name}-{seen[source.name]}"
-            sequences = encode_documents(tokenizer, start, documents, args.max_tokens)
-            models.append(model_paths(model, tokenizer, sequences, name, argument, args.batch_size))
-            described.append(dict(describe_model(model, name, argument), start_token=start.describe()))
-            del model
-        report = PathLengthReport(models, dict(max_tokens=args.max_tokens))
-        inputs = {"text_sha256": text_sha256(args.text)} if args.text is not None else \
-            {"corpus": describe_file(args.corpus)}
-        record = analysis_record(PROG, dict(max_tokens=args.max_tokens, dtype=args.dtype), inputs=inputs)
-        record["models"] = described
-        with ResultFolder(args.output_dir, record) as out:
-            report.write(out, plots=not args.no_plots)
-        for row in report.summary():
-            log.info("%s: Pearson %.3f, Spearman %.3f (path length vs next-token logit, %d tokens)", row["model"],
-                     row["pearson_next_logit"], row["spearman_next_logit"], row["tokens_with_next"])
-
-    return run_cli(body, PROG)
+    return run_tool(PROG, build_parser().parse_args(argv), run, check=_documents, load=False, log=log)
 
 
 if __name__ == "__main__":

@@ -13,15 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from huggingface_patch.cli import (
-    ArgumentParser,
-    UsageError,
-    add_model_arguments,
-    check_device,
-    positive_int,
-    run_cli,
-    setup_logging,
-)
+from huggingface_patch.cli import ArgumentParser, UsageError, add_model_arguments, positive_int
+from huggingface_patch.tool import Outcome, run_tool
 
 #: what a ``layer`` number means in every recall table, summary and figure
 LAYER_CONVENTION = "0-based index of the decoder block (its output, or its sublayer); -1 = the embeddings"
@@ -84,60 +77,60 @@ class RecallTool:
     def main(self, argv: list[str] | None = None) -> int:
         args = self.parser().parse_args(argv)
         log = logging.getLogger(f"analysis.{self.name}")
+        state: dict = {}
 
-        def body():
-            from tqdm.auto import tqdm
+        def check(args) -> None:
+            """The facts and the tool's own set-up, before the model loads (one-line errors)."""
+            from huggingface_patch.recall.queries import load_facts
 
-            from huggingface_patch.corpus import document_start
-            from huggingface_patch.files import ResultFolder, check_output_dir
-            from huggingface_patch.loading import load_model_and_tokenizer
-            from huggingface_patch.recall.queries import load_facts, sample_queries
-            from huggingface_patch.recall.result import RecallResult
-            from huggingface_patch.recall.statistics import cluster_labels
-            from huggingface_patch.records import analysis_record, describe_file
-
-            setup_logging(args.verbose)
-            started = time.perf_counter()
-            check_output_dir(args.output_dir)
-            check_device(args.device)
+            state["started"] = time.perf_counter()
             facts = load_facts(args.facts)
-            findable = [f for f in facts if _subject_found(f)]
-            if not findable:
+            if not any(_subject_found(f) for f in facts):
                 raise UsageError(f"no fact's subject appears in its prompt (fact 0: {facts[0]['subject']!r} is not in "
                                  f"{facts[0]['prompt']!r}): fix the facts file's 'subject' or 'prompt' fields")
-            facts, options = self.prepare(args, facts) if self.prepare is not None else (facts, {})
-            model, tokenizer, source = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device,
-                                                                decomposed=False)
-            start = document_start(model.config, tokenizer, args.bos, bundled=source.name)
-            if self.check_model is not None:
-                self.check_model(model, args, options)
-            loaded = time.perf_counter()
-            facts_file = describe_file(args.facts)
-            known = _known(args, model, tokenizer, facts, facts_file, start, log)
-            queries = sample_queries(known, args.sample, args.seed)
-            options["clusters"] = cluster_labels(queries, args.cluster)
-            with tqdm(total=len(queries), desc=self.name.replace("_", " "), unit="fact") as bar:
-                records = self.run(model, tokenizer, queries, args, options, bar)
-            summary = self.summarize(records, model, args, options)
-            elapsed = time.perf_counter() - started
-            settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "verbose", "device", "model")}
-            settings["start_token"] = start.describe()  # what --bos resolved to, not just "auto"
-            record = analysis_record(self.prog, settings, model=model, model_name=source.name,
-                                     model_argument=args.model, tokenizer=tokenizer,
-                                     inputs={"facts": facts_file})
-            counts = dict(model=source.name, facts_total=len(facts), facts_known=len(known), facts_used=len(queries),
-                          sample=dict(size=args.sample, seed=args.seed, drawn_from=len(known)), filter=args.filter,
-                          start_token=start.describe(), layer_convention=LAYER_CONVENTION,
-                          seconds_total=round(elapsed, 1), seconds_loading=round(loaded - started, 1))
-            table, summary_name, figure = self.files
-            result = RecallResult(table, summary_name, records, [q.summary() for q in queries],
-                                  dict(counts, **summary))
-            with ResultFolder(args.output_dir, record) as out:
-                result.write(out)
-                self.plot(summary, out.path(figure), f"{source.name}: {{}} (n={len(queries)})", args, options)
-            log.info("wrote %s (%d facts, %.0f s)", args.output_dir, len(queries), elapsed)
+            state["facts"], state["options"] = self.prepare(args, facts) if self.prepare is not None else (facts, {})
 
-        return run_cli(body, self.prog)
+        return run_tool(self.prog, args, lambda args, bundle: self._run(args, bundle, state, log), check=check,
+                        decomposed=False, log=log)
+
+    def _run(self, args, bundle, state: dict, log) -> Outcome:
+        """Known facts -> sample -> the analysis -> summary, as the result and its writer."""
+        from tqdm.auto import tqdm
+
+        from huggingface_patch.recall.queries import sample_queries
+        from huggingface_patch.recall.result import RecallResult
+        from huggingface_patch.recall.statistics import cluster_labels
+        from huggingface_patch.records import analysis_record, describe_file
+
+        model, tokenizer, source, start = bundle.model, bundle.tokenizer, bundle.source, bundle.start
+        facts, options, started = state["facts"], state["options"], state["started"]
+        if self.check_model is not None:
+            self.check_model(model, args, options)
+        loaded = time.perf_counter()
+        facts_file = describe_file(args.facts)
+        known = _known(args, model, tokenizer, facts, facts_file, start, log)
+        queries = sample_queries(known, args.sample, args.seed)
+        options["clusters"] = cluster_labels(queries, args.cluster)
+        with tqdm(total=len(queries), desc=self.name.replace("_", " "), unit="fact") as bar:
+            records = self.run(model, tokenizer, queries, args, options, bar)
+        summary = self.summarize(records, model, args, options)
+        elapsed = time.perf_counter() - started
+        settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "verbose", "device", "model")}
+        settings["start_token"] = start.describe()  # what --bos resolved to, not just "auto"
+        record = analysis_record(self.prog, settings, model=model, model_name=source.name, model_argument=args.model,
+                                 tokenizer=tokenizer, inputs={"facts": facts_file})
+        counts = dict(model=source.name, facts_total=len(facts), facts_known=len(known), facts_used=len(queries),
+                      sample=dict(size=args.sample, seed=args.seed, drawn_from=len(known)), filter=args.filter,
+                      start_token=start.describe(), layer_convention=LAYER_CONVENTION,
+                      seconds_total=round(elapsed, 1), seconds_loading=round(loaded - started, 1))
+        table, summary_name, figure = self.files
+        result = RecallResult(table, summary_name, records, [q.summary() for q in queries], dict(counts, **summary))
+
+        def write(out) -> None:
+            result.write(out)
+            self.plot(summary, out.path(figure), f"{source.name}: {{}} (n={len(queries)})", args, options)
+
+        return Outcome(record, write, f"{len(queries)} facts")
 
 
 def _known(args, model, tokenizer, facts: list[dict], facts_file: dict, start, log) -> list:

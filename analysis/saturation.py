@@ -22,13 +22,11 @@ from huggingface_patch.cli import (
     ArgumentParser,
     UsageError,
     add_bos_argument,
-    check_device,
     non_negative_int,
     positive_int,
-    run_cli,
-    setup_logging,
 )
 from huggingface_patch.corpus import EXAMPLE_CORPUS
+from huggingface_patch.tool import Outcome, run_tool
 
 PROG = "python -m analysis.saturation"
 DEFAULT_CORPUS = EXAMPLE_CORPUS
@@ -176,21 +174,17 @@ def _load(args):
     return backend, data
 
 
-def _from_table(args) -> None:
+def _from_table(args) -> Outcome:
     """``order --from-table``: the ordering tests on a user's table, no model."""
     import math
 
     import numpy as np
 
-    from huggingface_patch.files import ResultFolder, check_output_dir
     from huggingface_patch.records import analysis_record, describe_file
     from huggingface_patch.saturation.ordering import read_saturation_table
     from huggingface_patch.saturation.reports import write_order
     from huggingface_patch.saturation.settings import SaturationSettings
 
-    if args.num_layers is None:
-        raise UsageError("--from-table needs --num-layers L (the number of blocks of the model the table came from)")
-    check_output_dir(args.output_dir)
     table = read_saturation_table(args.from_table, args.num_layers)
     sat = table["saturation"]
     documents = table["document"] if table["document"] is not None else np.zeros(len(sat), dtype=int)
@@ -200,62 +194,71 @@ def _from_table(args) -> None:
     record = analysis_record(f"{PROG} order", settings, inputs={"table": describe_file(args.from_table)})
     meta = {"table": args.from_table, "num_layers": args.num_layers, "k": int(sat.shape[1]),
             "clustered_by_document": table["document"] is not None}
-    with ResultFolder(args.output_dir, record) as out:
-        line = write_order(inputs, SaturationSettings.from_mapping(vars(args)), out, meta,
-                           os.path.basename(args.from_table),
-                           [str(d) for d in documents])
-    print(line)
+    lines = []
+
+    def write(out) -> None:
+        lines.append(write_order(inputs, SaturationSettings.from_mapping(vars(args)), out, meta,
+                                 os.path.basename(args.from_table), [str(d) for d in documents]))
+
+    return Outcome(record, write, lambda: lines[0], printed=True)
+
+
+def _check(args) -> None:
+    if getattr(args, "from_table", None):
+        if args.num_layers is None:
+            raise UsageError("--from-table needs --num-layers L (the number of blocks of the model the table came "
+                             "from)")
+    elif getattr(args, "num_layers", None) is not None:
+        raise UsageError("--num-layers goes with --from-table (a model's own depth is read from the model)")
+
+
+def run(args, _bundle) -> Outcome:
+    """The subcommand (``all``: every one, writing what could be computed and saying what could not)."""
+    from huggingface_patch.errors import InputError
+    from huggingface_patch.files import write_json
+    from huggingface_patch.records import analysis_record, describe_file
+    from huggingface_patch.saturation.reports import SUBCOMMANDS
+    from huggingface_patch.saturation.settings import SaturationSettings
+
+    if getattr(args, "from_table", None):
+        return _from_table(args)
+    backend, data = _load(args)
+    settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "verbose", "device", "no_progress")}
+    inputs = {}
+    if args.images is None and args.audio is None:
+        inputs["corpus"] = describe_file(args.corpus or DEFAULT_CORPUS)
+    else:
+        inputs["folder"] = args.images or args.audio
+    record = analysis_record(f"{PROG} {args.command}", settings, model=backend.model,
+                             model_name=os.path.basename(str(args.model).rstrip("/")), model_argument=args.model,
+                             tokenizer=getattr(backend, "tokenizer", None), inputs=inputs)
+    commands = ALL if args.command == "all" else (args.command,)
+    options = SaturationSettings.from_mapping(vars(args))
+    lines = []
+
+    def write(out) -> None:
+        skipped = {}
+        for name in commands:
+            try:
+                lines.append((name, SUBCOMMANDS[name](options, backend, data, out)))
+            except InputError as exc:
+                if len(commands) == 1:
+                    raise
+                # 'all' writes what could be computed and says what was not, and why
+                skipped[name] = str(exc).strip().splitlines()[0]
+                lines.append((name, f"skipped: {skipped[name]}"))
+        if skipped:
+            write_json({"skipped": skipped}, out.path("saturation_skipped.json"))
+
+    def report() -> str:
+        return "\n".join(f"{name}: {line}" if len(lines) > 1 else line for name, line in lines)
+
+    return Outcome(record, write, report, printed=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse ``argv``, run the subcommand; exit code 2 with a one-line error for bad input."""
-    args = build_parser().parse_args(argv)
-
-    def body():
-        from huggingface_patch.errors import InputError
-        from huggingface_patch.files import ResultFolder, check_output_dir, write_json
-        from huggingface_patch.records import analysis_record, describe_file
-        from huggingface_patch.saturation.reports import SUBCOMMANDS
-        from huggingface_patch.saturation.settings import SaturationSettings
-
-        setup_logging(args.verbose)
-        if getattr(args, "from_table", None):
-            return _from_table(args)
-        if getattr(args, "num_layers", None) is not None:
-            raise UsageError("--num-layers goes with --from-table (a model's own depth is read from the model)")
-        check_output_dir(args.output_dir)
-        check_device(args.device)
-        backend, data = _load(args)
-        settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "verbose", "device", "no_progress")}
-        inputs = {}
-        if args.images is None and args.audio is None:
-            inputs["corpus"] = describe_file(args.corpus or DEFAULT_CORPUS)
-        else:
-            inputs["folder"] = args.images or args.audio
-        tokenizer = getattr(backend, "tokenizer", None)
-        record = analysis_record(f"{PROG} {args.command}", settings, model=backend.model,
-                                 model_name=os.path.basename(str(args.model).rstrip("/")), model_argument=args.model,
-                                 tokenizer=tokenizer, inputs=inputs)
-        commands = ALL if args.command == "all" else (args.command,)
-        options = SaturationSettings.from_mapping(vars(args))
-        skipped = {}
-        with ResultFolder(args.output_dir, record) as out:
-            lines = []
-            for name in commands:
-                try:
-                    lines.append((name, SUBCOMMANDS[name](options, backend, data, out)))
-                except InputError as exc:
-                    if len(commands) == 1:
-                        raise
-                    # 'all' writes what could be computed and says what was not, and why
-                    skipped[name] = str(exc).strip().splitlines()[0]
-                    lines.append((name, f"skipped: {skipped[name]}"))
-            if skipped:
-                write_json({"skipped": skipped}, out.path("saturation_skipped.json"))
-        for name, line in lines:
-            print(f"{name}: {line}" if len(lines) > 1 else line)
-
-    return run_cli(body, PROG)
+    return run_tool(PROG, build_parser().parse_args(argv), run, check=_check, load=False, log=log)
 
 
 if __name__ == "__main__":

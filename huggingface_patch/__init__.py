@@ -28,6 +28,8 @@ _EXPORTS = {
     "load_model": "loading",
     "load_tokenizer": "loading",
     "load_model_and_tokenizer": "loading",
+    "load_bundle": "loading",
+    "ModelBundle": "loading",
     "HuggingfacePatchError": "errors",
     "attribute": "faithfulness",
 }

@@ -1,7 +1,9 @@
 """Resolve a MODEL argument (hub id, local folder, ``.gguf`` file, or a bundled model's name) and load it.
 
-Every command-line tool goes through :func:`resolve_model` / :func:`load_model_and_tokenizer`, so the
-bundled real model works everywhere under the same name. Nothing here assumes a particular local path.
+Every command-line tool goes through :func:`load_bundle` (one MODEL argument, resolved once, becomes the model,
+its tokenizer or processor, where it came from and its start token), built on :func:`resolve_model` and
+:func:`load_model_and_tokenizer`, so the bundled real model works everywhere under the same name. Nothing here
+assumes a particular local path.
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ def _check_folder(source: ModelSource) -> None:
 
 
 def load_model_and_tokenizer(
-    model: str,
+    model: "str | ModelSource",
     *,
     dtype: str | torch.dtype | None = "float32",
     device: str | None = None,
@@ -170,7 +172,7 @@ def load_model_and_tokenizer(
     Returns ``(model, tokenizer, source)``. ``attn_implementation='eager'`` is the default because the
     decomposition and the attention interventions read the real attention probabilities.
     """
-    source = resolve_model(model)
+    source = model if isinstance(model, ModelSource) else resolve_model(model)
     key = (source.path, tuple(sorted(source.kwargs.items())), str(dtype), str(device), decomposed,
            attn_implementation, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
     if _REUSE["on"] and key in _REUSE["models"]:
@@ -233,7 +235,7 @@ def load_model(model: "str | ModelSource", *, dtype: str | torch.dtype | None = 
     return loaded
 
 
-def load_media_model(model: str, kind: str, *, dtype: str | torch.dtype | None = "float32",
+def load_media_model(model: "str | ModelSource", kind: str, *, dtype: str | torch.dtype | None = "float32",
                      device: str | None = None):
     """``(model, processor)`` of a ViT image classifier (``kind='vit'``: its image processor) or a Whisper
     model (``'whisper'``: its feature extractor), in eval mode; a processor missing from the folder is built
@@ -245,12 +247,12 @@ def load_media_model(model: str, kind: str, *, dtype: str | torch.dtype | None =
         AutoModelForSpeechSeq2Seq,
     )
 
-    source = resolve_model(model)
+    source = model if isinstance(model, ModelSource) else resolve_model(model)
     model_class = AutoModelForImageClassification if kind == "vit" else AutoModelForSpeechSeq2Seq
     try:
         loaded = model_class.from_pretrained(source.path, dtype=parse_dtype(dtype)).eval()
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"could not load {kind} model {model!r}: {_reason(exc)}") from exc
+        raise ModelLoadError(f"could not load {kind} model {source.name!r}: {_reason(exc)}") from exc
     if device:
         loaded.to(device)
     try:
@@ -287,3 +289,52 @@ def reinitialized(model, seed: int):
     finally:
         torch.random.set_rng_state(state)
     return fresh.to(model.device).eval()
+
+
+def model_type_of(source: ModelSource) -> str | None:
+    """``config.model_type`` of ``source``, read from its config alone (no weights); None when the config cannot
+    be read here (a hub id without a network: loading then gives the error)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source.path, **source.kwargs).model_type
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@dataclass
+class ModelBundle:
+    """What one MODEL argument became: ``model`` (eval mode), ``source`` (where it came from; ``source.name``
+    names it in outputs), ``tokenizer`` and ``start`` (the document start token,
+    :class:`~huggingface_patch.corpus.StartToken`) for a text model, ``processor`` for a ViT or Whisper model;
+    ``kind``: ``"text"``, ``"vit"`` or ``"whisper"``."""
+
+    model: object
+    source: ModelSource
+    tokenizer: object = None
+    start: object = None
+    processor: object = None
+    kind: str = "text"
+
+
+def load_bundle(model: "str | ModelSource", *, kind: str = "text", dtype: str | torch.dtype | None = "float32",
+                device: str | None = None, decomposed: bool = True, bos="auto", random_init: int | None = None,
+                **kwargs) -> ModelBundle:
+    """The one loading path of the tools: resolve MODEL once, load it (text: the decomposing class unless
+    ``decomposed=False``, eager attention; ``kind='vit'``/``'whisper'``: the media model and its processor),
+    refuse an unsupported text family in one line, re-initialise the weights with ``random_init`` (a seed: the
+    untrained control) and resolve ``bos`` (``--bos``) to the start token."""
+    source = model if isinstance(model, ModelSource) else resolve_model(model)
+    if kind != "text":
+        loaded, processor = load_media_model(source, kind, dtype=dtype, device=device)
+        return ModelBundle(loaded, source, processor=processor, kind=kind)
+    from .architectures import get_adapter
+    from .corpus import document_start
+
+    loaded, tokenizer, _ = load_model_and_tokenizer(source, dtype=dtype, device=device, decomposed=decomposed,
+                                                    **kwargs)
+    get_adapter(loaded)  # an unsupported family: UnsupportedArchitectureError names the supported ones
+    if random_init is not None:
+        loaded = reinitialized(loaded, random_init)
+    start = document_start(loaded.config, tokenizer, bos, bundled=source.name)
+    return ModelBundle(loaded, source, tokenizer=tokenizer, start=start)

@@ -46,3 +46,23 @@ def test_options_and_loose_keywords_together_are_refused():
     ids = torch.randint(3, 200, (1, 6))
     with pytest.raises(InputError, match="pass either decomposition_options or decomposition_block_size"):
         model(ids, decomposition_options=DecompositionOptions(window=3), decomposition_block_size=2)
+
+
+def test_forward_keyword_defaults_match_the_options_defaults():
+    """Every loose ``forward`` keyword is one option field, and its default in ``forward`` is the field's own
+    default (or None, which the options turn into that default): the two cannot drift apart."""
+    import dataclasses
+    import inspect
+
+    from huggingface_patch.engine.options import FORWARD_KEYWORDS
+    from huggingface_patch.modeling.mixin import _FORWARD_DEFAULTS, DecompositionMixin
+
+    parameters = inspect.signature(DecompositionMixin.forward).parameters
+    assert set(FORWARD_KEYWORDS) <= set(parameters), set(FORWARD_KEYWORDS) - set(parameters)
+    assert set(_FORWARD_DEFAULTS) == set(FORWARD_KEYWORDS)
+    fields = {field.name: field for field in dataclasses.fields(DecompositionOptions)}
+    for keyword, name in FORWARD_KEYWORDS.items():
+        default = parameters[keyword].default
+        if default is None or fields[name].default is dataclasses.MISSING:
+            continue
+        assert default == fields[name].default, f"{keyword}: forward says {default!r}, the options {fields[name].default!r}"

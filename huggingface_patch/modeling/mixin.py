@@ -26,12 +26,6 @@ from .outputs import decomposed_output
 
 log = logging.getLogger(__name__)
 
-#: the loose keyword arguments' defaults in ``forward`` (a changed one conflicts with ``decomposition_options``)
-_FORWARD_DEFAULTS = {key: None for key in FORWARD_KEYWORDS} | {"output_layer_decompositions": False,
-                                                                 "decomposition_mlp_path": "auto",
-                                                                 "decomposition_precision": "fp32"}
-
-
 def check_inputs(model, input_ids, embeds, mask) -> tuple[int, int]:
     """Refuse, before any work, inputs the decomposition cannot use; returns ``(batch, T)``.
 
@@ -223,3 +217,10 @@ def _bind_call(base_forward, args, kwargs) -> tuple[dict, bool]:
     if call.get("logits_to_keep", 0) not in (0, None):
         raise InputError("decomposition needs logits_to_keep=0 (all positions)")
     return call, call.pop("return_dict", True)
+
+
+#: the loose keyword arguments' defaults, read from ``forward``'s own signature so that they cannot drift from
+#: it (a changed one conflicts with ``decomposition_options``)
+_FORWARD_DEFAULTS = {name: parameter.default
+                     for name, parameter in inspect.signature(DecompositionMixin.forward).parameters.items()
+                     if name in FORWARD_KEYWORDS}

@@ -18,28 +18,15 @@ __all__ = ["AUDIO_EXTENSIONS", "IMAGE_EXTENSIONS", "Backend", "Item", "TextBacke
 _OTHER_MODALITIES = {"vit": "--images DIR", "whisper": "--audio DIR"}
 
 
-def _model_type(model: str) -> str | None:
-    """``config.model_type`` of a MODEL argument, read with ``AutoConfig`` (None when the config cannot be read
-    here, e.g. a hub id without a network: the model loader then gives the error)."""
-    from transformers import AutoConfig
-
-    from ...loading import resolve_model
-
-    source = resolve_model(model)
-    try:
-        return AutoConfig.from_pretrained(source.path, **source.kwargs).model_type
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def load_backend(model: str, *, corpus: str | None = None, images: str | None = None, audio: str | None = None,
                  device: str | None = None, dtype: str = "float32", max_items: int | None = None,
                  max_new_tokens: int = 20, start_choice="auto", random_init: int | None = None) -> Backend:
     """Load MODEL and the input for the chosen modality (exactly one of ``corpus``, ``images``, ``audio``).
     ``random_init``: a seed; the text model's weights are then re-initialised (the untrained control)."""
-    from ...loading import load_media_model, load_model_and_tokenizer, reinitialized
+    from ...loading import load_bundle, model_type_of, resolve_model
 
-    model_type = _model_type(model)
+    source = resolve_model(model)  # once: the config peek and the load read the same source
+    model_type = model_type_of(source)
     if images is not None or audio is not None:
         if random_init is not None:
             raise InputError("--random-init works with text models (--corpus) only")
@@ -50,18 +37,18 @@ def load_backend(model: str, *, corpus: str | None = None, images: str | None = 
             needs = "a ViT image classifier" if wanted == "vit" else "a Whisper model"
             raise InputError(f"{'--images' if wanted == 'vit' else '--audio'} needs {needs}; {model!r} is a "
                              f"{model_type!r} model")
-        loaded, processor = load_media_model(model, wanted, dtype=dtype, device=device)
+        bundle = load_bundle(source, kind=wanted, dtype=dtype, device=device)
         if wanted == "vit":
-            backend = ViTBackend(loaded, processor, images, device)
+            backend = ViTBackend(bundle.model, bundle.processor, images, device)
         else:
-            backend = WhisperBackend(loaded, processor, audio, device, max_new_tokens=max_new_tokens)
+            backend = WhisperBackend(bundle.model, bundle.processor, audio, device, max_new_tokens=max_new_tokens)
         if max_items:
             backend.files = backend.files[:max_items]
         return backend
     if corpus is None:
         raise InputError("give one input: --corpus FILE, --images DIR or --audio DIR")
     from ...architectures import get_adapter
-    from ...corpus import document_start, read_corpus
+    from ...corpus import read_corpus
 
     documents = read_corpus(corpus)
     if max_items:
@@ -70,8 +57,6 @@ def load_backend(model: str, *, corpus: str | None = None, images: str | None = 
         raise InputError(f"{model!r} is a {model_type!r} model: give {_OTHER_MODALITIES[model_type]}")
     if model_type is not None:
         get_adapter(model_type)  # an unsupported family: one-line error, before loading
-    loaded, tokenizer, source = load_model_and_tokenizer(model, dtype=dtype, device=device, decomposed=False)
-    if random_init is not None:
-        loaded = reinitialized(loaded, random_init)
-    start = document_start(loaded.config, tokenizer, start_choice, bundled=source.name)
-    return TextBackend(loaded, tokenizer, documents, device, start=start)
+    bundle = load_bundle(source, dtype=dtype, device=device, decomposed=False, bos=start_choice,
+                         random_init=random_init)
+    return TextBackend(bundle.model, bundle.tokenizer, documents, device, start=bundle.start)
