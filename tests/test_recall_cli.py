@@ -83,9 +83,11 @@ def test_run_on_tiny_model(name, workspace):
     assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
     # the result reads itself back: the same rows, the facts it used, the same summary
     from huggingface_patch.recall.result import RecallResult
+    from huggingface_patch.stored import read_table
 
     result = RecallResult.from_folder(str(out), outputs[0], outputs[1])
-    assert result.records == rows and result.summary == summary
+    assert result.records == read_table(str(out / outputs[0])) and result.summary == summary
+    assert [{k: "" if v is None else str(v) for k, v in r.items()} for r in result.records] == rows
     assert len(result.queries) == summary["facts_used"] >= len({r["index"] for r in rows})
 
 
@@ -93,7 +95,7 @@ def test_an_incomplete_recall_folder_is_refused(tmp_path):
     from huggingface_patch.errors import RecordError
     from huggingface_patch.recall.result import RecallResult
 
-    with pytest.raises(RecordError, match="not a complete recall result"):
+    with pytest.raises(RecordError, match="no run.json, so it is not a finished result"):
         RecallResult.from_folder(str(tmp_path), "knockout.csv", "knockout_summary.json")
 
 

@@ -94,6 +94,24 @@ class AblationStudy:
                        title=f"{model_name}: ΔLP vs real ablation (n={self.stats['n']}, Spearman "
                              f"{self.stats['spearman']:.2f}, Pearson {self.stats['pearson']:.2f})")
 
+    @classmethod
+    def from_folder(cls, folder: str) -> "AblationStudy":
+        """The study :meth:`write` put into ``folder`` (checked against its ``run.json``)."""
+        from ..stored import StoredFolder
+
+        stored = StoredFolder(folder)
+        rows = stored.table("ablation_pairs.csv")
+        summary = stored.json("ablation_summary.json")
+        settings = {key: summary[key] for key in _SETTINGS if key in summary}
+        stats = {key: value for key, value in summary.items() if key not in (*_SETTINGS, "model", "positions")}
+        pairs = [AblationPair(r["document"], r["target_index"], r["source_index"], r["delta_lp"], r["real_delta_lp"])
+                 for r in rows]
+        return cls(rows, stats, pairs, settings)
+
+
+#: the keys of :attr:`AblationStudy.settings` (the summary JSON holds them next to the statistics)
+_SETTINGS = ("window", "units", "seed", "max_tokens", "pairs_requested", "start_token")
+
 
 def ablation_study(model, tokenizer, documents: list[str], start, *, window: int = 50, pairs: int = 200,
                    max_tokens: int = 128, seed: int = 0, units: str = "bits", progress: bool = True) -> AblationStudy:

@@ -23,7 +23,8 @@ from ..layer_states import residual_states
 @dataclass
 class DecompositionLensResult:
     """``logits`` ``(L+1, S, V)``: source ``sources[j]``'s vocabulary projection at layer ``l`` (0 = embeddings);
-    ``target_logit`` ``(L+1, S)``: its entry for the actual next token ``next_id``.
+    ``target_logit`` ``(L+1, S)``: its entry for the actual next token ``next_id`` (``logits`` and ``next_id``
+    are None in a table read back from files, which hold only the top tokens).
     """
 
     target: int
@@ -111,6 +112,25 @@ class DecompositionLensTable:
                           [self.tokens[s] for s in self.result.sources], folder.path("lens.png"),
                           title=f"{model_name}: contribution of each source to the logit of {show(self.column_token)} "
                                 f"at position {target}", colorbar="logit contribution")
+
+    @classmethod
+    def from_folder(cls, folder: str) -> "DecompositionLensTable":
+        """The table :meth:`write` put into ``folder``. The full projection ``result.logits`` ``(L+1, S, V)`` and
+        the next token's id are not written, so they are None; the plotted ``column`` is rebuilt from the
+        entries."""
+        from ..stored import StoredFolder
+
+        stored = StoredFolder(folder)
+        written = stored.json("lens.json")
+        entries = written["entries"]
+        sources = list(dict.fromkeys(e["source_index"] for e in entries))
+        layers = max(e["layer"] for e in entries) + 1
+        column = torch.tensor([e["next_token_logit"] for e in entries], dtype=torch.float64).reshape(layers,
+                                                                                                     len(sources))
+        result = DecompositionLensResult(written["target"], sources, None, None, column)
+        settings = {key: written[key] for key in ("window", "top_k")}
+        return cls(result, written["tokens"], stored.table("lens.csv"), entries, column, written["next_token"],
+                   settings)
 
 
 def lens_table(model, tokenizer, ids: torch.Tensor, target: int, window: int | None = None,

@@ -125,6 +125,11 @@ class DeltaLPStudy:
         return (f'<iframe srcdoc="{_html.escape(page, quote=True)}" style="width:100%;height:520px;border:1px solid '
                 '#ddd" sandbox="allow-scripts"></iframe>')
 
+    @classmethod
+    def from_folder(cls, folder: str) -> "DeltaLPStudy":
+        """See :func:`read_study`."""
+        return read_study(folder)
+
     def selected(self, document, first: int, last: int) -> list[dict]:
         """Rows of ``document`` whose target index lies in ``[first, last]`` (the plotted range)."""
         return [r for r in self.rows if str(r["document"]) == str(document) and first <= r["target_index"] <= last]
@@ -157,6 +162,25 @@ class DeltaLPStudy:
             for doc in self.documents():
                 write_text(self.page(doc, f"{model_name}: {what}ΔLP, document {doc}"),
                            folder.path(f"deltalp_doc{doc}.html"))
+
+
+#: the keys of ``deltalp_summary.json`` that are the summary (:func:`~.tables.summarize_targets`); the rest are
+#: the settings
+SUMMARY_KEYS = ("include_bos", "n_targets", "n_targets_with_argmax", "mean_distance", "max_distance",
+                "distance_histogram", "targets")
+
+
+def read_study(folder: str) -> DeltaLPStudy:
+    """The study :meth:`DeltaLPStudy.write` put into ``folder`` (rows, summary, settings, the convention
+    comparison; the pieces' analyses and lens data are not files, so they are absent)."""
+    from ..stored import StoredFolder
+
+    stored = StoredFolder(folder)
+    written = stored.json("deltalp_summary.json")
+    summary = {key: written[key] for key in SUMMARY_KEYS if key in written}
+    settings = {key: value for key, value in written.items() if key not in SUMMARY_KEYS or key == "include_bos"}
+    conventions = stored.json("conventions.json")["variants"] if stored.has("conventions.json") else None
+    return DeltaLPStudy(stored.table("deltalp.csv"), summary, settings, conventions=conventions)
 
 
 def deltalp_study(analyses, stitched: dict, *, level: str = "token", units: str = "bits", base: float = 2.0,

@@ -28,6 +28,27 @@ def _bar_panels(panels: dict[str, list[tuple[str, float]]], title: str):
     return fig
 
 
+class WrittenVocabulary:
+    """The token texts a written table holds (id -> readable text): the vocabulary of a report read back from
+    its files (the tokenizer is not needed to show them again)."""
+
+    def __init__(self, names: dict[int, str]):
+        self.names = names
+
+    def display(self, token_id: int) -> str:
+        return self.names.get(int(token_id), f"<id {int(token_id)}>")
+
+
+def _one_stem(stored, prefix: str) -> str:
+    """The stem of the one ``prefix*.json`` result of a folder (one reading per run)."""
+    from ..errors import RecordError
+
+    names = stored.named(prefix, ".json")
+    if len(names) != 1:
+        raise RecordError(f"{stored.folder} holds {len(names)} {prefix}*.json results, expected one")
+    return names[0][: -len(".json")]
+
+
 @dataclass
 class NeuronReport:
     """A neuron's top tokens per part (``key`` or ``gate``/``up``, and ``value``)."""
@@ -62,6 +83,23 @@ class NeuronReport:
                   for part, (ids, values) in self.tops.items()}
         save_figure(_bar_panels(panels, f"{model_name}: layer {self.layer}, neuron {self.neuron} (part · E)"),
                     folder.path(stem + ".png"))
+
+    @classmethod
+    def from_folder(cls, folder: str) -> "NeuronReport":
+        """The report :meth:`write` put into ``folder`` (its vocabulary: the token texts of the table)."""
+        from ..stored import StoredFolder
+
+        stored = StoredFolder(folder)
+        stem = _one_stem(stored, "ff_L")
+        written, rows = stored.json(stem + ".json"), stored.table(stem + ".csv")
+        tops, names = {}, {}
+        for part in written["top"]:
+            kept = [r for r in rows if r[f"{part}_id"] is not None]
+            tops[part] = (torch.tensor([r[f"{part}_id"] for r in kept]),
+                          torch.tensor([float(r[f"{part}_score"]) for r in kept]))
+            names.update({r[f"{part}_id"]: str(r[f"{part}_token"]) for r in kept})
+        settings = {k: v for k, v in written.items() if k not in ("model", "layer", "neuron", "top")}
+        return cls(written["layer"], written["neuron"], tops, WrittenVocabulary(names), settings)
 
 
 def ff_report(model, vocab, layer: int, neuron: int, k: int, token_filter, *, embedding: str = "output",
@@ -98,6 +136,28 @@ class PairsReport:
         what = "Eᵀ W_VO E" if self.kind == "vo" else "Eᵀ W_QK E"
         save_figure(self._heatmap(f"{model_name}: {what}, layer {self.layer}, head {self.head}"),
                     folder.path(stem + ".png"))
+
+    @classmethod
+    def from_folder(cls, folder: str) -> "PairsReport":
+        """The report :meth:`write` put into ``folder`` (``vo_`` or ``qk_``; its vocabulary: the token texts of
+        the table)."""
+        from ..stored import StoredFolder
+        from .readout import PairResult
+        from .topk import TopEntries
+
+        stored = StoredFolder(folder)
+        kind = "qk" if stored.named("qk_L", ".json") and not stored.named("vo_L", ".json") else "vo"
+        stem = _one_stem(stored, kind + "_L")
+        written, rows = stored.json(stem + ".json"), stored.table(stem + ".csv")
+        first, second = ("source", "target") if kind == "vo" else ("query", "key")
+        entries = TopEntries(torch.tensor([r[f"{first}_id"] for r in rows], dtype=torch.long),
+                             torch.tensor([r[f"{second}_id"] for r in rows], dtype=torch.long),
+                             torch.tensor([float(r["value"]) for r in rows]), stats=written["search"])
+        names = {r[f"{side}_id"]: str(r[f"{side}_token"]) for r in rows for side in (first, second)}
+        result = PairResult(kind, written["layer"], written["head"], entries, written["tokens_allowed"])
+        settings = {k: written[k] for k in ("embedding", "normalize", "filters", "pair_exclusion")}
+        return cls(kind, written["layer"], written["head"], result, WrittenVocabulary(names), len(written["top"]),
+                   settings)
 
     def _heatmap(self, title: str):
         plt = pyplot()
@@ -159,6 +219,29 @@ class TSNEReport:
         save_figure(plot_tsne(self.result, title), folder.path(stem + ".png"))
         write_text(tsne_html(self.result, title), folder.path(stem + ".html"))
 
+    @classmethod
+    def from_folder(cls, folder: str) -> "TSNEReport":
+        """The report :meth:`write` put into ``folder`` (layer, neuron and part from the file name)."""
+        import re
+
+        import numpy as np
+
+        from ..errors import RecordError
+        from ..stored import StoredFolder
+        from .tsne import TSNEResult
+
+        stored = StoredFolder(folder)
+        names = stored.named("tsne_L", ".csv")
+        match = re.fullmatch(r"tsne_L(\d+)_N(\d+)_(\w+)\.csv", names[0]) if len(names) == 1 else None
+        if match is None:
+            raise RecordError(f"{folder} holds {len(names)} t-SNE tables, expected one tsne_L<l>_N<n>_<part>.csv")
+        rows = stored.table(names[0])
+        axes = [a for a in "xyz" if a in rows[0]]
+        coords = np.array([[r[a] for a in axes] for r in rows], dtype=float)
+        result = TSNEResult([r["id"] for r in rows], [str(r["token"]) for r in rows],
+                            [float(r["score"]) for r in rows], coords)
+        return cls(int(match[1]), int(match[2]), match[3], result)
+
 
 def tsne_report(model, vocab, layer: int, neuron: int, part: str, k: int, token_filter, *, embedding: str = "output",
                 normalize: bool = False, components: int = 3, perplexity: float = 3.0, learning_rate: float = 10.0,
@@ -197,6 +280,17 @@ class AlignmentReport:
                                                 f"(top-{self.settings['tokens']} tokens, {self.result.positions} "
                                                 "positions)"), folder.path("align.png"))
 
+    @classmethod
+    def from_folder(cls, folder: str) -> "AlignmentReport":
+        """The report :meth:`write` put into ``folder`` (checked against its ``run.json``)."""
+        from ..stored import StoredFolder
+        from .align import AlignmentResult
+
+        written = StoredFolder(folder).json("align.json")
+        result = AlignmentResult(written["rows"], written["positions"], written["texts"])
+        settings = {k: v for k, v in written.items() if k not in ("model", "texts", "positions", "recall", "rows")}
+        return cls(result, settings)
+
 
 def alignment_report(model, tokenizer, vocab, texts: list[str], token_filter, *, layers=None, neurons: int = 5,
                      tokens: int = 50, max_positions: int = 1000, target: str = "layer", embedding: str = "output",
@@ -229,6 +323,14 @@ class SelectionReport:
                 for entry in self.selection["chosen"]]
         write_csv(rows, folder.path("selection.csv"))
         write_json(dict(self.selection, model=model_name), folder.path("selection.json"))
+
+    @classmethod
+    def from_folder(cls, folder: str) -> "SelectionReport":
+        """The report :meth:`write` put into ``folder`` (checked against its ``run.json``)."""
+        from ..stored import StoredFolder
+
+        written = StoredFolder(folder).json("selection.json")
+        return cls({k: v for k, v in written.items() if k != "model"})
 
 
 def selection_report(model, tokenizer, texts: list[str], *, layers=None, neurons: int = 5,

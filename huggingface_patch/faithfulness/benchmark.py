@@ -62,6 +62,23 @@ class FaithfulnessResult:
         if plots:
             save_figure(plot_summary(self, model_name), folder.path("faithfulness.png"))
 
+    @classmethod
+    def from_folder(cls, folder: str) -> "FaithfulnessResult":
+        """The result :meth:`write` put into ``folder`` (checked against its ``run.json``)."""
+        from ..stored import StoredFolder
+
+        stored = StoredFolder(folder)
+        written = stored.json("faithfulness_summary.json")
+        curves: dict = {}
+        if stored.has("faithfulness_curves.csv"):
+            for row in stored.table("faithfulness_curves.csv"):
+                curve = curves.setdefault(row["method"], {"morf": [], "lerf": []})
+                curve["morf"].append(row["morf"])
+                curve["lerf"].append(row["lerf"])
+        settings = {k: v for k, v in written.items() if k not in ("model", "summary", "comparisons", "cost")}
+        return cls(stored.table("faithfulness.csv"), stored.table("faithfulness_scores.csv"), curves,
+                   written["summary"], written["comparisons"], written["cost"], settings)
+
 
 def _forward_seconds(model, items: list[Item]) -> float:
     """Median seconds of one forward pass of an item (the cost unit)."""

@@ -52,6 +52,31 @@ class LogitLensReport:
                                          doc["next_tokens"], colour, title)
                 save_figure(fig, folder.path(f"logit_lens_{name}_doc{doc['document']}_{colour}.png"))
 
+    @classmethod
+    def from_folder(cls, folder: str) -> "LogitLensReport":
+        """The report :meth:`write` put into ``folder``; the heat maps' values are rebuilt from the documents'
+        matrices (every colour mode), so the read-back report writes the same figures."""
+        from ..stored import StoredFolder
+        from .logit_lens import COLOUR_MODES
+
+        stored = StoredFolder(folder)
+        names = stored.named("logit_lens_", ".json")
+        if len(names) != 1:
+            from ..errors import RecordError
+
+            raise RecordError(f"{folder} holds {len(names)} logit_lens_<model>.json results, expected one")
+        written = stored.json(names[0])
+        name = written["model_name"]
+        # the rows hold the numbers as the formatted text they were written with
+        rows = [[row[c] for c in LOGIT_LENS_COLUMNS] for row in stored.table(f"logit_lens_{name}.csv", typed=False)]
+        documents = written["documents"]
+        matrix = dict(zip(COLOUR_MODES, ("final_top1_prob", "final_top1_rank", "kl", "next_token_prob")))
+        for doc in documents:
+            doc["_values"] = {colour: np.array(doc[key], dtype=np.float32) for colour, key in matrix.items()}
+        settings = {k: v for k, v in written.items()
+                    if k not in ("model_name", "rows", "rank_convention", "kl", "documents")}
+        return cls(name, written["rows"], documents, rows, settings)
+
 
 @torch.no_grad()
 def logit_lens_report(model, tokenizer, sequences: list[list[int]], model_name: str, *, sublayers=None,
@@ -167,9 +192,12 @@ class PathLengthReport:
 
     models: list[ModelPaths]
     settings: dict = field(default_factory=dict)
+    #: the comparison table as the run computed it from full-precision values; a report read back from files
+    #: keeps it (its tables hold 6 significant digits, which would move the correlations by round-off)
+    computed: list[dict] | None = None
 
     def summary(self) -> list[dict]:
-        return [m.summary() for m in self.models]
+        return self.computed if self.computed is not None else [m.summary() for m in self.models]
 
     def write(self, folder, plots: bool = True) -> None:
         """``path_length_tokens.csv``, ``path_length_steps.csv``, ``path_length_summary.csv`` / ``.json`` and
@@ -179,8 +207,9 @@ class PathLengthReport:
         token_rows, step_rows = [], []
         for model in self.models:
             for t in model.tokens:
+                tortuosity = t.get("tortuosity", t["path_length"] / t["straight"])  # as written, when read back
                 token_rows.append([model.name, t["document"], t["position"], t["token"], t["next_token"],
-                                   _fmt(t["path_length"]), _fmt(t["straight"]), _fmt(t["path_length"] / t["straight"]),
+                                   _fmt(t["path_length"]), _fmt(t["straight"]), _fmt(tortuosity),
                                    _fmt(t["final_norm"]), _fmt(t["next_logit"]), _fmt(t["next_logprob"]),
                                    _fmt(t["max_logit"])])
                 for layer in range(1, model.num_layers + 1):
@@ -199,6 +228,32 @@ class PathLengthReport:
                         models=summary), folder.path("path_length_summary.json"))
         if plots:
             self._plots(folder, summary)
+
+    @classmethod
+    def from_folder(cls, folder: str) -> "PathLengthReport":
+        """The report :meth:`write` put into ``folder``: every model's tokens with their step and cumulative
+        arrays, rebuilt from the two tables (numbers as written: 6 significant digits)."""
+        from ..stored import StoredFolder
+
+        stored = StoredFolder(folder)
+        written = stored.json("path_length_summary.json")
+        steps: dict = {}
+        for row in stored.table("path_length_steps.csv"):
+            steps.setdefault((str(row["model"]), row["document"], row["position"]), []).append(
+                (row["step_norm"], row["cumulative"]))
+        by_model: dict = {}
+        for row in stored.table("path_length_tokens.csv"):
+            walk = steps[(str(row["model"]), row["document"], row["position"])]
+            # tortuosity as written (the ratio of the 6-digit values would differ in the last digit)
+            token = {key: row[key] if row[key] is not None else math.nan for key in TOKEN_COLUMNS[1:]}
+            token["token"], token["next_token"] = str(row["token"] or ""), str(row["next_token"] or "")
+            token["steps"] = np.array([step for step, _ in walk], dtype=float)
+            token["cumulative"] = np.array([0.0] + [total for _, total in walk], dtype=float)
+            by_model.setdefault(str(row["model"]), []).append(token)
+        models = [ModelPaths(m["model"], m["model_arg"], m["num_layers"], by_model[str(m["model"])])
+                  for m in written["models"]]
+        return cls(models, {k: v for k, v in written.items() if k not in ("definition", "models")},
+                   computed=written["models"])
 
     def _plots(self, folder, summary) -> None:
         from ..files import save_figure

@@ -77,26 +77,33 @@ def _mean(values) -> float:
 # ------------------------------------------------------------------------------------------- readers
 
 
+def _recall_summary(folder: str, table: str, summary: str) -> dict:
+    """The summary of a recall step, read through :class:`RecallResult` (the run's own files only)."""
+    from huggingface_patch.recall.result import RecallResult
+
+    return RecallResult.from_folder(folder, table, summary).summary
+
+
 def read_knockout(folder: str) -> dict:
-    data = read_json(os.path.join(folder, "knockout_summary.json"))
+    data = _recall_summary(folder, "knockout.csv", "knockout_summary.json")
     return _pick(data, "facts_total", "facts_known", "facts_used", "sample", "window", "window_rule",
                  "largest_drop", "comparisons", "cluster_by", "clusters", "metric")
 
 
 def read_extraction(folder: str) -> dict:
-    data = read_json(os.path.join(folder, "extraction_summary.json"))
+    data = _recall_summary(folder, "extraction.csv", "extraction_summary.json")
     return _pick(data, "facts_total", "facts_known", "facts_used", "n_examples", "final_norm", "num_layers",
                  "per_example_rate", "per_example_interval", "attention_vs_mlp", "examples_with_any_extraction",
                  "attention_first_pct", "cluster_by", "clusters")
 
 
 def read_attributes_rate(folder: str) -> dict:
-    data = read_json(os.path.join(folder, "attributes_rate_summary.json"))
+    data = _recall_summary(folder, "attributes_rate.csv", "attributes_rate_summary.json")
     return _pick(data, "facts_total", "facts_known", "facts_used", "peak", "comparisons", "cluster_by", "clusters")
 
 
 def read_sublayer(folder: str) -> dict:
-    data = read_json(os.path.join(folder, "sublayer_summary.json"))
+    data = _recall_summary(folder, "sublayer.csv", "sublayer_summary.json")
     out = _pick(data, "facts_used", "measure_layer", "measure_rule", "window", "window_rule", "largest_drop",
                 "comparisons", "position", "metric")
     out["baseline"] = (data["summary"].get("none") or [{}])[0]
@@ -106,50 +113,48 @@ def read_sublayer(folder: str) -> dict:
 
 
 def read_patching(folder: str) -> dict:
-    data = read_json(os.path.join(folder, "patching_summary.json"))
+    data = _recall_summary(folder, "patching.csv", "patching_summary.json")
     return _pick(data, "facts_used", "n_examples", "sources", "unpatched", "patched", "comparisons", "cluster_by",
                  "clusters")
 
 
 def read_saturation(folder: str) -> dict:
-    out = {}
-    layers = read_json(os.path.join(folder, "saturation_layers.json"))
-    out["layers"] = _pick(layers, "num_layers", "k", "positions", "kept_positions", "filter",
-                          "fraction_top1_saturated", "ranks")
-    path = os.path.join(folder, "saturation_order.json")
-    if os.path.isfile(path):
-        order = read_json(path)
+    from huggingface_patch.saturation.result import SaturationResult
+
+    result = SaturationResult.from_folder(folder)
+    parts = result.summaries
+    out = {"layers": _pick(parts["layers"], "num_layers", "k", "positions", "kept_positions", "filter",
+                           "fraction_top1_saturated", "ranks")}
+    if "order" in parts:
+        order = parts["order"]
         out["order"] = {"kendall": order["kendall"], "tau_interval": order.get("tau_interval")}
         for test in ("paper", "selection_aware"):
             out["order"]["kendall"].get(test, {}).pop("null", None)
-    path = os.path.join(folder, "saturation_probe.json")
-    if os.path.isfile(path):
-        probe = read_json(path)
+    if "probe" in parts:
+        probe = parts["probe"]
         out["probe"] = _pick(probe, "examples", "positions", "chance", "folds_grouped_by", "examples_per_task")
         out["probe"]["probe"] = _pick(probe["probe"], "balanced_accuracy", "balanced_accuracy_se", "folds")
         out["probe"]["gaussian_control"] = _pick(probe["class_scalar_gaussian_control"], "balanced_accuracy",
                                                  "balanced_accuracy_se")
         out["probe"]["permuted_labels"] = _pick(probe["permuted_labels"], "permutations", "balanced_accuracy_mean",
                                                 "balanced_accuracy_sd", "p_value")
-    path = os.path.join(folder, "saturation_early_exit.json")
-    if os.path.isfile(path):
-        early = read_json(path)
+    if "early_exit" in parts:
+        early = parts["early_exit"]
         curves = early.get("curves", {})
         out["early_exit"] = {"test_positions": early.get("test_positions"), "note": early.get("note"),
                              "comparisons": early.get("comparisons", {}),
                              **{m: curves[m][0] for m in ("probe", "oracle", "full") if curves.get(m)}}
-    path = os.path.join(folder, "saturation_lm.json")
-    if os.path.isfile(path):
-        lm = read_json(path)
-        out["lm"] = _pick(lm, "late", "early", "z", "p_value", "small_group", "top1_wrong", "late_margin")
-    skipped = os.path.join(folder, "saturation_skipped.json")
-    if os.path.isfile(skipped):
-        out["skipped"] = read_json(skipped).get("skipped")
+    if "lm" in parts:
+        out["lm"] = _pick(parts["lm"], "late", "early", "z", "p_value", "small_group", "top1_wrong", "late_margin")
+    if result.skipped:
+        out["skipped"] = result.skipped
     return out
 
 
 def read_deltalp(folder: str) -> dict:
-    data = read_json(os.path.join(folder, "deltalp_summary.json"))
+    from huggingface_patch.stored import StoredFolder
+
+    data = StoredFolder(folder).json("deltalp_summary.json")  # the 112k-row table is not needed here
     histogram = {int(k): v for k, v in data["distance_histogram"].items()}
     n = data["n_targets_with_argmax"]
     return {"targets": n, "histogram": histogram, "previous": histogram.get(1, 0),
@@ -158,34 +163,44 @@ def read_deltalp(folder: str) -> dict:
 
 
 def read_ablation(folder: str) -> dict:
-    return _pick(read_json(os.path.join(folder, "ablation_summary.json")), "n", "spearman", "spearman_p", "pearson",
-                 "pearson_p", "spearman_interval")
+    from huggingface_patch.attribution.ablation import AblationStudy
+
+    return _pick(AblationStudy.from_folder(folder).stats, "n", "spearman", "spearman_p", "pearson", "pearson_p",
+                 "spearman_interval")
 
 
 def read_select(folder: str) -> dict:
-    selection = read_json(os.path.join(folder, "selection.json"))
+    from huggingface_patch.embedding_space.reports import SelectionReport
+
+    selection = SelectionReport.from_folder(folder).selection
     return {"rule": selection.get("rule"), "chosen": selection.get("chosen", [])}
 
 
 def read_align(folder: str) -> dict:
-    data = read_json(os.path.join(folder, "align.json"))
+    from huggingface_patch.embedding_space.reports import AlignmentReport
+
+    report = AlignmentReport.from_folder(folder)
     parts: dict = {}
-    for row in data["rows"]:
+    for row in report.result.rows:
         entry = parts.setdefault(row["part"], {"recall": [], "baseline": []})
         entry["recall"].append(row["recall"])
         entry["baseline"].append(row["baseline"])
     summary = {p: {"mean_recall": _mean(v["recall"]), "mean_baseline": _mean(v["baseline"]),
                    "layers_above": sum(r > b for r, b in zip(v["recall"], v["baseline"])), "layers": len(v["recall"])}
                for p, v in parts.items()}
-    return {"positions": data.get("positions"), "parts": summary, **_pick(data, "comparisons", "random_seed")}
+    return {"positions": report.result.positions, "parts": summary,
+            **_pick(report.settings, "comparisons", "random_seed")}
 
 
 def read_reading(folder: str) -> dict:
     """An FF / VO / QK reading: its top tokens or token pairs (the first 8)."""
-    names = [n for n in os.listdir(folder) if n.endswith(".json") and n not in ("run.json", "reproduce.json")]
+    from huggingface_patch.stored import StoredFolder
+
+    stored = StoredFolder(folder)
+    names = stored.named("", ".json")
     if not names:
         return {}
-    data = read_json(os.path.join(folder, sorted(names)[0]))
+    data = stored.json(names[0])
     if "top" in data and isinstance(data["top"], dict):  # FF: key and value token lists
         return {"kind": "ff", "top": {part: tokens[:8] for part, tokens in data["top"].items()}}
     pairs = []
@@ -197,13 +212,18 @@ def read_reading(folder: str) -> dict:
 
 
 def read_faithfulness(folder: str) -> dict:
-    data = read_json(os.path.join(folder, "faithfulness_summary.json"))
+    from huggingface_patch.faithfulness.benchmark import FaithfulnessResult
+
+    result = FaithfulnessResult.from_folder(folder)
+    data = dict(result.settings, summary=result.summary, comparisons=result.comparisons, cost=result.cost)
     return _pick(data, "methods", "metrics", "corpus_items", "task_items", "candidates_tried", "summary",
                  "comparisons", "cost", "forward_seconds", "seed", "quantity")
 
 
 def read_path_length(folder: str) -> dict:
-    data = read_json(os.path.join(folder, "path_length_summary.json"))
+    from huggingface_patch.stored import StoredFolder
+
+    data = StoredFolder(folder).json("path_length_summary.json")  # the step table (a million rows) is not needed
     keep = ("model", "num_layers", "tokens", "tokens_with_next", "pearson_next_logit", "spearman_next_logit",
             "pearson_next_logprob", "spearman_next_logprob", "mean_path_length", "mean_path_length_per_layer",
             "mean_tortuosity", "spearman_next_logit_interval")
