@@ -18,6 +18,7 @@ The settings of every part, and why, are in ``docs/results.md`` ("How the number
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -234,8 +235,8 @@ def count_items(step: Step) -> int | None:
     path = os.path.join(step.output, name) if name else None
     if path is None or not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as handle:
-        return max(0, sum(1 for _ in handle) - 1)
+    with open(path, encoding="utf-8", newline="") as handle:  # rows, not lines: a token cell may hold a newline
+        return max(0, sum(1 for _ in csv.reader(handle)) - 1)
 
 
 def forward_seconds(model: str) -> float:

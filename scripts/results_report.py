@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from report.collect import collect_step, sha256  # noqa: E402
+from report.collect import _recount, collect_step, sha256  # noqa: E402
 from report.paths import FIGURES, README, REPO, REPORT, RESULTS  # noqa: E402
 from report.render import END, START, render, render_readme, shown_steps  # noqa: E402
 
@@ -96,6 +96,9 @@ def kept_entry(previous: dict, key: str) -> dict | None:
         files.append((os.path.join(REPO, table["file"]), table["sha256"]))
     if not all(os.path.isfile(path) and sha256(path) == digest for path, digest in files):
         return None
+    entry = json.loads(json.dumps(entry))  # a copy: the recount below must not change ``previous``
+    if table and table.get("rows"):
+        _recount(entry.setdefault("provenance", {}), table["rows"], entry.get("step", key.split("/")[-1]))
     return {**entry, "kept_from_earlier_report": True}
 
 

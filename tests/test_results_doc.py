@@ -133,3 +133,21 @@ def test_a_kept_entry_needs_its_files_unchanged(tmp_path, monkeypatch):
     (figures / "f.png").write_bytes(b"png")
     (tmp_path / "t.csv.gz").unlink()
     assert module.kept_entry(previous, "m/p/s") is None, "a missing table must not be kept"
+
+
+def test_item_counts_are_table_rows(tmp_path):
+    """An item count recorded as lines of a CSV whose token cells hold newlines is corrected to its rows, and the
+    per-item cost with it; the recorded count is kept beside it."""
+    from report.collect import _recount, compress_table
+
+    source = tmp_path / "items.csv"
+    source.write_text('position,token\n0,"a\nb"\n1,c\n', encoding="utf-8")
+    table = compress_table(str(source), str(tmp_path / "items.csv.gz"))
+    assert table["rows"] == 2
+    provenance = {"items": 3, "seconds_per_item": 1.0, "forward_pass_equivalents_per_item": 0.3}
+    _recount(provenance, table["rows"], "all")
+    assert provenance == {"items": 2, "items_as_recorded": 3, "seconds_per_item": 1.5,
+                          "forward_pass_equivalents_per_item": 0.45}
+    faithfulness = {"items": 3}
+    _recount(faithfulness, 12, "benchmark")
+    assert faithfulness == {"items": 3}, "the faithfulness table has a row per item and method"

@@ -335,4 +335,18 @@ def collect_step(work: str, model: str, part: str, step: str, output: str) -> di
     if table and os.path.isfile(os.path.join(output, table)):
         target = os.path.join(ITEMS, f"{model}__{part}__{step}.csv.gz")
         entry["items_table"] = compress_table(os.path.join(output, table), target)
+        _recount(entry["provenance"], entry["items_table"]["rows"], step)
     return entry
+
+
+def _recount(provenance: dict, rows: int, step: str) -> None:
+    """Runs made before ``reproduce.py`` counted CSV rows counted lines, and a token cell holding a newline made
+    two; the per-item table's row count is the item count (the faithfulness table has a row per item and
+    method, so its count stays). Seconds and forward passes per item are rescaled; the old count is kept."""
+    counted = provenance.get("items")
+    if step == "benchmark" or not counted or counted == rows or not rows:
+        return
+    provenance["items"], provenance["items_as_recorded"] = rows, counted
+    for key in ("seconds_per_item", "forward_pass_equivalents_per_item"):
+        if provenance.get(key) is not None:
+            provenance[key] = round(provenance[key] * counted / rows, 4 if key == "seconds_per_item" else 3)
