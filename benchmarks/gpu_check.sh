@@ -30,7 +30,7 @@ if (major, minor) < (5, 24):
 EOF
 
 echo "== tests on the GPU (HFP_TEST_DEVICE=cuda)"
-HFP_TEST_DEVICE=cuda "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_precision.py 2>&1 | tee "$RESULTS/tests.log"
+HFP_TEST_DEVICE=cuda "$PYTHON" -m pytest -q -p no:cacheprovider tests/unit/test_precision.py 2>&1 | tee "$RESULTS/tests.log"
 tests=${PIPESTATUS[0]}
 
 echo "== speed and accuracy: OPT-125m shape, T=$LENGTH, window $WINDOW"

@@ -13,7 +13,7 @@ step's folder under ``--work`` and writes:
 * ``docs/figures/results_*.png``: each run's own figures (every other file there is removed: each figure comes
   from a recorded run), and a screenshot of the ΔLP page;
 * ``docs/results.md`` and the README block between ``<!-- results:start -->`` and ``<!-- results:end -->``,
-  rendered from ``results.json`` alone (``--check`` and ``tests/test_results_doc.py`` compare).
+  rendered from ``results.json`` alone (``--check`` and ``tests/unit/test_results_doc.py`` compare).
 
 A planned step with no complete run under ``--work`` keeps its entry of the committed report if every figure and
 table it names is there unchanged (``--no-keep``: listed as missing); it is never filled in otherwise.

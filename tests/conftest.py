@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
@@ -12,6 +13,9 @@ from huggingface_patch.testing import TINY_KINDS, build_tiny_model
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "fixtures")
 REPO = os.path.dirname(HERE)
+# the tiers (unit/, integration/, acceptance/) import the shared helpers of this folder by name
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 
 
 @pytest.fixture(scope="session")

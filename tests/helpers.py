@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
+
+#: the tests folder (its tiers are unit/, integration/, acceptance/), its fixtures and the repository
+TESTS = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.path.join(TESTS, "fixtures")
+REPO = os.path.dirname(TESTS)
 
 #: identity tolerance relative to max|h| per dtype (fp32 1e-4, fp64 1e-10)
 IDENTITY_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}

@@ -11,11 +11,11 @@ import sys
 
 import pytest
 import torch
+from helpers import REPO  # noqa: E402
 
 import run_decompose
 from huggingface_patch.testing import save_tiny_model
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "run_decompose.py")
 WINDOW = "4"
 MODEL = "opt-scale"  # the model folder's name: MODEL in the output names

@@ -8,12 +8,12 @@ import shutil
 
 import pytest
 import torch
+from helpers import FIXTURES  # noqa: E402
 
 import representations_to_deltalp
 import run_decompose
 from huggingface_patch.testing import save_tiny_model
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 REFERENCE = os.path.join(FIXTURES, "paper-reference")
 OPT_TINY = os.path.join(FIXTURES, "opt-tiny")
 CORPUS = os.path.join(REFERENCE, "stories.sentitems")

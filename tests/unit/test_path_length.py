@@ -156,11 +156,3 @@ def test_cli_errors(tiny_folders, tmp_path, capsys):
     (config_only / "config.json").write_text('{"model_type": "no-such-model"}')
     err = _error(capsys, ["--model", str(config_only), "--text", "hello", "--output-dir", out])
     assert "could not load" in err or "unsupported" in err
-
-
-@pytest.mark.real_model
-def test_cli_real_model(tmp_path, example_corpus):
-    out = tmp_path / "out"
-    assert main(["--corpus", example_corpus, "--output-dir", str(out), "--no-plots"]) == 0
-    row = json.loads((out / "path_length_summary.json").read_text())["models"][0]
-    assert row["model"] == "smollm2-135m" and row["num_layers"] == 30 and row["tokens_with_next"] > 50

@@ -65,4 +65,5 @@ def test_forward_keyword_defaults_match_the_options_defaults():
         default = parameters[keyword].default
         if default is None or fields[name].default is dataclasses.MISSING:
             continue
-        assert default == fields[name].default, f"{keyword}: forward says {default!r}, the options {fields[name].default!r}"
+        expected = fields[name].default
+        assert default == expected, f"{keyword}: forward says {default!r}, the options {expected!r}"

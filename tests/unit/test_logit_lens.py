@@ -170,13 +170,3 @@ def test_cli_unsupported_architecture(tmp_path, capsys):
     folder = save_unsupported_model(tmp_path / "mamba")
     err = _error(capsys, ["--model", str(folder), "--text", "hello", "--output-dir", str(tmp_path / "out")])
     assert "unsupported architecture" in err
-
-
-@pytest.mark.real_model
-def test_cli_real_model(tmp_path, example_corpus):
-    out = tmp_path / "out"
-    assert main(["--corpus", example_corpus, "--output-dir", str(out), "--max-documents", "1", "--max-tokens",
-                 "16"]) == 0
-    data = json.loads((out / "logit_lens_smollm2-135m.json").read_text())
-    assert len(data["rows"]) == 31 and all(r == 1 for r in data["documents"][0]["final_top1_rank"][-1])
-    assert (out / "logit_lens_smollm2-135m_doc0_prob.png").stat().st_size > 0

@@ -14,11 +14,11 @@ import subprocess
 import sys
 
 import pytest
+from helpers import REPO  # noqa: E402
 
 from huggingface_patch.architectures import family_table
 from huggingface_patch.architectures.registry import registered_adapters
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
 #: blocks that are not run, by a command they contain, and why
 NOT_RUN = {"bash .ci/run": "it runs this test suite", "scripts/reproduce.sh": "it takes hours"}

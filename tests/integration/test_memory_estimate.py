@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import REPO
 
 MARGIN = 1.3
 SLACK = 3.0
@@ -66,7 +67,7 @@ print(json.dumps({"grown": peak[0] - before, "estimate": est.total(block) - est.
 def test_estimate_covers_the_measured_growth(length, window, budget):
     env = dict(os.environ, MALLOC_ARENA_MAX="1", OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", _SCRIPT, str(length), str(window), budget], capture_output=True,
-                         text=True, env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         text=True, env=env, cwd=REPO,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -16,13 +16,13 @@ import shutil
 
 import pytest
 import torch
+from helpers import FIXTURES, REPO  # noqa: E402
 
 import representations_to_deltalp
 import run_decompose
 from analysis import decomposition_lens, deltalp, embedding_space, logit_lens, saturation
 from huggingface_patch.testing import save_tiny_model
 
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 OPT_TINY = os.path.join(FIXTURES, "opt-tiny")
 TEXT = "!ARTICLE\nThe keys to the old cabinet are on the table.\n!ARTICLE\nNobody knows who left them there.\n"
 
@@ -257,7 +257,7 @@ def test_reproduce_refuses_an_empty_report_and_bad_arguments(tmp_path, capsys):
     import subprocess
     import sys
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = REPO
     docs = os.path.join(repo, "docs", "results.md")
     stamp = os.path.getmtime(docs) if os.path.exists(docs) else None
     for argv, needle in ((["--report-only", "--work", str(tmp_path)], "holds no runs"),
@@ -271,7 +271,7 @@ def test_reproduce_refuses_an_empty_report_and_bad_arguments(tmp_path, capsys):
 def test_a_failing_reproduction_step_is_one_line(tmp_path):
     import sys
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
     import reproduce
 
     step = reproduce.Step("recall", "none", "broken", ["-m", "analysis.logit_lens", "--model", str(tmp_path / "no"),

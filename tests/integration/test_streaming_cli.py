@@ -8,11 +8,11 @@ import re
 
 import pytest
 import torch
+from helpers import FIXTURES  # noqa: E402
 
 import representations_to_deltalp
 import run_decompose
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 OPT_TINY = os.path.join(FIXTURES, "opt-tiny")
 CORPUS = os.path.join(FIXTURES, "paper-reference", "stories.sentitems")
 NUMBER = re.compile(r"-?\d+\.\d+(?:e-?\d+)?|-?inf|nan")

@@ -259,14 +259,6 @@ def test_position_sets():
     assert q.positions("subject-last") == [4] and q.positions("after-subject") == [5]
 
 
-@pytest.mark.real_model
-def test_subject_span_on_smollm2_tokenizer(smollm2):
-    _, tokenizer = smollm2
-    for subject, prompt in PROMPTS + [("Beats Music", "Beats Music is owned by")]:
-        ids, (start, end), text = _span_text(tokenizer, prompt, subject)
-        assert text.strip() == subject, (prompt, tokenizer.convert_ids_to_tokens(ids))
-
-
 def test_a_start_token_belongs_to_no_position_set(byte_tokenizer):
     """With a start token the named sets are about the prompt: 'first' is its first token, and 'non-subject'
     leaves the start token out (knocking out attention to an attention sink is another experiment)."""

@@ -19,13 +19,13 @@ import stat
 
 import pytest
 import torch
+from helpers import FIXTURES  # noqa: E402
 
 import representations_to_deltalp
 import run_decompose
 from huggingface_patch.errors import InputError
 from huggingface_patch.testing import build_tiny_model, save_tiny_model
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 OPT_TINY = os.path.join(FIXTURES, "opt-tiny")
 TEXT = "!ARTICLE\nThe keys to the old cabinet are on the table.\n!ARTICLE\nEvery morning the baker opens her shop.\n"
 

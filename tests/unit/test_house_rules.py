@@ -8,7 +8,8 @@ import ast
 import glob
 import os
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import REPO as ROOT  # noqa: E402
+
 CHECKED = ("huggingface_patch", "analysis", "scripts", "benchmarks")
 MAX_FUNCTION, MAX_MODULE = 60, 400
 

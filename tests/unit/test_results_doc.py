@@ -13,8 +13,8 @@ import re
 import sys
 
 import pytest
+from helpers import REPO  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "docs", "results", "results.json")
 
 
