@@ -130,7 +130,28 @@ class Report(RecallSections, SaturationSections, AttributionSections):
             lines.append(f"| `{key}` | {num(p['seconds'] / 60)} | {p.get('items') or '—'} | "
                          f"{num(per_item, 4) if per_item else '—'} | {num(passes, 2) if passes else '—'} |")
         lines += [f"| total | {num(total / 60)} | | | |", ""]
-        return lines
+        return lines + self._targets(total)
+
+    def _targets(self, total: float) -> list[str]:
+        """The speed targets of the reproduction, measured against this table (issue #25): the whole plan in two
+        hours; each knockout, patching or sublayer item in at most 3 forward passes of its prompt."""
+        missing = len(self.results.get("missing", []))
+        runs = sum(1 for entry in self.steps.values() if entry["provenance"].get("seconds") is not None)
+        met = total <= 2 * 3600 and not missing
+        line = ("Target: the whole plan on both models in at most 2 hours on this machine. "
+                + ("**Met.**" if met else f"**Not met**: the {runs} timed steps above took {num(total / 60)} min"
+                   + (f", and at least {missing} planned steps have not run (their time is not in the total)."
+                      if missing else "."))
+                + " The untrained control and the full data sets are part of the plan.")
+        interventions = {k: e["provenance"].get("forward_pass_equivalents_per_item") for k, e in self.steps.items()
+                         if k.split("/")[-1] in ("knockout", "patching", "sublayer")}
+        measured = {k: v for k, v in interventions.items() if v is not None}
+        if measured:
+            worst = max(measured, key=measured.get)
+            line += (" Target: each knockout, patching or sublayer item in at most 3 forward passes of its prompt: "
+                     + ("**met**" if measured[worst] <= 3 else "**not met**")
+                     + f" (largest: `{worst}`, {num(measured[worst], 2)}).")
+        return [line, ""]
 
     def tables(self) -> list[str]:
         lines = ["## The per-item tables", "",
