@@ -77,7 +77,7 @@ def run(args, bundle) -> Outcome:
     from huggingface_patch.faithfulness.benchmark import run_benchmark
     from huggingface_patch.faithfulness.items import corpus_items, known_answer_items, with_texts
     from huggingface_patch.records import analysis_record, describe_file
-    from huggingface_patch.residual_stream.corpus import load_documents
+    from huggingface_patch.residual_stream.documents import load_documents
 
     model, tokenizer, source, start = bundle.model, bundle.tokenizer, bundle.source, bundle.start
     if start.id is None:
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check(args) -> None:
-    from huggingface_patch.residual_stream.corpus import load_documents
+    from huggingface_patch.residual_stream.documents import load_documents
 
     check_arguments(args)
     if args.items:

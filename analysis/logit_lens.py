@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _documents(args) -> list[str]:
-    from huggingface_patch.residual_stream.corpus import load_documents
+    from huggingface_patch.residual_stream.documents import load_documents
 
     if args.max_tokens < 2:
         raise UsageError(f"--max-tokens must be at least 2, got {args.max_tokens}")
@@ -55,7 +55,7 @@ def _documents(args) -> list[str]:
 def run(args, bundle) -> Outcome:
     from huggingface_patch.architectures import get_adapter
     from huggingface_patch.records import analysis_record, describe_file, text_sha256
-    from huggingface_patch.residual_stream.corpus import encode_documents
+    from huggingface_patch.residual_stream.documents import encode_documents
     from huggingface_patch.residual_stream.report import logit_lens_report
 
     model, tokenizer, source = bundle.model, bundle.tokenizer, bundle.source

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _documents(args) -> list[str]:
-    from huggingface_patch.residual_stream.corpus import load_documents
+    from huggingface_patch.residual_stream.documents import load_documents
 
     if args.max_tokens < 2:
         raise UsageError(f"--max-tokens must be at least 2, got {args.max_tokens}")
@@ -54,7 +54,7 @@ def run(args, _bundle) -> Outcome:
     """Each ``--model`` in turn, loaded through the one loading path, measured and released."""
     from huggingface_patch.loading import load_bundle
     from huggingface_patch.records import analysis_record, describe_file, describe_model, text_sha256
-    from huggingface_patch.residual_stream.corpus import encode_documents
+    from huggingface_patch.residual_stream.documents import encode_documents
     from huggingface_patch.residual_stream.report import PathLengthReport, model_paths
 
     documents = _documents(args)

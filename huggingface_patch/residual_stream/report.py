@@ -11,7 +11,7 @@ import torch
 
 from ..stats.correlation import correlation_interval
 from ..tokens import raw_tokens, token_texts
-from .corpus import pad_batch, pad_id_of
+from .documents import pad_batch, pad_id_of
 from .logit_lens import logit_lens
 from .path_length import CORRELATION_TARGETS, correlations, path_lengths
 

@@ -12,7 +12,7 @@ import torch
 from analysis.logit_lens import main
 from huggingface_patch.architectures import model_parts
 from huggingface_patch.layer_states import project_to_vocab
-from huggingface_patch.residual_stream.corpus import pad_batch
+from huggingface_patch.residual_stream.documents import pad_batch
 from huggingface_patch.residual_stream.logit_lens import lens_states, logit_lens
 from huggingface_patch.testing import TINY_KINDS, build_tiny_model, save_tiny_model
 from tests.helpers import assert_close_rel

@@ -12,7 +12,7 @@ import torch
 
 from analysis.path_length import main
 from huggingface_patch.layer_states import residual_states
-from huggingface_patch.residual_stream.corpus import pad_batch
+from huggingface_patch.residual_stream.documents import pad_batch
 from huggingface_patch.residual_stream.path_length import correlations, path_lengths
 from huggingface_patch.testing import TINY_KINDS, build_tiny_model, save_tiny_model
 from tests.helpers import assert_close_rel

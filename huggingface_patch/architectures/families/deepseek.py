@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..norms import rms_norm_spec
+from ..norm_specs import rms_norm_spec
 from ..registry import UnsupportedArchitectureError, register_architecture
 from ..spec import Affine, AttentionSpec
 from .moe import _MoEAdapter

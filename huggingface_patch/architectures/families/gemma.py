@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..base import LayerParts
-from ..norms import rms_norm_spec
+from ..norm_specs import rms_norm_spec
 from ..registry import register_architecture
 from ..spec import AttentionSpec, MLPSpec, NormSpec, Readout, ResidualBlock
 from .llama import LlamaAdapter

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..base import ArchitectureAdapter, LayerParts, ModelParts
-from ..norms import layer_norm_spec
+from ..norm_specs import layer_norm_spec
 from ..registry import register_architecture
 from ..spec import Affine, AttentionSpec, LayerSpec, MLPSpec, ModelSpec, ResidualBlock
 

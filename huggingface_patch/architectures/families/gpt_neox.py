@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..base import ArchitectureAdapter, LayerParts, ModelParts
-from ..norms import layer_norm_spec
+from ..norm_specs import layer_norm_spec
 from ..registry import register_architecture
 from ..spec import Affine, AttentionSpec, Branch, LayerSpec, MLPSpec, ModelSpec, ResidualBlock
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..base import LayerParts
-from ..norms import layer_norm_spec
+from ..norm_specs import layer_norm_spec
 from ..registry import register_architecture
 from ..spec import Affine, MLPSpec, NormSpec
 from .llama import LlamaAdapter
