@@ -105,6 +105,11 @@ def _with_offsets(tokenizer, text: str, start) -> tuple[list[int], list[tuple[in
     return encode_prompt(tokenizer, text, start.id)
 
 
+#: random draws a generator makes at most: a task with fewer distinct texts than asked for (agreement has
+#: 12 x 8 x 6 x 2 = 1,152) returns every one it found instead of drawing repeats for ever
+MAX_DRAWS = 100_000
+
+
 def ioi_items(tokenizer, start, count: int = 200, seed: int = 0) -> list[Item]:
     """Indirect-object identification items (before the model's own answer is checked): the answer is the
     first token of `` {A}``, the foil that of `` {B}``; the right sources are the tokens of the first mention
@@ -112,7 +117,9 @@ def ioi_items(tokenizer, start, count: int = 200, seed: int = 0) -> list[Item]:
     rng = random.Random(seed)
     items = []
     seen = set()
-    while len(items) < count and len(seen) < 100_000:
+    for _ in range(MAX_DRAWS):
+        if len(items) == count:
+            break
         a, b = rng.sample(NAMES, 2)
         template = rng.randrange(len(TEMPLATES))
         text = TEMPLATES[template].format(A=a, B=b, place=rng.choice(PLACES), object=rng.choice(OBJECTS))
@@ -146,7 +153,9 @@ def agreement_items(tokenizer, start, count: int = 200, seed: int = 0) -> list[I
     if are == is_:
         return []  # the tokenizer splits " are" and " is" into pieces with one first token: no contrast
     items, seen = [], set()
-    while len(items) < count and len(seen) < 100_000:
+    for _ in range(MAX_DRAWS):
+        if len(items) == count:
+            break
         plural, singular = rng.choice(PLURALS)
         attract_sg, attract_pl = rng.choice(ATTRACTORS)
         preposition = rng.choice(PREPOSITIONS)

@@ -202,6 +202,28 @@ def test_corpus_items_are_seeded_and_bounded():
     assert agreement_items(tokenizer, start, count=5) == [] and ioi_items(tokenizer, start, count=5) == []
 
 
+def test_generators_stop_when_their_distinct_texts_run_out(monkeypatch):
+    """Asking for more items than a task has distinct texts returns every one (agreement: 12 subjects x 8
+    attractors x 6 prepositions x 2 numbers = 1,152) instead of drawing repeats for ever (the reproduction's
+    ``--task-items 200`` asks for 2,000 candidates)."""
+    import time
+
+    from transformers import AutoTokenizer
+
+    from huggingface_patch.corpus import StartToken
+    from huggingface_patch.faithfulness import items as module
+    from huggingface_patch.testing import tokenizer_folder
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder())
+    # a byte tokenizer gives " are" and " is" one first token: give them two, as a word-piece tokenizer does
+    monkeypatch.setattr(module, "_first_token", lambda tokenizer, word: {"are": 5, "is": 6}.get(word, 7))
+    started = time.perf_counter()
+    got = module.agreement_items(tokenizer, StartToken(0, "<s>", "test"), count=2000)
+    assert len(got) == 1152 == len({item.text for item in got}), len(got)
+    assert time.perf_counter() - started < 60
+    assert module.agreement_items(tokenizer, StartToken(0, "<s>", "test"), count=10) == got[:10], "same order"
+
+
 def test_a_missing_package_is_one_line_naming_the_install(monkeypatch, tmp_path, capsys):
     from analysis import faithfulness
 
