@@ -182,7 +182,7 @@ def _from_table(args) -> Outcome:
 
     from huggingface_patch.records import analysis_record, describe_file
     from huggingface_patch.saturation.ordering import read_saturation_table
-    from huggingface_patch.saturation.reports import write_order
+    from huggingface_patch.saturation.reports import order_part
     from huggingface_patch.saturation.settings import SaturationSettings
 
     table = read_saturation_table(args.from_table, args.num_layers)
@@ -194,13 +194,9 @@ def _from_table(args) -> Outcome:
     record = analysis_record(f"{PROG} order", settings, inputs={"table": describe_file(args.from_table)})
     meta = {"table": args.from_table, "num_layers": args.num_layers, "k": int(sat.shape[1]),
             "clustered_by_document": table["document"] is not None}
-    lines = []
-
-    def write(out) -> None:
-        lines.append(write_order(inputs, SaturationSettings.from_mapping(vars(args)), out, meta,
-                                 os.path.basename(args.from_table), [str(d) for d in documents]))
-
-    return Outcome(record, write, lambda: lines[0], printed=True)
+    part = order_part(inputs, SaturationSettings.from_mapping(vars(args)), meta, os.path.basename(args.from_table),
+                      [str(d) for d in documents])
+    return Outcome(record, part.write, part.line, printed=True)
 
 
 def _check(args) -> None:
@@ -214,10 +210,8 @@ def _check(args) -> None:
 
 def run(args, _bundle) -> Outcome:
     """The subcommand (``all``: every one, writing what could be computed and saying what could not)."""
-    from huggingface_patch.errors import InputError
-    from huggingface_patch.files import write_json
     from huggingface_patch.records import analysis_record, describe_file
-    from huggingface_patch.saturation.reports import SUBCOMMANDS
+    from huggingface_patch.saturation.reports import saturation_analysis
     from huggingface_patch.saturation.settings import SaturationSettings
 
     if getattr(args, "from_table", None):
@@ -233,27 +227,8 @@ def run(args, _bundle) -> Outcome:
                              model_name=os.path.basename(str(args.model).rstrip("/")), model_argument=args.model,
                              tokenizer=getattr(backend, "tokenizer", None), inputs=inputs)
     commands = ALL if args.command == "all" else (args.command,)
-    options = SaturationSettings.from_mapping(vars(args))
-    lines = []
-
-    def write(out) -> None:
-        skipped = {}
-        for name in commands:
-            try:
-                lines.append((name, SUBCOMMANDS[name](options, backend, data, out)))
-            except InputError as exc:
-                if len(commands) == 1:
-                    raise
-                # 'all' writes what could be computed and says what was not, and why
-                skipped[name] = str(exc).strip().splitlines()[0]
-                lines.append((name, f"skipped: {skipped[name]}"))
-        if skipped:
-            write_json({"skipped": skipped}, out.path("saturation_skipped.json"))
-
-    def report() -> str:
-        return "\n".join(f"{name}: {line}" if len(lines) > 1 else line for name, line in lines)
-
-    return Outcome(record, write, report, printed=True)
+    result = saturation_analysis(SaturationSettings.from_mapping(vars(args)), backend, data, commands)
+    return Outcome(record, result.write, result.report(commands), printed=True)
 
 
 def main(argv: list[str] | None = None) -> int:

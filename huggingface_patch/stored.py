@@ -94,6 +94,11 @@ class StoredFolder:
     def table(self, name: str, typed: bool = True) -> list[dict]:
         return read_table(self.path(name), typed)
 
+    def columns(self, name: str) -> list[str]:
+        """The header of table ``name`` (a table without rows still has its columns)."""
+        with open(self.path(name), encoding="utf-8", newline="") as handle:
+            return next(csv.reader(handle), [])
+
     def json(self, name: str):
         with open(self.path(name), encoding="utf-8") as handle:
             return json.load(handle)

@@ -1,5 +1,7 @@
-"""The saturation subcommands as library functions: each writes its tables and figure into a
-:class:`~huggingface_patch.files.ResultFolder` and returns a one-line summary (``analysis.saturation``).
+"""The saturation subcommands as library functions: each computes one part of the analysis from the collected
+:class:`~.layers.SaturationData` and returns it as a :class:`~.result.SaturationPart` (its table, summary,
+figure and one-line report), which writes itself; :func:`saturation_analysis` runs several into one
+:class:`~.result.SaturationResult` (``analysis.saturation``).
 
 ``settings`` is a :class:`~.settings.SaturationSettings` (the CLI builds it from its options)."""
 
@@ -12,7 +14,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
-from ..files import save_figure, write_csv, write_json
+from .result import SaturationPart, SaturationResult
 from .settings import SaturationSettings
 
 log = logging.getLogger(__name__)
@@ -23,8 +25,8 @@ def _meta(settings, backend, data) -> dict:
             "positions": data.size, "kept_positions": int(data.kept.sum())}
 
 
-def cmd_layers(settings: SaturationSettings, backend, data, folder) -> str:
-    """Write the saturation layers of every position, their summary and distribution."""
+def part_layers(settings: SaturationSettings, backend, data) -> SaturationPart:
+    """The saturation layers of every position, their summary and distribution."""
     from .layers import summarize_layers
     from .plots import plot_saturation_layers
 
@@ -39,14 +41,12 @@ def cmd_layers(settings: SaturationSettings, backend, data, folder) -> str:
             row[f"s{i + 1}"] = int(data.saturation[n, i])
         row["top1_text"] = backend.decode(int(data.top[n, 0]))
         rows.append(row)
-    write_csv(rows, folder.path("saturation_layers.csv"))
     summary = {**_meta(settings, backend, data), **summarize_layers(data)}
-    write_json(summary, folder.path("saturation_layers.json"))
-    save_figure(plot_saturation_layers(data.saturation[kept], data.num_layers,
-                                       f"Saturation layers ({os.path.basename(str(settings.model))})"),
-                folder.path("saturation_layers.png"))
-    return (f"{summary['kept_positions']} of {summary['positions']} positions kept; mean s_i per rank: "
+    title = f"Saturation layers ({os.path.basename(str(settings.model))})"
+    line = (f"{summary['kept_positions']} of {summary['positions']} positions kept; mean s_i per rank: "
             + ", ".join(f"{r['mean_saturation_layer']:.2f}" for r in summary["ranks"]))
+    return SaturationPart("layers", summary, rows, line=line,
+                          figure=lambda: plot_saturation_layers(data.saturation[kept], data.num_layers, title))
 
 
 def backend_label(data, n: int) -> str:
@@ -54,11 +54,11 @@ def backend_label(data, n: int) -> str:
     return data.items[int(data.item[n])].label
 
 
-def cmd_order(settings: SaturationSettings, backend, data, folder) -> str:
-    """Write both Kendall tau tests (the paper's and the selection-aware one), the per-position taus and the
+def part_order(settings: SaturationSettings, backend, data) -> SaturationPart:
+    """Both Kendall tau tests (the paper's and the selection-aware one), the per-position taus and the
     rank-correspondence plot."""
-    return write_order(order_inputs(data), settings, folder, _meta(settings, backend, data),
-                       os.path.basename(str(settings.model)), [backend_label(data, n) for n in range(data.size)])
+    return order_part(order_inputs(data), settings, _meta(settings, backend, data),
+                      os.path.basename(str(settings.model)), [backend_label(data, n) for n in range(data.size)])
 
 
 def order_inputs(data) -> dict:
@@ -67,9 +67,9 @@ def order_inputs(data) -> dict:
             "document": data.document, "filter_limit": math.floor(data.filter_fraction * data.num_layers)}
 
 
-def write_order(inputs: dict, settings: SaturationSettings, folder, meta: dict, name: str, labels: list[str]) -> str:
-    """Run :func:`~.ordering.order_analysis` on ``inputs`` (see :func:`order_inputs`) and write
-    ``saturation_order.json``, ``saturation_order_positions.csv`` and the rank-correspondence figure."""
+def order_part(inputs: dict, settings: SaturationSettings, meta: dict, name: str, labels: list[str]) -> SaturationPart:
+    """:func:`~.ordering.order_analysis` on ``inputs`` (see :func:`order_inputs`): ``saturation_order.json``,
+    ``saturation_order_positions.csv`` and the rank-correspondence figure."""
     from .ordering import order_analysis, position_taus
     from .plots import plot_rank_correspondence
 
@@ -81,38 +81,36 @@ def write_order(inputs: dict, settings: SaturationSettings, folder, meta: dict, 
     rows = [{"item": labels[n], "position": int(inputs["position"][n]), "c": int(c[j]),
              "tau": "" if math.isnan(taus[j]) else float(taus[j]),
              **{f"s{i + 1}": int(sat[n, i]) for i in range(sat.shape[1])}} for j, n in enumerate(kept)]
-    write_csv(rows, folder.path("saturation_order_positions.csv"),
-              ["item", "position", "c", "tau"] + [f"s{i + 1}" for i in range(sat.shape[1])])
-    write_json({**meta, **result}, folder.path("saturation_order.json"))
     correspondence = result["rank_correspondence"]
-    save_figure(plot_rank_correspondence(correspondence, f"Rank correspondence: {name} "
-                                         f"(n = {correspondence['positions']})"),
-                folder.path("saturation_rank_correspondence.png"))
+    title = f"Rank correspondence: {name} (n = {correspondence['positions']})"
     paper, aware = result["kendall"]["paper"], result["kendall"]["selection_aware"]
-    return (f"strict Kendall tau = {aware['tau']:.4f} over {aware['positions']} positions; selection-aware "
+    line = (f"strict Kendall tau = {aware['tau']:.4f} over {aware['positions']} positions; selection-aware "
             f"permutation test ({aware['permutations']} shuffles): {aware['p_text']} (null mean "
             f"{aware['null_mean']:.4f}); the paper's test, biased by the filter: {paper['p_text']}")
+    return SaturationPart("order", {**meta, **result}, rows,
+                          ["item", "position", "c", "tau"] + [f"s{i + 1}" for i in range(sat.shape[1])],
+                          figure=lambda: plot_rank_correspondence(correspondence, title), line=line)
 
 
-def cmd_probe(settings: SaturationSettings, backend, data, folder) -> str:
-    """Write the task-probing results (grouped folds, the paper's control, the permuted-label null) and plot."""
+def part_probe(settings: SaturationSettings, backend, data) -> SaturationPart:
+    """The task-probing results (grouped folds, the paper's control, the permuted-label null) and plot."""
     from .plots import plot_probe
     from .probe import probe_tasks
 
     result = probe_tasks(data, first_layer=settings.first_layer, folds=settings.folds,
                          min_per_class=settings.min_per_class, seed=settings.seed, groups=settings.probe_groups,
                          permutations=settings.probe_permutations)
-    write_json({**_meta(settings, backend, data), **result}, folder.path("saturation_probe.json"))
-    save_figure(plot_probe(result), folder.path("saturation_probe.png"))
     probe, null = result["probe"], result["permuted_labels"]
-    return (f"task probe: balanced accuracy {probe['balanced_accuracy']:.3f} ± {probe['balanced_accuracy_se']:.3f} "
+    line = (f"task probe: balanced accuracy {probe['balanced_accuracy']:.3f} ± {probe['balanced_accuracy_se']:.3f} "
             f"(folds grouped by {result['folds_grouped_by']}; chance {result['chance']:.2f}; permuted labels "
             f"{null['balanced_accuracy_mean']:.3f}, p = {null['p_value']:.3g}; the paper's Gaussian control "
             f"{result['class_scalar_gaussian_control']['balanced_accuracy']:.3f})")
+    return SaturationPart("probe", {**_meta(settings, backend, data), **result}, figure=lambda: plot_probe(result),
+                          line=line)
 
 
-def cmd_intervene(settings: SaturationSettings, backend, data, folder) -> str:
-    """Write the residual-implant trials, their summary and plot."""
+def part_intervene(settings: SaturationSettings, backend, data) -> SaturationPart:
+    """The residual-implant trials, their summary and plot."""
     from .intervene import find_pairs, run_interventions
     from .plots import plot_intervention
 
@@ -128,47 +126,60 @@ def cmd_intervene(settings: SaturationSettings, backend, data, folder) -> str:
         trial["donor_item"] = backend_label(data, trial["donor"])
         trial["donor_position"] = int(data.position[trial["donor"]])
         trial["recipient_position"] = int(data.position[trial["recipient"]])
-    write_csv(trials, folder.path("saturation_intervene.csv"), list(trials[0]) if trials else ["donor"])
-    write_json({**_meta(settings, backend, data), "criteria": criteria, "candidate_pairs": len(pairs), **summary},
-               folder.path("saturation_intervene.json"))
-    save_figure(plot_intervention(summary), folder.path("saturation_intervene.png"))
     at_zero = summary["by_offset"].get(0, {}).get("success_rate", float("nan"))
-    return f"{summary['pairs']} pairs, {summary['trials']} trials; success rate at offset 0: {at_zero:.3f}"
+    return SaturationPart("intervene", {**_meta(settings, backend, data), "criteria": criteria,
+                                        "candidate_pairs": len(pairs), **summary},
+                          trials, list(trials[0]) if trials else ["donor"], figure=lambda: plot_intervention(summary),
+                          line=f"{summary['pairs']} pairs, {summary['trials']} trials; success rate at offset 0: "
+                               f"{at_zero:.3f}")
 
 
-def cmd_early_exit(settings: SaturationSettings, backend, data, folder) -> str:
-    """Write the early-exit curves of every rule and their plot."""
+def part_early_exit(settings: SaturationSettings, backend, data) -> SaturationPart:
+    """The early-exit curves of every rule and their plot."""
     from .early_exit import early_exit
     from .plots import plot_early_exit
 
     result = early_exit(data, first_layer=settings.first_layer, test_fraction=settings.test_fraction,
                         min_per_class=settings.min_per_class, seed=settings.seed)
     rows = [{"method": method, **point} for method, points in result["curves"].items() for point in points]
-    write_csv(rows, folder.path("saturation_early_exit.csv"))
-    write_json({**_meta(settings, backend, data), **result}, folder.path("saturation_early_exit.json"))
-    save_figure(plot_early_exit(result), folder.path("saturation_early_exit.png"))
-    for method in ("probe", "oracle", "full"):
-        if method in result["curves"]:
-            point = result["curves"][method][0]
-            return f"{method}: accuracy {point['accuracy']:.3f}, speed-up {point['speedup']:.2f}"
+    line = next((f"{method}: accuracy {result['curves'][method][0]['accuracy']:.3f}, speed-up "
+                 f"{result['curves'][method][0]['speedup']:.2f}" for method in ("probe", "oracle", "full")
+                 if method in result["curves"]), None)
+    return SaturationPart("early_exit", {**_meta(settings, backend, data), **result}, rows,
+                          figure=lambda: plot_early_exit(result), line=line)
 
 
-def cmd_lm(settings: SaturationSettings, backend, data, folder) -> str:
-    """Write the rank-2 accuracy comparison and its plot."""
+def part_lm(settings: SaturationSettings, backend, data) -> SaturationPart:
+    """The rank-2 accuracy comparison and its plot."""
     from .lm import rank2_accuracy
     from .plots import plot_lm
 
     if data.k < 2:
         raise InputError("the lm analysis needs k of 2 or more")
     result = rank2_accuracy(data, settings.late_margin)
-    write_json({**_meta(settings, backend, data), **result}, folder.path("saturation_lm.json"))
-    save_figure(plot_lm(result), folder.path("saturation_lm.png"))
     late, early = result["late"], result["early"]
-    return (f"rank-2 accuracy (top-1 wrong): late {late['rank2_accuracy']:.3f} (n={late['positions']}), "
+    line = (f"rank-2 accuracy (top-1 wrong): late {late['rank2_accuracy']:.3f} (n={late['positions']}), "
             f"early {early['rank2_accuracy']:.3f} (n={early['positions']}); z = {result['z']:.3f}, "
             f"p = {result['p_value']:.3g}")
+    return SaturationPart("lm", {**_meta(settings, backend, data), **result}, figure=lambda: plot_lm(result),
+                          line=line)
 
 
 
-SUBCOMMANDS = {"layers": cmd_layers, "order": cmd_order, "probe": cmd_probe, "intervene": cmd_intervene,
-               "early-exit": cmd_early_exit, "lm": cmd_lm}
+SUBCOMMANDS = {"layers": part_layers, "order": part_order, "probe": part_probe, "intervene": part_intervene,
+               "early-exit": part_early_exit, "lm": part_lm}
+
+
+def saturation_analysis(settings: SaturationSettings, backend, data, commands) -> SaturationResult:
+    """The parts ``commands`` (names of :data:`SUBCOMMANDS`) as one result. Of several, a part that cannot be
+    computed on this input (an :class:`InputError`, e.g. no task labels for the probe) is skipped, with its
+    reason, and the others are kept; a single one raises."""
+    result = SaturationResult()
+    for name in commands:
+        try:
+            result.parts[name] = SUBCOMMANDS[name](settings, backend, data)
+        except InputError as exc:
+            if len(commands) == 1:
+                raise
+            result.skipped[name] = str(exc).strip().splitlines()[0]
+    return result

@@ -139,6 +139,16 @@ def test_saturation_reads_every_part(tiny, corpus, tmp_path):
         with open(tmp_path / "s" / f"saturation_{part}.json", encoding="utf-8") as handle:
             assert summary == json.load(handle), part
     assert "layers" in result.summaries and len(result.tables["layers"]) == result.summaries["layers"]["positions"]
+    # the figures need the collected data; the tables and summaries come out the same
+    _rewrite(result.write, str(tmp_path / "s"), str(tmp_path / "s2"))
+    _same_files(str(tmp_path / "s"), str(tmp_path / "s2"))
+
+    _run(saturation.main, ["intervene", "--model", tiny, "--corpus", corpus, "--no-progress",
+                           "--output-dir", tmp_path / "i"])
+    intervene = SaturationResult.from_folder(str(tmp_path / "i"))
+    assert list(intervene.parts) == ["intervene"] and not intervene.skipped
+    _rewrite(intervene.write, str(tmp_path / "i"), str(tmp_path / "i2"))
+    _same_files(str(tmp_path / "i"), str(tmp_path / "i2"))
 
 
 def test_unfinished_or_foreign_folders_are_refused(tiny, tmp_path):
