@@ -65,6 +65,15 @@ def final_norm_and_projection(model: nn.Module, states: torch.Tensor) -> torch.T
 
 
 @torch.no_grad()
+def _head_input(model: nn.Module, states: torch.Tensor, apply_final_norm: bool) -> torch.Tensor:
+    """What the LM head reads of ``states``: after the final norm (and ``project_out``), or, without the norm
+    (the Geva et al. convention), after OPT-350m's ``project_out`` alone so that the dimensions match."""
+    if apply_final_norm:
+        return final_norm_and_projection(model, states)
+    project_out = model_parts(model).project_out
+    return states if project_out is None else project_out(states)
+
+
 def project_to_vocab(model: nn.Module, states: torch.Tensor, apply_final_norm: bool = True,
                      softcap: bool = True) -> torch.Tensor:
     """Logits ``(..., V)`` of residual states ``(..., H)`` through the (optional) final norm and the model's
@@ -74,12 +83,7 @@ def project_to_vocab(model: nn.Module, states: torch.Tensor, apply_final_norm: b
     Without the final norm (the Geva et al. convention), OPT-350m's ``project_out`` is still applied so that
     the dimensions match the head.
     """
-    if apply_final_norm:
-        states = final_norm_and_projection(model, states)
-    else:
-        project_out = model_parts(model).project_out
-        if project_out is not None:
-            states = project_out(states)
+    states = _head_input(model, states, apply_final_norm)
     head = readout(model)
     raw = head.raw(states.to(head.weight.dtype))
     return head.cap(raw) if softcap else raw
@@ -121,12 +125,7 @@ def rank_and_top(model: nn.Module, states: torch.Tensor, targets, top: int = 10,
     ``states`` ``(..., H)``, ``targets`` broadcastable to ``states.shape[:-1]``. Logits are float32 with
     softcapping applied as the model does. The target's score is its own dot product, so a token within
     round-off of it may rank either way (as in any two computations of the same logits)."""
-    if apply_final_norm:
-        states = final_norm_and_projection(model, states)
-    else:
-        project_out = model_parts(model).project_out
-        if project_out is not None:
-            states = project_out(states)
+    states = _head_input(model, states, apply_final_norm)
     head = readout(model)
     shape = states.shape[:-1]
     flat = states.reshape(-1, states.shape[-1]).to(head.weight.dtype)

@@ -59,3 +59,22 @@ def exit_code(main, argv) -> int:
         return main([str(a) for a in argv])
     except SystemExit as exc:
         return exc.code
+
+
+#: subjects whose tokens are word pieces of several kinds: the recall tests on the byte tokenizer and on
+#: SmolLM2-135M's read the same
+RECALL_PROMPTS = [
+    ("Vinson Massif", "Vinson Massif is located in the continent of"),
+    ("Roman Republic", "The capital of Roman Republic is"),
+    ("Audible.com", "Audible.com is owned by"),
+    ("Iron Man", "Iron Man is affiliated with the"),
+]
+
+
+def subject_span_text(tokenizer, prompt: str, subject: str):
+    """``(ids, (start, end), text)``: the prompt's token ids, the subject's token span and its decoded text."""
+    from huggingface_patch.recall.queries import encode_prompt, find_subject, subject_token_span
+
+    ids, offsets = encode_prompt(tokenizer, prompt)
+    start, end = subject_token_span(offsets, *find_subject(prompt, subject))
+    return ids, (start, end), tokenizer.decode(ids[start:end])

@@ -25,6 +25,11 @@ def plot_bands(summary: Mapping[str, Sequence[dict]], path: str, *, title: str, 
                             color=line.get_color())
     if hline is not None:
         ax.axhline(hline, color="grey", linewidth=0.8, linestyle=":")
+    _finish(fig, ax, path, title, xlabel, ylabel)
+
+
+def _finish(fig, ax, path: str, title: str, xlabel: str, ylabel: str) -> None:
+    """Labels, legend and grid of a recall figure, then write it."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -42,9 +47,4 @@ def plot_lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], pa
         ax.plot(list(x), list(y), marker="o", markersize=3, label=label, linewidth=1.6)
     for label, value in (hlines or {}).items():
         ax.axhline(value, linestyle="--", color="black", linewidth=1.0, label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.legend(frameon=False)
-    ax.grid(alpha=0.3)
-    save_figure(fig, path)
+    _finish(fig, ax, path, title, xlabel, ylabel)

@@ -4,22 +4,9 @@
 from __future__ import annotations
 
 import pytest
+from helpers import RECALL_PROMPTS, subject_span_text
 
-from huggingface_patch.recall.queries import encode_prompt, find_subject, subject_token_span
-
-#: subjects whose tokens are word pieces of several kinds (the unit tests use the same on a byte tokenizer)
-PROMPTS = [
-    ("Vinson Massif", "Vinson Massif is located in the continent of"),
-    ("Roman Republic", "The capital of Roman Republic is"),
-    ("Audible.com", "Audible.com is owned by"),
-    ("Iron Man", "Iron Man is affiliated with the"),
-]
-
-
-def _span_text(tokenizer, prompt, subject):
-    ids, offsets = encode_prompt(tokenizer, prompt)
-    start, end = subject_token_span(offsets, *find_subject(prompt, subject))
-    return ids, (start, end), tokenizer.decode(ids[start:end])
+PROMPTS, _span_text = RECALL_PROMPTS, subject_span_text
 
 
 @pytest.mark.real_model

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from helpers import RECALL_PROMPTS, subject_span_text
 
 from huggingface_patch.recall.queries import (
     DEFAULT_FACTS,
@@ -24,18 +25,7 @@ from huggingface_patch.recall.queries import (
 )
 from huggingface_patch.testing import TINY_KINDS, build_tiny_model, tokenizer_folder
 
-PROMPTS = [
-    ("Vinson Massif", "Vinson Massif is located in the continent of"),
-    ("Roman Republic", "The capital of Roman Republic is"),
-    ("Audible.com", "Audible.com is owned by"),
-    ("Iron Man", "Iron Man is affiliated with the"),
-]
-
-
-def _span_text(tokenizer, prompt, subject):
-    ids, offsets = encode_prompt(tokenizer, prompt)
-    start, end = subject_token_span(offsets, *find_subject(prompt, subject))
-    return ids, (start, end), tokenizer.decode(ids[start:end])
+PROMPTS, _span_text = RECALL_PROMPTS, subject_span_text
 
 
 @pytest.fixture(scope="module")

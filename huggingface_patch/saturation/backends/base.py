@@ -66,9 +66,16 @@ class Backend:
         """The inputs to analyse."""
         raise NotImplementedError
 
+    @torch.no_grad()
     def states(self, inputs: dict) -> torch.Tensor:
-        """Residual stream ``(L+1, B, T, H)`` of one forward pass."""
-        raise NotImplementedError
+        """Residual stream ``(L+1, B, T, H)`` of one forward pass: the input of the first block and the output of
+        every block (:meth:`layer_modules`), recorded by hooks."""
+        from ...layer_states import record_blocks
+
+        inputs = self._to_device(inputs)
+        with record_blocks(self.layer_modules()) as states:
+            self.model(**inputs)
+        return torch.stack(list(states))
 
     def read_out(self, states: torch.Tensor) -> torch.Tensor:
         """Logits ``(..., V)`` of residual states ``(..., H)`` (final norm + output projection)."""

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from ...errors import InputError
-from ...layer_states import record_blocks
 from .base import Backend, Item, list_files
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -76,14 +75,6 @@ class ViTBackend(Backend):
             target = label2id.get(parent, -1) if in_subfolder else -1
             items.append(Item({"pixel_values": pixels}, [0], [target], i, os.path.relpath(path, self.folder), [0]))
         return items
-
-    @torch.no_grad()
-    def states(self, inputs):
-        """Residual stream ``(L+1, B, T, H)`` of one forward pass."""
-        inputs = self._to_device(inputs)
-        with record_blocks(self.parts.layers) as states:
-            self.model(**inputs)
-        return torch.stack(list(states))
 
     @torch.no_grad()
     def read_out(self, states):

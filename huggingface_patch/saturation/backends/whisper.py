@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from ...errors import InputError
-from ...layer_states import record_blocks
 from .base import Backend, Item, list_files
 
 AUDIO_EXTENSIONS = (".wav",)
@@ -119,14 +118,6 @@ class WhisperBackend(Backend):
             items.append(Item({"input_features": features, "decoder_input_ids": ids}, positions, targets, i,
                               os.path.relpath(path, self.folder), positions))
         return items
-
-    @torch.no_grad()
-    def states(self, inputs):
-        """Residual stream ``(L+1, B, T, H)`` of one forward pass."""
-        inputs = self._to_device(inputs)
-        with record_blocks(self.parts.layers) as states:
-            self.model(**inputs)
-        return torch.stack(list(states))
 
     @torch.no_grad()
     def read_out(self, states):
