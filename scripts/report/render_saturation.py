@@ -75,11 +75,15 @@ class SaturationSections:
                              f"{num(null.get('balanced_accuracy_mean'), 3)} ± "
                              f"{num(null.get('balanced_accuracy_sd'), 3)} ({null.get('permutations')}) | "
                              f"{pvalue(null.get('p_value'))} |")
-        lines += ["", CLAIMS["probe"], ""]
+        return lines + self._verdicts("probe", "probe", verdicts.probe)
+
+    def _verdicts(self, claim: str, part: str, verdict) -> list[str]:
+        """The paper's claim, then one verdict line per model whose ``saturation/all`` run has ``part``."""
+        lines = ["", CLAIMS[claim], ""]
         for model in self.models():
             entry = self.steps.get(f"{model}/saturation/all")
-            if entry and "probe" in entry["data"]:
-                lines.append(f"- {MODELS[model]}: " + verdicts.probe(entry["data"]["probe"]))
+            if entry and part in entry["data"]:
+                lines.append(f"- {MODELS[model]}: " + verdict(entry["data"][part]))
         return lines + [""]
 
     def _early_exit(self) -> list[str]:
@@ -103,12 +107,7 @@ class SaturationSections:
                              f"(×{num(c['baseline_speedup'], 2)}) | {interval(d['difference'], scale=100)} | "
                              f"{pvalue(d['p_value'])} | {num(oracle and oracle['accuracy'], 1, 100)}% at ×"
                              f"{num(oracle and oracle['speedup'], 2)} | {e.get('test_positions')} |")
-        lines += ["", CLAIMS["early_exit"], ""]
-        for model in self.models():
-            entry = self.steps.get(f"{model}/saturation/all")
-            if entry and "early_exit" in entry["data"]:
-                lines.append(f"- {MODELS[model]}: " + verdicts.early_exit(entry["data"]["early_exit"]))
-        return lines + [""]
+        return lines + self._verdicts("early_exit", "early_exit", verdicts.early_exit)
 
     def _rank2(self) -> list[str]:
         lines = ["### The rank-2 token when the top-1 is wrong", "",
@@ -126,9 +125,4 @@ class SaturationSections:
                          f"{late.get('positions')} | "
                          f"{interval(early.get('interval'), scale=100)}% of {early.get('positions')} | "
                          f"{num(lm.get('z'), 2)} | {pvalue(lm.get('p_value'))} |")
-        lines += ["", CLAIMS["rank2"], ""]
-        for model in self.models():
-            entry = self.steps.get(f"{model}/saturation/all")
-            if entry and "lm" in entry["data"]:
-                lines.append(f"- {MODELS[model]}: " + verdicts.rank2(entry["data"]["lm"]))
-        return lines + [""]
+        return lines + self._verdicts("rank2", "lm", verdicts.rank2)
