@@ -123,11 +123,12 @@ def essays_corpus(work: str, count: int | None) -> str:
 
 
 def steps_for(part: str, model: str, work: str, facts: int | None = None, items: int | None = None,
-              essays: int | None = None, pairs: int | None = None, targets: int | None = None) -> list[Step]:
+              essays: int | None = None, pairs: int | None = None, targets: int | None = None,
+              task_items: int | None = None) -> list[Step]:
     """The steps of one part for one model (``path_length`` compares both models in one step). ``facts``: use
     only the first N known facts in the recall part (default every one); ``items``: only the first N articles
     of the saturation text; ``essays``: only the first N essays for ΔLP; ``pairs``: ablation pairs; ``targets``:
-    the faithfulness benchmark's random essay targets."""
+    the faithfulness benchmark's random essay targets; ``task_items``: its known-answer items per task."""
     out = os.path.join(work, model, part)
     limit = ["--sample", facts] if facts else []
 
@@ -175,7 +176,7 @@ def steps_for(part: str, model: str, work: str, facts: int | None = None, items:
         ]
     if part == "faithfulness":
         return [step("benchmark", "-m", "analysis.faithfulness", "--model", model, "--corpus", ESSAYS, "--items",
-                     targets or FAITHFULNESS_TARGETS, "--task-items", FAITHFULNESS_TASK_ITEMS)]
+                     targets or FAITHFULNESS_TARGETS, "--task-items", task_items or FAITHFULNESS_TASK_ITEMS)]
     if part == "path_length":
         both = [arg for name in MODELS for arg in ("--model", name)]
         corpus = saturation_corpus(work)
@@ -322,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"ΔLP vs ablation: this many pairs (default {ABLATION_PAIRS})")
     parser.add_argument("--targets", type=positive_int, default=None,
                         help=f"faithfulness: this many random essay targets (default {FAITHFULNESS_TARGETS})")
+    parser.add_argument("--task-items", type=positive_int, default=None,
+                        help=f"faithfulness: known-answer items per task (default {FAITHFULNESS_TASK_ITEMS}; the first "
+                             "the model gets right in the seeded generator's order)")
     parser.add_argument("--steps", nargs="+", default=None, metavar="NAME",
                         help="only the steps of these names (as --list prints them, e.g. random_init)")
     parser.add_argument("--force", action="store_true", help="rerun steps that are already complete")
@@ -341,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             for part in args.parts:
                 if part != "path_length":
                     steps.extend(steps_for(part, model, work, args.facts, args.items, args.essays, args.pairs,
-                                           args.targets))
+                                           args.targets, args.task_items))
         if "path_length" in args.parts:
             steps.extend(steps_for("path_length", MODELS[0], work))
         if args.steps:
