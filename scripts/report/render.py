@@ -96,7 +96,29 @@ class Report(RecallSections, SaturationSections, AttributionSections):
                 "paragraphs.",
                 "- **Known facts** are those whose greedy continuation starts with the dataset's attribute; every "
                 "recall analysis uses every known fact (no sample) unless said here or in its row." + self._samples(),
-                "- **Layers** are 0-based decoder blocks (−1 = the embeddings) in every recall table.", ""]
+                "- **Layers** are 0-based decoder blocks (−1 = the embeddings) in every recall table.",
+                *self._faithfulness_sizes(), ""]
+
+    def _faithfulness_sizes(self) -> list[str]:
+        """A faithfulness run made on fewer items than the plan's, with its sizes and seed."""
+        from reproduce import FAITHFULNESS_TARGETS, FAITHFULNESS_TASK_ITEMS
+
+        said = []
+        for model in self.models():
+            entry = self.steps.get(f"{model}/faithfulness/benchmark") or {}
+            d = entry.get("data") or {}
+            tasks = d.get("task_items") or {}
+            if not d or (d.get("corpus_items") == FAITHFULNESS_TARGETS
+                         and all(n == FAITHFULNESS_TASK_ITEMS for n in tasks.values())):
+                continue
+            tried = d.get("candidates_tried") or {}
+            said.append(f"- **Faithfulness sizes.** {MODELS[model]}: {d.get('corpus_items')} random essay targets "
+                        f"(seed {d.get('seed')}) and the first known-answer items the model gets right in the seeded "
+                        "generators' order (" + ", ".join(f"{t} {n} of {tried.get(t, '?')} tried"
+                                                          for t, n in tasks.items())
+                        + f"), fewer than the plan's {FAITHFULNESS_TARGETS} and {FAITHFULNESS_TASK_ITEMS} per task, "
+                        "for time; the intervals are wider for it.")
+        return said
 
     def _samples(self) -> str:
         """The recall runs made on a random sample of the known facts, with its size and seed."""

@@ -151,3 +151,26 @@ def test_item_counts_are_table_rows(tmp_path):
     faithfulness = {"items": 3}
     _recount(faithfulness, 12, "benchmark")
     assert faithfulness == {"items": 3}, "the faithfulness table has a row per item and method"
+
+
+def test_a_smaller_faithfulness_run_is_said_to_be(results):
+    """A faithfulness run on fewer items than the plan's gets a caveat with its sizes and seed; one on the plan's
+    sizes gets none."""
+    import copy
+
+    report = report_module()
+    from reproduce import FAITHFULNESS_TARGETS, FAITHFULNESS_TASK_ITEMS
+
+    changed = copy.deepcopy(results)
+    data = {"corpus_items": 50, "task_items": {"ioi": 50, "agreement": 50}, "seed": 0, "summary": {},
+            "candidates_tried": {"ioi": 57, "agreement": 61}}
+    changed["steps"]["smollm2-135m/faithfulness/benchmark"] = {
+        "model": "smollm2-135m", "part": "faithfulness", "step": "benchmark", "data": data,
+        "provenance": {"source": "abc"}, "figures": []}
+    page = report.render(changed)
+    assert ("SmolLM2-135M: 50 random essay targets (seed 0) and the first known-answer items the model gets right "
+            "in the seeded generators' order (ioi 50 of 57 tried, agreement 50 of 61 tried), fewer than the plan's "
+            f"{FAITHFULNESS_TARGETS} and {FAITHFULNESS_TASK_ITEMS} per task") in page
+    data.update(corpus_items=FAITHFULNESS_TARGETS, task_items={"ioi": FAITHFULNESS_TASK_ITEMS,
+                                                                "agreement": FAITHFULNESS_TASK_ITEMS})
+    assert "Faithfulness sizes" not in report.render(changed)
