@@ -34,18 +34,12 @@ def check_model(model, args, options) -> None:
                                                         len(model_parts(model).layers))
 
 
-def run(model, tokenizer, queries, args, options, progress):
-    from huggingface_patch.recall.knockout import attention_knockout
+def analyse(model, tokenizer, queries, args, options, progress):
+    from huggingface_patch.recall.analyses import knockout_result
 
-    return attention_knockout(model, queries, window=options["window"], sets=args.sets, max_rows=args.batch_rows,
-                              progress=progress)
-
-
-def summarize(records, model, args, options) -> dict:
-    from huggingface_patch.recall.knockout import summarize as by_layer
-
-    return dict(window=options["window"], window_rule=options["window_rule"], metric="(p_new - p_base) / p_base * 100",
-                **by_layer(records, clusters=options["clusters"], cluster_by=args.cluster, seed=args.seed))
+    return knockout_result(model, queries, window=options["window"], window_rule=options["window_rule"],
+                           sets=args.sets, clusters=options["clusters"], cluster_by=args.cluster, seed=args.seed,
+                           max_rows=args.batch_rows, progress=progress)
 
 
 def plot(summary, path, title, args, options) -> None:
@@ -57,7 +51,7 @@ def plot(summary, path, title, args, options) -> None:
 
 
 TOOL = RecallTool("attention_knockout", __doc__.split("\n\n")[0], "results/attention_knockout",
-                  ("knockout.csv", "knockout_summary.json", "knockout.png"), add_arguments, run, summarize, plot,
+                  ("knockout.csv", "knockout_summary.json", "knockout.png"), add_arguments, analyse, plot,
                   check_model=check_model)
 main = TOOL.main
 

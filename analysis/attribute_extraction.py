@@ -18,18 +18,11 @@ def add_arguments(parser) -> None:
                         help="apply the final norm before projecting (default: no norm, as in the paper)")
 
 
-def run(model, tokenizer, queries, args, options, progress):
-    from huggingface_patch.recall.extraction import attribute_extraction
+def analyse(model, tokenizer, queries, args, options, progress):
+    from huggingface_patch.recall.analyses import extraction_result
 
-    return attribute_extraction(model, tokenizer, queries, apply_final_norm=args.final_norm, max_rows=args.batch_rows,
-                                progress=progress)
-
-
-def summarize(records, model, args, options) -> dict:
-    from huggingface_patch.recall.extraction import num_layers, summarize_extraction
-
-    return dict(final_norm=args.final_norm, num_layers=num_layers(model),
-                **summarize_extraction(records, num_layers(model), options["clusters"], args.cluster, args.seed))
+    return extraction_result(model, tokenizer, queries, final_norm=args.final_norm, clusters=options["clusters"],
+                             cluster_by=args.cluster, seed=args.seed, max_rows=args.batch_rows, progress=progress)
 
 
 def plot(summary, path, title, args, options) -> None:
@@ -42,7 +35,7 @@ def plot(summary, path, title, args, options) -> None:
 
 
 TOOL = RecallTool("attribute_extraction", __doc__.split("\n\n")[0], "results/attribute_extraction",
-                  ("extraction.csv", "extraction_summary.json", "extraction.png"), add_arguments, run, summarize, plot)
+                  ("extraction.csv", "extraction_summary.json", "extraction.png"), add_arguments, analyse, plot)
 main = TOOL.main
 
 if __name__ == "__main__":

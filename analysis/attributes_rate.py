@@ -37,20 +37,13 @@ def prepare(args, facts):
     return facts, dict(paragraphs=paragraphs)
 
 
-def run(model, tokenizer, queries, args, options, progress):
-    from huggingface_patch.recall.attributes_rate import attributes_rate, reference_set
+def analyse(model, tokenizer, queries, args, options, progress):
+    from huggingface_patch.recall.analyses import attributes_rate_result
 
-    references = {s: reference_set(tokenizer, text) for s, text in options["paragraphs"].items()}
-    return attributes_rate(model, tokenizer, queries, references, positions=args.positions, top_k=args.top_k,
-                           keep=args.keep, apply_final_norm=args.final_norm, max_rows=args.batch_rows,
-                           progress=progress)
-
-
-def summarize(records, model, args, options) -> dict:
-    from huggingface_patch.recall.attributes_rate import summarize_rates
-
-    return dict(top_k=args.top_k, keep=args.keep,
-                **summarize_rates(records, clusters=options["clusters"], cluster_by=args.cluster, seed=args.seed))
+    return attributes_rate_result(model, tokenizer, queries, options["paragraphs"], positions=args.positions,
+                                  top_k=args.top_k, keep=args.keep, final_norm=args.final_norm,
+                                  clusters=options["clusters"], cluster_by=args.cluster, seed=args.seed,
+                                  max_rows=args.batch_rows, progress=progress)
 
 
 def plot(summary, path, title, args, options) -> None:
@@ -62,8 +55,8 @@ def plot(summary, path, title, args, options) -> None:
 
 
 TOOL = RecallTool("attributes_rate", __doc__.split("\n\n")[0], "results/attributes_rate",
-                  ("attributes_rate.csv", "attributes_rate_summary.json", "attributes_rate.png"), add_arguments, run,
-                  summarize, plot, prepare=prepare)
+                  ("attributes_rate.csv", "attributes_rate_summary.json", "attributes_rate.png"), add_arguments,
+                  analyse, plot, prepare=prepare)
 main = TOOL.main
 
 if __name__ == "__main__":

@@ -43,17 +43,12 @@ def check_model(model, args, options) -> None:
     usable_sources(model, args.sources)  # one-line error when no source layer fits the model
 
 
-def run(model, tokenizer, queries, args, options, progress):
-    from huggingface_patch.recall.patching import patching_extraction
+def analyse(model, tokenizer, queries, args, options, progress):
+    from huggingface_patch.recall.analyses import patching_result
 
-    return patching_extraction(model, queries, sources=args.sources, position_sets=args.sets,
-                               apply_final_norm=args.final_norm, max_rows=args.batch_rows, progress=progress)
-
-
-def summarize(records, model, args, options) -> dict:
-    from huggingface_patch.recall.patching import summarize_patching
-
-    return summarize_patching(records, options["clusters"], args.cluster, args.seed)
+    return patching_result(model, queries, sources=args.sources, position_sets=args.sets, final_norm=args.final_norm,
+                           clusters=options["clusters"], cluster_by=args.cluster, seed=args.seed,
+                           max_rows=args.batch_rows, progress=progress)
 
 
 def plot(summary, path, title, args, options) -> None:
@@ -66,7 +61,7 @@ def plot(summary, path, title, args, options) -> None:
 
 
 TOOL = RecallTool("patching", __doc__.split("\n\n")[0], "results/patching",
-                  ("patching.csv", "patching_summary.json", "patching.png"), add_arguments, run, summarize, plot,
+                  ("patching.csv", "patching_summary.json", "patching.png"), add_arguments, analyse, plot,
                   check_model=check_model)
 main = TOOL.main
 

@@ -26,8 +26,8 @@ class RecallTool:
 
     ``files``: the table, summary and figure names; ``add_arguments(parser)``: its own options;
     ``prepare(args, facts) -> (facts, options)``: checks and set-up before the model loads (one-line errors);
-    ``run(model, tokenizer, queries, args, options, progress) -> records``; ``summarize(records, model, args,
-    options) -> dict``; ``plot(summary, path, title, args, options)``.
+    ``analyse(model, tokenizer, queries, args, options, progress) -> RecallResult`` (the library call);
+    ``plot(summary, path, title, args, options)``.
     """
 
     name: str
@@ -35,8 +35,7 @@ class RecallTool:
     default_output: str
     files: tuple[str, str, str]
     add_arguments: Callable
-    run: Callable
-    summarize: Callable
+    analyse: Callable
     plot: Callable
     prepare: Callable | None = None
     check_model: Callable | None = None
@@ -98,7 +97,6 @@ class RecallTool:
         from tqdm.auto import tqdm
 
         from huggingface_patch.recall.queries import sample_queries
-        from huggingface_patch.recall.result import RecallResult
         from huggingface_patch.recall.statistics import cluster_labels
         from huggingface_patch.records import analysis_record, describe_file
 
@@ -112,8 +110,8 @@ class RecallTool:
         queries = sample_queries(known, args.sample, args.seed)
         options["clusters"] = cluster_labels(queries, args.cluster)
         with tqdm(total=len(queries), desc=self.name.replace("_", " "), unit="fact") as bar:
-            records = self.run(model, tokenizer, queries, args, options, bar)
-        summary = self.summarize(records, model, args, options)
+            result = self.analyse(model, tokenizer, queries, args, options, bar)
+        summary = result.summary
         elapsed = time.perf_counter() - started
         settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "verbose", "device", "model")}
         settings["start_token"] = start.describe()  # what --bos resolved to, not just "auto"
@@ -123,8 +121,8 @@ class RecallTool:
                       sample=dict(size=args.sample, seed=args.seed, drawn_from=len(known)), filter=args.filter,
                       start_token=start.describe(), layer_convention=LAYER_CONVENTION,
                       seconds_total=round(elapsed, 1), seconds_loading=round(loaded - started, 1))
-        table, summary_name, figure = self.files
-        result = RecallResult(table, summary_name, records, [q.summary() for q in queries], dict(counts, **summary))
+        figure = self.files[2]
+        result.summary = dict(counts, **summary)  # what the run knows first, then the analysis's own summary
 
         def write(out) -> None:
             result.write(out)

@@ -66,25 +66,15 @@ def check_model(model, args, options) -> None:
     options["window"], options["window_rule"] = resolve(args.window, PAPER_SUBLAYER_WINDOW, layers)
 
 
-def run(model, tokenizer, queries, args, options, progress):
-    from huggingface_patch.recall.attributes_rate import reference_set
-    from huggingface_patch.recall.sublayer import sublayer_knockout
+def analyse(model, tokenizer, queries, args, options, progress):
+    from huggingface_patch.recall.analyses import sublayer_result
 
-    references = None
-    if options["metric"] == "attributes-rate":
-        references = {s: reference_set(tokenizer, text) for s, text in options["paragraphs"].items()}
-    return sublayer_knockout(model, tokenizer, queries, kinds=args.kinds, measure_layer=options["measure_layer"],
-                             window=options["window"], metric=options["metric"], position=args.position,
-                             references=references, top_k=args.top_k, apply_final_norm=args.final_norm,
-                             max_rows=args.batch_rows, progress=progress)
-
-
-def summarize(records, model, args, options) -> dict:
-    from huggingface_patch.recall.sublayer import summarize_sublayer
-
-    return dict(metric=options["metric"], position=args.position, measure_layer=options["measure_layer"],
-                measure_rule=options["measure_rule"], window=options["window"], window_rule=options["window_rule"],
-                **summarize_sublayer(records, options["clusters"], args.cluster, args.seed))
+    return sublayer_result(model, tokenizer, queries, kinds=args.kinds, measure_layer=options["measure_layer"],
+                           window=options["window"], metric=options["metric"], paragraphs=options["paragraphs"],
+                           position=args.position, top_k=args.top_k, final_norm=args.final_norm,
+                           measure_rule=options["measure_rule"], window_rule=options["window_rule"],
+                           clusters=options["clusters"], cluster_by=args.cluster, seed=args.seed,
+                           max_rows=args.batch_rows, progress=progress)
 
 
 def plot(summary, path, title, args, options) -> None:
@@ -99,7 +89,7 @@ def plot(summary, path, title, args, options) -> None:
 
 
 TOOL = RecallTool("sublayer_knockout", __doc__.split("\n\n")[0], "results/sublayer_knockout",
-                  ("sublayer.csv", "sublayer_summary.json", "sublayer.png"), add_arguments, run, summarize, plot,
+                  ("sublayer.csv", "sublayer_summary.json", "sublayer.png"), add_arguments, analyse, plot,
                   prepare=prepare, check_model=check_model)
 main = TOOL.main
 

@@ -30,6 +30,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "scripts"))  # the report package (report.collect: the per-item tables)
 
+from report.texts import essays_corpus, saturation_corpus  # noqa: E402
+
 MODELS = ("smollm2-135m", "gemma3-270m")
 PARTS = ("recall", "saturation", "deltalp", "embedding", "faithfulness", "path_length")
 DATA = os.path.join(REPO, "huggingface_patch", "data")
@@ -77,58 +79,24 @@ def patching_sources(layers: int) -> list[str]:
     return [str(s - 1) for s in scaled if s - 1 <= layers - 3]
 
 
-def facts_corpus(work: str) -> str:
-    """``{work}/texts/facts.sentitems``: every known_1000 prompt completed with its dataset attribute, one
-    article each (the saturation analyses' second text, next to the essays)."""
-    path = os.path.join(work, "texts", "facts.sentitems")
-    if not os.path.isfile(path):
-        with open(os.path.join(DATA, "known_1000.json"), encoding="utf-8") as handle:
-            facts = json.load(handle)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        lines = [f"!ARTICLE\n{fact['prompt'].strip()} {fact['attribute'].strip()}.\n" for fact in facts]
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write("".join(lines))
-        os.replace(tmp, path)
-    return path
+@dataclass(frozen=True)
+class Sizes:
+    """A shorter run's sizes (None: the plan's). ``facts``: a random sample of N known facts in the recall part;
+    ``items``: the first N articles of the saturation text; ``essays``: the first N essays for ΔLP; ``pairs``:
+    ablation pairs; ``targets``: the faithfulness benchmark's random essay targets; ``task_items``: its
+    known-answer items per task."""
+
+    facts: int | None = None
+    items: int | None = None
+    essays: int | None = None
+    pairs: int | None = None
+    targets: int | None = None
+    task_items: int | None = None
 
 
-def saturation_corpus(work: str) -> str:
-    """``{work}/texts/saturation.sentitems``: the essays followed by the completed facts."""
-    path = os.path.join(work, "texts", "saturation.sentitems")
-    if not os.path.isfile(path):
-        facts = facts_corpus(work)
-        with open(ESSAYS, encoding="utf-8") as a, open(facts, encoding="utf-8") as b:
-            text = a.read().rstrip("\n") + "\n" + b.read()
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    return path
-
-
-def essays_corpus(work: str, count: int | None) -> str:
-    """The essays, or ``{work}/texts/essays{count}.sentitems``: only the first ``count`` of them."""
-    if not count:
-        return ESSAYS
-    path = os.path.join(work, "texts", f"essays{count}.sentitems")
-    if not os.path.isfile(path):
-        with open(ESSAYS, encoding="utf-8") as handle:
-            articles = handle.read().split("!ARTICLE\n")[1:]
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w", encoding="utf-8") as handle:
-            handle.write("".join("!ARTICLE\n" + a for a in articles[:count]))
-        os.replace(path + ".tmp", path)
-    return path
-
-
-def steps_for(part: str, model: str, work: str, facts: int | None = None, items: int | None = None,
-              essays: int | None = None, pairs: int | None = None, targets: int | None = None,
-              task_items: int | None = None) -> list[Step]:
-    """The steps of one part for one model (``path_length`` compares both models in one step). ``facts``: use
-    only the first N known facts in the recall part (default every one); ``items``: only the first N articles
-    of the saturation text; ``essays``: only the first N essays for ΔLP; ``pairs``: ablation pairs; ``targets``:
-    the faithfulness benchmark's random essay targets; ``task_items``: its known-answer items per task."""
+def steps_for(part: str, model: str, work: str, sizes: Sizes = Sizes()) -> list[Step]:
+    """The steps of one part for one model (``path_length`` compares both models in one step)."""
+    facts, items, essays, pairs = sizes.facts, sizes.items, sizes.essays, sizes.pairs
     out = os.path.join(work, model, part)
     limit = ["--sample", facts] if facts else []
 
@@ -176,7 +144,8 @@ def steps_for(part: str, model: str, work: str, facts: int | None = None, items:
         ]
     if part == "faithfulness":
         return [step("benchmark", "-m", "analysis.faithfulness", "--model", model, "--corpus", ESSAYS, "--items",
-                     targets or FAITHFULNESS_TARGETS, "--task-items", task_items or FAITHFULNESS_TASK_ITEMS)]
+                     sizes.targets or FAITHFULNESS_TARGETS, "--task-items",
+                     sizes.task_items or FAITHFULNESS_TASK_ITEMS)]
     if part == "path_length":
         both = [arg for name in MODELS for arg in ("--model", name)]
         corpus = saturation_corpus(work)
@@ -305,7 +274,7 @@ def run(step: Step, index: int, total: int, forward: dict) -> dict:
     return record
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser():
     from huggingface_patch.cli import ArgumentParser, positive_int
 
     parser = ArgumentParser(prog="reproduce.py", description=__doc__.split("\n\n")[0])
@@ -332,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the steps and exit")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from existing runs")
     parser.add_argument("--no-report", action="store_true", help="run the steps, do not rebuild the report")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     work = os.path.abspath(args.work)
@@ -344,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:  # model by model: each is loaded once for all its parts
             for part in args.parts:
                 if part != "path_length":
-                    steps.extend(steps_for(part, model, work, args.facts, args.items, args.essays, args.pairs,
-                                           args.targets, args.task_items))
+                    steps.extend(steps_for(part, model, work, Sizes(args.facts, args.items, args.essays,
+                                                                    args.pairs, args.targets, args.task_items)))
         if "path_length" in args.parts:
             steps.extend(steps_for("path_length", MODELS[0], work))
         if args.steps:
