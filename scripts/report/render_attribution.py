@@ -6,6 +6,9 @@ from . import verdicts
 from .format import MODELS, header, interval, num
 from .papers import CLAIMS, REFERENCES
 
+#: below this many clusters a cluster-bootstrap interval is not read as a finding
+FEW_CLUSTERS = 5
+
 
 class AttributionSections:
     """Mixed into :class:`~report.render.Report`."""
@@ -115,7 +118,9 @@ class AttributionSections:
                  "lxt 2.1), on the same items: random essay targets (24 tokens of context each; clusters: essays) "
                  "and generated IOI and subject-verb agreement items the model gets right (clusters: templates, "
                  "subject nouns). Means with 95 % cluster-bootstrap intervals; cost in forward passes of an item, "
-                 "measured in the same run. Leave-one-out is the reference of the first two columns. Definitions: "
+                 "measured in the same run. Leave-one-out is the reference of the first two columns. The DLA and "
+                 "CP-LRP rows agree to round-off by construction: with the decomposition's frozen attention and "
+                 "norms, DLA is CP-LRP's input × gradient (checked against lxt in the tests). Definitions: "
                  "[faithfulness.md](faithfulness.md).", ""]
         keys = []
         for model in self.models():
@@ -139,21 +144,45 @@ class AttributionSections:
 
     @staticmethod
     def _faithfulness_reading(d: dict) -> str:
-        """Where ΔLP wins and loses: every paired comparison with Holm-adjusted p < 0.05."""
-        wins, losses = {}, {}
-        for other, metrics in (d.get("comparisons") or {}).items():
+        """Where ΔLP wins and loses: the paired comparisons with Holm-adjusted p < 0.05; then those whose 95 %
+        interval of the difference excludes 0 without reaching it, labelled unadjusted; and the metrics where
+        the exact cluster sign-flip test cannot reach 0.05 after Holm at all (too few clusters)."""
+        comparisons = d.get("comparisons") or {}
+        family = sum(len(metrics) for metrics in comparisons.values())
+        found: dict = {"better": {}, "worse": {}, "above": {}, "below": {}}
+        floors = {}
+        for other, metrics in comparisons.items():
             for metric, c in metrics.items():
-                if c.get("p_holm", 1) >= 0.05:
-                    continue
-                (wins if c["difference"]["estimate"] > 0 else losses).setdefault(metric, []).append(other)
-        if not wins and not losses:
-            return "ΔLP is not distinguishable from any method on any metric after the Holm adjustment."
-        parts = []
-        if wins:
-            parts.append("ΔLP is better than " + "; ".join(f"{', '.join(v)} on {k}" for k, v in wins.items()))
-        if losses:
-            parts.append("worse than " + "; ".join(f"{', '.join(v)} on {k}" for k, v in losses.items()))
-        return " and ".join(parts) + " (paired by item, Holm-adjusted p < 0.05 over every comparison)."
+                diff = c["difference"]
+                clusters = diff.get("clusters")
+                if clusters and clusters <= 16 and family * 2 / 2 ** clusters >= 0.05:
+                    floors[metric] = clusters
+                if c.get("p_holm", 1) < 0.05:
+                    found["better" if diff["estimate"] > 0 else "worse"].setdefault(metric, []).append(other)
+                elif (diff.get("low") is not None and (diff["low"] > 0 or diff["high"] < 0)
+                      and (clusters is None or clusters >= FEW_CLUSTERS)):
+                    found["above" if diff["low"] > 0 else "below"].setdefault(metric, []).append(other)
+
+        def listed(kind: str) -> str:
+            return "; ".join(f"{', '.join(v)} on {k}" for k, v in found[kind].items())
+
+        parts = [f"ΔLP is {kind} than {listed(kind)}" for kind in ("better", "worse") if found[kind]]
+        text = (" and ".join(parts) + " (paired by item, Holm-adjusted p < 0.05 over every comparison)." if parts
+                else "ΔLP is not distinguishable from any method on any metric after the Holm adjustment.")
+        unadjusted = [f"{'above' if kind == 'above' else 'below'} {listed(kind)}" for kind in ("above", "below")
+                      if found[kind]]
+        if unadjusted:
+            text += (" Without the adjustment, the 95 % interval of the paired difference puts ΔLP "
+                     + "; ".join(unadjusted) + f" (metrics with fewer than {FEW_CLUSTERS} clusters left out: a "
+                     "bootstrap over so few clusters does not hold its level).")
+        if floors:
+            groups = sorted(set(floors.values()), reverse=True)
+            text += (" The exact cluster sign-flip test cannot go below p = "
+                     + ", ".join(f"{2 / 2 ** g:.2g} with {g} clusters" for g in groups)
+                     + f", so after Holm over {family} comparisons no difference on {', '.join(sorted(floors))} can "
+                     "reach 0.05: a limit of the design (more essays and templates would lift it), not evidence of "
+                     "no difference.")
+        return text
 
     # ------------------------------------------------------------------------------ path length
 

@@ -174,3 +174,26 @@ def test_a_smaller_faithfulness_run_is_said_to_be(results):
     data.update(corpus_items=FAITHFULNESS_TARGETS, task_items={"ioi": FAITHFULNESS_TASK_ITEMS,
                                                                 "agreement": FAITHFULNESS_TASK_ITEMS})
     assert "Faithfulness sizes" not in report.render(changed)
+
+
+def test_the_faithfulness_reading_says_when_holm_cannot_reach_05():
+    """With 11 clusters the exact sign-flip p-value is at least 2/2^11; over 60 comparisons Holm cannot bring it
+    under 0.05, and the reading says so instead of calling the methods indistinguishable; an interval that
+    excludes 0 is reported as unadjusted, and not at all from fewer than 5 clusters."""
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    from report.render_attribution import AttributionSections
+
+    def comparison(low, high, clusters, p_holm=1.0):
+        return {"difference": {"estimate": (low + high) / 2, "low": low, "high": high, "clusters": clusters},
+                "p_value": 2 / 2 ** clusters, "p_holm": p_holm}
+
+    metrics = {f"m{i}": comparison(-0.5, -0.1, 11) for i in range(6)}
+    metrics["few"] = comparison(0.1, 0.2, 3)
+    d = {"comparisons": {f"method{j}": dict(metrics) for j in range(9)}}
+    text = AttributionSections._faithfulness_reading(d)
+    assert "not distinguishable" in text and "below method0" in text
+    assert "cannot go below p = 0.00098 with 11 clusters" in text and "Holm over 63 comparisons" in text
+    assert "above" not in text.split("cannot go below")[0], "3 clusters are too few to read an interval"
+    d = {"comparisons": {"method0": {"m": comparison(-0.5, -0.1, 20, p_holm=0.01)}}}
+    text = AttributionSections._faithfulness_reading(d)
+    assert text.startswith("ΔLP is worse than method0 on m") and "cannot go below" not in text
