@@ -59,3 +59,17 @@ def smollm2():
 def gemma3():
     """``(model, tokenizer)`` of the real Gemma 3 270M (base)."""
     return _real_model("gemma3-270m")
+
+
+#: the order the tiers run in: quick feedback first, the real models and the browser last
+TIER_ORDER = ("unit", "integration", "acceptance")
+
+
+def pytest_collection_modifyitems(items):
+    """Run ``tests/unit`` first, then ``tests/integration``, then ``tests/acceptance`` (alphabetical order would
+    put the slowest tier first), each tier in its files' own order."""
+    def tier(item) -> int:
+        parts = os.path.relpath(str(item.fspath), HERE).split(os.sep)
+        return TIER_ORDER.index(parts[0]) if parts[0] in TIER_ORDER else len(TIER_ORDER)
+
+    items.sort(key=tier)  # a stable sort: the order inside a tier is unchanged
