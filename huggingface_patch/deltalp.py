@@ -86,6 +86,38 @@ def compute_deltalp(final_state: torch.Tensor, decomposition: torch.Tensor, proj
     return DeltaLP(lp, ablated)
 
 
+@torch.no_grad()
+def deltalp_at(final_state: torch.Tensor, decomposition: torch.Tensor, proj: torch.Tensor, ids: torch.Tensor,
+               distances, targets, base: float = 2.0, precision: str = "fp32", max_rows: int = 128) -> torch.Tensor:
+    """ΔLP of chosen (source, target) pairs only: ``(n,)``, equal to ``compute_deltalp(...).delta[k, t]``.
+
+    ``distances`` ``(n,)`` the row ``k = t - s`` of the relative layout, ``targets`` ``(n,)`` the target ``t``;
+    other arguments as :func:`compute_deltalp`. It reads out ``2 n`` states instead of ``(W + 1) (T - 1)``, which
+    is what a sample of pairs needs (the full table over a 262k vocabulary costs minutes per text).
+    """
+    window, length, _ = decomposition.shape
+    k = torch.as_tensor(distances, dtype=torch.long).reshape(-1)
+    t = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+    bad = (k < 0) | (k >= window) | (t - k < 0) | (t >= length - 1)
+    if k.shape != t.shape or bool(bad.any()):
+        raise ValueError(f"pairs must satisfy 0 <= k < {window}, k <= t < {length - 1}; got (k, t) = "
+                         f"{list(zip(k[bad].tolist(), t[bad].tolist()))[:3] or 'mismatched shapes'}")
+    dtype = compute_dtype(final_state.dtype)
+    head = Readout.of(proj).to(dtype=dtype)
+    product = _head_product(head.weight, precision)
+    scale = 1.0 / math.log(base)
+    gold = ids[1:].long()[t]
+    out = torch.empty(k.numel(), dtype=dtype)
+    for lo in range(0, k.numel(), max_rows):
+        rows = slice(lo, lo + max_rows)
+        logits = head.raw(final_state[t[rows]].to(dtype))  # (n, V) before softcapping
+        column = gold[rows, None]
+        lp = torch.log_softmax(head.cap(logits), -1).gather(-1, column)[:, 0] * scale
+        removed = head.cap(logits - product(decomposition[k[rows], t[rows]].to(dtype)))
+        out[rows] = lp - torch.log_softmax(removed, -1).gather(-1, column)[:, 0] * scale
+    return out
+
+
 def _head_product(weight: torch.Tensor, precision: str):
     """``rows -> rows @ weight.T`` (``(..., H) -> (..., V)``) in ``precision``, returned in the rows' dtype."""
     if precision == "fp32":

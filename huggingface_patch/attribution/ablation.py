@@ -141,9 +141,9 @@ def ablation_study(model, tokenizer, documents: list[str], start, *, window: int
     for document, doc_pairs in tqdm(sorted(by_doc.items()), desc="documents", unit="doc", disable=not progress):
         ids = torch.tensor(sequences[document])
         analysis = analyse_piece(model, tokenizer, ids, window, document=document)
-        delta = analysis.deltalp(base).delta
-        for pair in doc_pairs:
-            pair.delta_lp = float(delta[pair.target - pair.source, pair.target])
+        delta = analysis.deltalp_at([p.target - p.source for p in doc_pairs], [p.target for p in doc_pairs], base)
+        for pair, value in zip(doc_pairs, delta.tolist()):
+            pair.delta_lp = value
         real_ablation(model, ids, doc_pairs, base)
         texts = token_texts(tokenizer, ids.tolist())
         for pair in doc_pairs:

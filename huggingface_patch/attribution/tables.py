@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..architectures import Readout, readout
-from ..deltalp import DeltaLP, compute_deltalp
+from ..deltalp import DeltaLP, compute_deltalp, deltalp_at
 from ..tokens import raw_tokens, token_texts
 
 #: log base of each unit
@@ -84,6 +84,11 @@ class PieceAnalysis:
         """Token-level ΔLP of this piece (:func:`huggingface_patch.deltalp.compute_deltalp`)."""
         return compute_deltalp(self.final_state, self.decomposition, self.readout, self.ids, base=base,
                                precision=self.precision)
+
+    def deltalp_at(self, distances, targets, base: float = 2.0) -> torch.Tensor:
+        """``(n,)`` ΔLP of the pairs ``(k, t)`` only (:func:`huggingface_patch.deltalp.deltalp_at`)."""
+        return deltalp_at(self.final_state, self.decomposition, self.readout, self.ids, distances, targets,
+                          base=base, precision=self.precision)
 
 
 @torch.no_grad()

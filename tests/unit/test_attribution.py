@@ -208,6 +208,37 @@ def test_lens_last_layer_equals_decomposition():
     assert float((result.logits[-1] - expected).abs().max()) <= 1e-5
 
 
+@pytest.mark.parametrize("kind", ["llama", "gemma2", "gptj"])  # plain head, softcapped logits, head with a bias
+def test_deltalp_at_chosen_pairs_equals_the_full_table(kind):
+    """The ablation study reads ΔLP only at its sampled pairs; each must equal the full table's entry, and for
+    the plain head a hand-computed log-softmax of ``state[t] - n[k, t]``."""
+
+    model = build_tiny_model(kind)
+    ids = torch.tensor([2, 84, 104, 101, 32, 99, 97, 116, 32, 115, 97, 116, 46])
+    analysis = analyse_piece(model, _Tokens(), ids, window=6)
+    full = analysis.deltalp().delta
+    pairs = [(k, t) for t in range(len(ids) - 1) for k in range(min(6, t + 1))]
+    chosen = random.Random(0).sample(pairs, 20)
+    got = analysis.deltalp_at([k for k, _ in chosen], [t for _, t in chosen])
+    expected = torch.stack([full[k, t] for k, t in chosen])
+    worst = float((got - expected).abs().max())
+    assert worst <= LP_TOLERANCE, f"ΔLP at chosen pairs differs from the full table by {worst:.3e}"
+    if kind == "llama":
+        weight = analysis.proj.double()
+        manual = []
+        for k, t in chosen:
+            state = analysis.final_state[t].double()
+            gold = int(ids[t + 1])
+            manual.append(torch.log_softmax(state @ weight.t(), -1)[gold]
+                          - torch.log_softmax((state - analysis.decomposition[k, t].double()) @ weight.t(), -1)[gold])
+        worst = float((got.double() - torch.stack(manual) / math.log(2)).abs().max())
+        assert worst <= LP_TOLERANCE, f"ΔLP at chosen pairs differs from a hand-computed log-softmax by {worst:.3e}"
+    with pytest.raises(ValueError, match="pairs must satisfy"):
+        analysis.deltalp_at([3], [1])  # source before the text
+    with pytest.raises(ValueError, match="pairs must satisfy"):
+        analysis.deltalp_at([6], [10])  # outside the window
+
+
 def test_real_ablation_matches_a_manual_rerun():
     model = build_tiny_model("llama")
     ids = torch.tensor([2, 40, 50, 60, 70, 80, 90])
