@@ -35,23 +35,37 @@ def sample_pairs(length: int, window: int, count: int, rng: random.Random, docum
 def real_ablation(model, ids: torch.Tensor, pairs: list[AblationPair], base: float = 2.0) -> list[AblationPair]:
     """Fill ``real_delta_lp`` of each pair: ``LP(t) - LP(t | input without token s)`` (one re-run per distinct
     source; positions after ``s`` shift left by one, so target ``t`` is read at ``t - 1``).
+
+    Each run reads out only the positions its pairs need: the LM head sees those rows of its input alone, so
+    a 262k-word head costs a few rows per run instead of the whole text.
     """
     device = next(model.parameters()).device
     ids = torch.as_tensor(ids, dtype=torch.long)
     scale = 1.0 / math.log(base)
-
-    def lp_of(input_ids):
-        logits = model(input_ids[None].to(device)).logits[0].float().cpu()
-        return torch.log_softmax(logits, -1) * scale
-
-    full = lp_of(ids)
+    targets = sorted({p.target for p in pairs})
+    full = dict(zip(targets, _log_probs_at(model, ids, targets, device).mul_(scale)))
     for source in sorted({p.source for p in pairs}):
-        removed = lp_of(torch.cat([ids[:source], ids[source + 1:]]))
-        for pair in pairs:
-            if pair.source == source:
-                gold = int(ids[pair.target + 1])
-                pair.real_delta_lp = float(full[pair.target, gold] - removed[pair.target - 1, gold])
+        chosen = [p for p in pairs if p.source == source]
+        removed = _log_probs_at(model, torch.cat([ids[:source], ids[source + 1:]]),
+                                [p.target - 1 for p in chosen], device).mul_(scale)
+        for pair, row in zip(chosen, removed):
+            gold = int(ids[pair.target + 1])
+            pair.real_delta_lp = float(full[pair.target][gold] - row[gold])
     return pairs
+
+
+def _log_probs_at(model, input_ids: torch.Tensor, positions: list[int], device) -> torch.Tensor:
+    """``(len(positions), V)`` next-token log-probabilities of ``input_ids`` ``(T,)`` at ``positions`` only: a
+    pre-hook hands the LM head just those rows (whatever the model does after the head, such as softcapping,
+    applies row by row)."""
+    keep = torch.tensor(positions, dtype=torch.long, device=device)
+    handle = model.get_output_embeddings().register_forward_pre_hook(
+        lambda module, args: (args[0][:, keep], *args[1:]))
+    try:
+        logits = model(input_ids[None].to(device)).logits[0].float().cpu()
+    finally:
+        handle.remove()
+    return torch.log_softmax(logits, -1)
 
 
 def agreement(x, y, documents=None, seed: int = 0) -> dict:
