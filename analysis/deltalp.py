@@ -216,7 +216,7 @@ def run(args, _bundle) -> Outcome:
             model, tokenizer, got.documents, args.window, got.start, context=args.context, base=base)
         study.conventions = compare_conventions(model, tokenizer, got.documents, args.window, got.start,
                                                 reference, context=args.context, base=base)
-    record = analysis_record("analysis.deltalp", dict(settings, level=level, units=args.units, foil=args.foil,
+    record = analysis_record(PROG, dict(settings, level=level, units=args.units, foil=args.foil,
                                                       dtype=args.dtype), model=model, model_name=got.source.name,
                              model_argument=args.model, tokenizer=tokenizer, inputs=got.inputs)
     if args.lens:

@@ -47,7 +47,15 @@ def _same_files(first: str, second: str) -> None:
 
 
 def _run(main, argv) -> None:
-    assert main([str(a) for a in argv]) == 0
+    """Run a tool in-process; its record must name the tool as a user runs it (``python -m analysis...``, with
+    the subcommand where it has one)."""
+    import sys
+
+    argv = [str(a) for a in argv]
+    assert main(argv) == 0
+    prog = sys.modules[main.__module__].PROG
+    tool = read_record(argv[argv.index("--output-dir") + 1])["tool"]
+    assert tool == prog or tool.startswith(prog + " "), f"the run record names the tool {tool!r}, not {prog!r}"
 
 
 def test_deltalp_ablation_and_lens(tiny, corpus, tmp_path):
