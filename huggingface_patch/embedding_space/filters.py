@@ -12,7 +12,8 @@ Filters (:class:`TokenFilter`) act on a piece's text without its marker:
 - ``word_list``: the lower-cased text is in the list (one word a line, compared lower-cased);
 - ``max_id``: only ids below it (BPE vocabularies are ordered by merge, roughly by frequency, so this keeps
   the frequent pieces; an addition, not in the original);
-- special tokens and ids the tokenizer does not know (padding rows of the embedding) are always excluded
+- special tokens (the tokenizer's special ids and the added tokens it flags special, such as Gemma's
+  ``<unusedN>`` slots) and ids the tokenizer does not know (padding rows of the embedding) are always excluded
   unless ``keep_special=True``.
 
 Pairs (``pair_exclusion``): ``'identical'`` drops pairs of the same token id, ``'near'`` (default) also
@@ -129,6 +130,10 @@ def vocabulary(tokenizer, size: int) -> Vocabulary:
     byte_level = getattr(tokenizer, "byte_decoder", None) is not None or bpe > 0
     style = "sentencepiece" if sp > bpe else ("byte-bpe" if byte_level else "plain")
     special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+    # added tokens the tokenizer itself flags special: Gemma's 6,242 <unusedN> slots, image markers and the like
+    # are not in all_special_ids, and a SentencePiece vocabulary cannot be told by its <...> shape
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    special_ids |= {i for i, token in added.items() if getattr(token, "special", False)}
     text, word_start, special = [], [], []
     for i, piece in enumerate(raw):
         if piece is None:

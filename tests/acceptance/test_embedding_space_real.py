@@ -121,3 +121,16 @@ def test_alignment_equals_its_definition_on_the_real_model(real):
     row = next(r for r in result.rows if r["part"] == "value")
     assert row["recall"] == pytest.approx(len(a & b) / 50, abs=1e-5)
     assert 0 < row["recall"] <= 1
+
+
+def test_gemma_unused_slots_are_special():
+    """Gemma 3's tokenizer flags its ``<unusedN>`` slots special without listing them in ``all_special_ids``;
+    the vocabulary must still treat them as special, so that no filter lets them through by default."""
+    from huggingface_patch.loading import load_tokenizer
+
+    tokenizer = load_tokenizer("gemma3-270m")
+    vocab = vocabulary(tokenizer, 262144)
+    unused = [tokenizer.convert_tokens_to_ids(f"<unused{n}>") for n in (0, 1640, 2041)]
+    assert all(vocab.special[i] for i in unused), [vocab.display(i) for i in unused if not vocab.special[i]]
+    kept = TokenFilter(only_ascii=True).allowed(vocab)
+    assert not kept[unused].any() and kept[tokenizer.convert_tokens_to_ids("▁Paris")]

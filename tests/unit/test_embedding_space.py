@@ -14,6 +14,7 @@ import textwrap
 
 import pytest
 import torch
+import transformers
 from helpers import assert_close_rel
 
 from huggingface_patch.architectures import model_parts
@@ -174,10 +175,12 @@ def test_memory_stays_bounded_on_a_gpt2_sized_vocabulary():
 
 
 class _StubTokenizer:
-    """Just what :func:`vocabulary` reads."""
+    """Just what :func:`vocabulary` reads (``added``: ``{id: special?}`` of added tokens)."""
 
-    def __init__(self, pieces, special=(0,)):
+    def __init__(self, pieces, special=(0,), added=None):
         self.pieces, self.all_special_ids = pieces, list(special)
+        self.added_tokens_decoder = {i: transformers.AddedToken(pieces[i], special=flag)
+                                     for i, flag in (added or {}).items()}
 
     def __len__(self):
         return len(self.pieces)
@@ -202,6 +205,15 @@ def test_display_of_sentencepiece_pieces():
     vocab = vocabulary(_StubTokenizer(["<s>", "▁cat", "ing", "<0x0A>", "▁Paris"]), 5)
     assert vocab.style == "sentencepiece"
     assert [vocab.display(i) for i in range(5)] == ["<s>", "cat", "#ing", "#\\n", "Paris"]
+
+
+def test_added_tokens_flagged_special_are_filtered_in_sentencepiece_vocabularies():
+    """Gemma's ``<unusedN>`` slots are added tokens flagged special but not in ``all_special_ids``; a
+    SentencePiece ``<...>`` piece that is not flagged (``<div>``) is text."""
+    pieces = ["<bos>", "▁cat", "<unused0>", "<unused1>", "<div>", "▁Paris"]
+    vocab = vocabulary(_StubTokenizer(pieces, special=(0,), added={2: True, 3: True, 4: False}), len(pieces))
+    kept = [vocab.display(i) for i in range(len(vocab)) if TokenFilter(only_ascii=True).keeps(vocab, i)]
+    assert kept == ["cat", "#<div>", "Paris"], f"kept {kept}"
 
 
 def test_filters_do_what_they_say(tmp_path):
