@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 from . import verdicts
 from .format import MODELS, header, interval, num
 from .papers import CLAIMS, REFERENCES
 
 #: below this many clusters a cluster-bootstrap interval is not read as a finding
 FEW_CLUSTERS = 5
+#: a reserved slot of a tokenizer (Gemma's ``<unusedN>``), as a reading shows it
+UNUSED_SLOT = re.compile(r"<unused\d+>")
 
 
 class AttributionSections:
@@ -82,6 +86,11 @@ class AttributionSections:
                         pairs = reading.get("pairs") or []
                         cells.append(f"head {head}: " + ("; ".join(f"`{a}`→`{b}`" for a, b in pairs) or "n/a"))
                 lines.append(f"| {layer} | " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+            if any(UNUSED_SLOT.search(line) for line in lines[-len(select["data"]["chosen"]):]):
+                lines += ["", "`<unusedN>` entries are reserved special tokens of the tokenizer. These readings, and "
+                              "the alignment below, ran before the filters excluded the added tokens a tokenizer "
+                              "flags special (commit 03da0f3); a rerun would leave them out, show the next pairs "
+                              "instead and rank the alignment's top tokens without them."]
             lines.append("")
         lines += ["Parameters vs hidden states: recall of the hidden state's top-50 tokens among the top tokens of "
                   "the 5 most activated units' projections, against the same read-out at randomly permuted positions "
