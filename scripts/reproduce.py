@@ -243,7 +243,7 @@ def run(step: Step, index: int, total: int, forward: dict) -> dict:
     source = _source._read()  # the code the step imports (its run.json reads it too)
     argv = [*step.argv[2:], "--output-dir", step.output] if step.argv[0] == "-m" else [*step.argv[1:], "--output-dir",
                                                                                         step.output]
-    start = time.perf_counter()
+    start, load_before = time.perf_counter(), os.getloadavg()[0]
     if step.argv[0] == "-m":
         code = importlib.import_module(step.argv[1]).main(argv)
     else:
@@ -260,7 +260,11 @@ def run(step: Step, index: int, total: int, forward: dict) -> dict:
         raise StepFailed(f"step {step.part}/{step.model}/{step.name} failed (exit code {code}; its message is above); "
                          f"fix it and run again: finished steps are kept")
     items = count_items(step)
-    record = {"seconds": round(seconds, 1), "items": items}
+    # what else ran: minutes taken beside other jobs overstate a step's cost, its forward passes per item do not
+    import torch
+
+    record = {"seconds": round(seconds, 1), "items": items, "threads": torch.get_num_threads(),
+              "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)], "cpus": os.cpu_count()}
     if items:
         record["seconds_per_item"] = round(seconds / items, 4)
         if step.model in forward:

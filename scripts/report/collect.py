@@ -22,7 +22,8 @@ ITEM_TABLES = {"knockout": "knockout.csv", "extraction": "extraction.csv", "extr
                "attributes_rate": "attributes_rate.csv", "attributes_rate_final_norm": "attributes_rate.csv",
                "sublayer": "sublayer.csv", "patching": "patching.csv", "all": "saturation_layers.csv",
                "random_init": "saturation_layers.csv", "ablation": "ablation_pairs.csv",
-               "benchmark": "faithfulness.csv", "align": "align.csv", "path_length": "path_length_tokens.csv"}
+               "benchmark": "faithfulness.csv", "align": "align.csv", "path_length": "path_length_tokens.csv",
+               "deltalp": "deltalp.csv"}
 #: columns left out of the committed per-item tables: readable token lists, re-derivable from the model
 DROPPED_COLUMNS = {"top_tokens", "text"}
 
@@ -57,7 +58,8 @@ def provenance(folder: str) -> dict:
     marker = os.path.join(folder, "reproduce.json")
     if os.path.isfile(marker):
         started = read_json(marker)
-        for key in ("seconds", "items", "seconds_per_item", "forward_pass_equivalents_per_item"):
+        for key in ("seconds", "items", "seconds_per_item", "forward_pass_equivalents_per_item", "threads",
+                    "load_average", "cpus"):
             if started.get(key) is not None:
                 out[key] = started[key]
         if started.get("source_at_start"):

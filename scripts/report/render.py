@@ -139,7 +139,11 @@ class Report(RecallSections, SaturationSections, AttributionSections):
         lines = ["## What it cost", "",
                  "Each step's wall-clock time on the 2-core CPU machine (shared, so noisy; a step's items and their "
                  "cost in forward passes of one fact prompt are measured in the same run). Recall steps were run "
-                 "with the cached-prefix knockout and replayed patching of this version.", "",
+                 "with the cached-prefix knockout and replayed patching of this version. Several steps ran beside "
+                 "other jobs on the two cores (the Gemma 3 ΔLP run, on two threads, and the ablation and "
+                 "saturation runs, on one each, ran at the same time): their minutes overstate what they cost "
+                 "alone, while their forward passes per item, timed under the same load, do not. Runs from now on "
+                 "record their threads and the load average before and after (`results.json`).", "",
                  *header("step", "minutes", "items", "seconds per item", "forward passes per item")]
         total = 0.0
         for key in sorted(self.steps):

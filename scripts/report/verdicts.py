@@ -144,18 +144,38 @@ def probe(data: dict) -> str:
                                       f"{null.get('p_value', math.nan):.2g}) and the control ({control:.3f}).")
 
 
+#: a baseline threshold whose speed-up is within this fraction of the probe's counts as the same cost
+SAME_COST = 0.10
+
+
 def early_exit(data: dict) -> str:
+    """Only comparisons at about the probe's speed-up decide (a baseline that exits later or earlier trades
+    accuracy for cost, so beating it says nothing); the others are reported and marked."""
     comparisons = data.get("comparisons") or {}
     if not comparisons:
         return line("Cannot compare", data.get("note") or "the probe was not trained.")
-    parts, better, worse = [], 0, 0
+    parts, signs = [], []
     for name, c in comparisons.items():
         d = c["accuracy_probe_minus_baseline"]
         sign, p = _sign(d["difference"]), d["p_value"]
-        better += sign > 0 and p < ALPHA
-        worse += sign < 0 and p < ALPHA
-        parts.append(f"{name} {100 * d['difference']['estimate']:+.1f} points (p = {p:.2g})")
-    word = "Agrees" if better == len(comparisons) else "Disagrees" if worse else "Cannot tell"
+        text = f"{name} {100 * d['difference']['estimate']:+.1f} points (p = {p:.2g})"
+        probe, base = c.get("probe_speedup"), c.get("baseline_speedup")
+        if probe and base and abs(base - probe) > SAME_COST * probe:
+            text += f", at ×{base:.2f} against the probe's ×{probe:.2f}: not the same cost, not counted"
+        else:
+            signs.append(sign if p < ALPHA else 0)
+        parts.append(text)
+    better, worse = any(s > 0 for s in signs), any(s < 0 for s in signs)
+    if not signs:
+        word = "Cannot compare"
+    elif better and worse:
+        word = "Mixed"
+    elif worse:
+        word = "Disagrees"
+    elif better:
+        word = "Agrees" if all(s > 0 for s in signs) else "Partly agrees"
+    else:
+        word = "Cannot tell"
     return line(word, "probe minus baseline at the baseline's nearest speed-up: " + "; ".join(parts) + ".")
 
 

@@ -280,6 +280,27 @@ def test_a_failing_reproduction_step_is_one_line(tmp_path):
         reproduce.run(step, 1, 1, {})
 
 
+def test_a_reproduction_step_records_its_load(tmp_path):
+    """A finished step's reproduce.json says how many threads it had and the load average before and after,
+    so that minutes taken beside other jobs can be told apart."""
+    import json
+    import sys
+
+    from huggingface_patch.testing import save_tiny_model
+
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    import reproduce
+
+    folder = save_tiny_model("llama", str(tmp_path / "tiny"))
+    argv = ["-m", "analysis.logit_lens", "--model", folder, "--text", "hi there"]
+    step = reproduce.Step("lens", "tiny", "lens", argv, str(tmp_path / "out"))
+    record = reproduce.run(step, 1, 1, {})
+    with open(tmp_path / "out" / "reproduce.json", encoding="utf-8") as handle:
+        written = json.load(handle)
+    assert written["threads"] >= 1 and written["cpus"] >= 1 and len(written["load_average"]) == 2, written
+    assert record["seconds"] == written["seconds"]
+
+
 def test_stream_deltalp_refuses_a_batch():
     """It used to join the rows of a (2, T) batch into one sequence and return its ΔLP (exit 0)."""
     from huggingface_patch.deltalp import stream_deltalp

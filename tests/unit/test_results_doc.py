@@ -197,3 +197,21 @@ def test_the_faithfulness_reading_says_when_holm_cannot_reach_05():
     d = {"comparisons": {"method0": {"m": comparison(-0.5, -0.1, 20, p_holm=0.01)}}}
     text = AttributionSections._faithfulness_reading(d)
     assert text.startswith("ΔLP is worse than method0 on m") and "cannot go below" not in text
+
+
+def test_early_exit_counts_only_baselines_at_the_probes_cost():
+    """A baseline whose nearest threshold runs at a different speed-up trades accuracy for cost: beating it
+    (Gemma: cosine at x1.50 against the probe's x1.27) is reported, marked and not counted."""
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    from report.verdicts import early_exit
+
+    def c(estimate, probe, base):
+        return {"accuracy_probe_minus_baseline": {"difference": {"estimate": estimate, "low": estimate - 0.01,
+                                                                 "high": estimate + 0.01}, "p_value": 0.001},
+                "probe_speedup": probe, "baseline_speedup": base}
+
+    text = early_exit({"comparisons": {"margin": c(-0.05, 1.27, 1.28), "cosine": c(0.08, 1.27, 1.50)}})
+    assert text.startswith("**Disagrees.**") and "cosine +8.0 points" in text and "not counted" in text
+    assert early_exit({"comparisons": {"a": c(0.05, 1.3, 1.3), "b": c(-0.05, 1.3, 1.31)}}).startswith("**Mixed.**")
+    assert early_exit({"comparisons": {"a": c(0.05, 1.3, 1.3)}}).startswith("**Agrees.**")
+    assert early_exit({"comparisons": {"a": c(0.05, 1.3, 2.0)}}).startswith("**Cannot compare.**")
