@@ -260,9 +260,9 @@ def run(step: Step, index: int, total: int, forward: dict) -> dict:
         raise StepFailed(f"step {step.part}/{step.model}/{step.name} failed (exit code {code}; its message is above); "
                          f"fix it and run again: finished steps are kept")
     items = count_items(step)
-    # what else ran: minutes taken beside other jobs overstate a step's cost, its forward passes per item do not
     import torch
 
+    # what else ran: minutes taken beside other jobs overstate a step's cost, its forward passes per item do not
     record = {"seconds": round(seconds, 1), "items": items, "threads": torch.get_num_threads(),
               "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)], "cpus": os.cpu_count()}
     if items:

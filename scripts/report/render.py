@@ -8,6 +8,12 @@ from .render_attribution import AttributionSections
 from .render_recall import RecallSections
 from .render_saturation import SaturationSections
 
+#: runs known to have shared the two cores with other jobs, by the start of their run.json's sha256 (made
+#: before runs recorded their load): the claim holds for these exact runs and lapses when a step is rerun
+SHARED_CORES = {"gemma3-270m/deltalp/deltalp": "fa2cbde8a085d4f1",  # two threads, beside the next two
+                "gemma3-270m/deltalp/ablation": "5bc9d032179a14ba",  # one thread
+                "gemma3-270m/saturation/all": "80b8f7ef07d544e8"}  # one thread
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -139,11 +145,10 @@ class Report(RecallSections, SaturationSections, AttributionSections):
         lines = ["## What it cost", "",
                  "Each step's wall-clock time on the 2-core CPU machine (shared, so noisy; a step's items and their "
                  "cost in forward passes of one fact prompt are measured in the same run). Recall steps were run "
-                 "with the cached-prefix knockout and replayed patching of this version. Several steps ran beside "
-                 "other jobs on the two cores (the Gemma 3 ΔLP run, on two threads, and the ablation and "
-                 "saturation runs, on one each, ran at the same time): their minutes overstate what they cost "
-                 "alone, while their forward passes per item, timed under the same load, do not. Runs from now on "
-                 "record their threads and the load average before and after (`results.json`).", "",
+                 "with the cached-prefix knockout and replayed patching of this version. Steps marked ¹ ran at the "
+                 "same time as other jobs on the two cores: their minutes overstate what they cost alone, while "
+                 "their forward passes per item, timed under the same load, do not. Runs from now on record their "
+                 "threads and the load average before and after (`results.json`).", "",
                  *header("step", "minutes", "items", "seconds per item", "forward passes per item")]
         total = 0.0
         for key in sorted(self.steps):
@@ -153,7 +158,8 @@ class Report(RecallSections, SaturationSections, AttributionSections):
             total += p["seconds"]
             per_item = p.get("seconds_per_item")
             passes = p.get("forward_pass_equivalents_per_item")
-            lines.append(f"| `{key}` | {num(p['seconds'] / 60)} | {p.get('items') or '—'} | "
+            shared = p.get("run_json_sha256", "").startswith(SHARED_CORES.get(key) or "\0")
+            lines.append(f"| `{key}`{' ¹' if shared else ''} | {num(p['seconds'] / 60)} | {p.get('items') or '—'} | "
                          f"{num(per_item, 4) if per_item else '—'} | {num(passes, 2) if passes else '—'} |")
         lines += [f"| total | {num(total / 60)} | | | |", ""]
         return lines + self._targets(total)

@@ -215,3 +215,18 @@ def test_early_exit_counts_only_baselines_at_the_probes_cost():
     assert early_exit({"comparisons": {"a": c(0.05, 1.3, 1.3), "b": c(-0.05, 1.3, 1.31)}}).startswith("**Mixed.**")
     assert early_exit({"comparisons": {"a": c(0.05, 1.3, 1.3)}}).startswith("**Agrees.**")
     assert early_exit({"comparisons": {"a": c(0.05, 1.3, 2.0)}}).startswith("**Cannot compare.**")
+
+
+def test_the_shared_cores_mark_holds_only_for_the_runs_it_names():
+    """A run known to have shared the cores is marked in "What it cost"; a rerun of the same step is not."""
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    from report.render import SHARED_CORES, Report
+
+    key, digest = next(iter(SHARED_CORES.items()))
+    def steps(sha):
+        return {"steps": {key: {"provenance": {"seconds": 60.0, "run_json_sha256": sha}}}}
+
+    marked = [line for line in Report(steps(digest + "0" * 48)).costs() if line.startswith(f"| `{key}`")]
+    assert marked and marked[0].startswith(f"| `{key}` ¹ |"), marked
+    rerun = [line for line in Report(steps("f" * 64)).costs() if line.startswith(f"| `{key}`")]
+    assert rerun and rerun[0].startswith(f"| `{key}` |"), rerun
