@@ -2,7 +2,11 @@
 
 Everything is known before the forward pass (sizes from the model and the input), so a budget that cannot
 be met is refused before anything large is allocated. Figures count tensors only, not the Python/torch
-runtime (a few hundred MB).
+runtime (a few hundred MB), nor what the C allocator keeps after a free: with glibc's default settings,
+blocks of a few MiB come from the heap once large frees have raised its mmap threshold, and the resident
+set then grew up to 1.33x the estimate in the small streaming cases of ``tests/integration/
+test_memory_estimate.py``, whose tensors stay under 0.93x of it. Where the budget is a hard limit, run with
+``MALLOC_MMAP_THRESHOLD_=131072`` (large blocks go back to the system when freed) or leave that margin.
 
 * fixed: the frozen coefficients (attention probabilities: the band ``L x B x h x T x W`` when the window is
   under half the input, else ``L x B x h x T x T`` or its triangle; MLP coefficients ``L x B x T x F``), the

@@ -2,10 +2,17 @@
 unnoticed until a user's job ran out of memory).
 
 Each case runs in a fresh process (one thread, one malloc arena, the libraries warmed up by a short forward
-pass) and compares the growth of its resident set during ``stream_deltalp`` with the estimate the block size
-was planned from (the model's weights left out: they exist before the run). The stated margin: the growth
-stays within :data:`MARGIN` times the estimate, and the estimate is not more than :data:`SLACK` times the
-growth (an estimate that covers everything by being huge is no use for planning)."""
+pass, glibc's mmap threshold fixed at 128 KiB) and compares the growth of its resident set during
+``stream_deltalp`` with the estimate the block size was planned from (the model's weights left out: they exist
+before the run). The stated margin: the growth stays within :data:`MARGIN` times the estimate, and the
+estimate is not more than :data:`SLACK` times the growth (an estimate that covers everything by being huge is
+no use for planning).
+
+Why the fixed threshold: the estimate counts tensors. With glibc's default, the threshold above which a
+block is mmapped (and returned on free) rises after each large free, so later blocks of a few MiB come from
+the heap, and what they leave behind stays resident. Measured on this 2-core machine, the same case grew by
+78-91 MiB in one run and 100 MiB in another (estimate 75 MiB); with the threshold fixed it grew 69.4 MiB
+in each of three runs. The default allocator's surplus is said in ``engine/memory.py``."""
 
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import sys
 import pytest
 from helpers import REPO
 
-MARGIN = 1.3
+MARGIN = 1.2
 SLACK = 3.0
 
 _SCRIPT = r"""
@@ -65,7 +72,7 @@ print(json.dumps({"grown": peak[0] - before, "estimate": est.total(block) - est.
 @pytest.mark.slow
 @pytest.mark.parametrize("length, window, budget", [(768, 768, "none"), (1024, 64, "none"), (768, 768, "2GB")])
 def test_estimate_covers_the_measured_growth(length, window, budget):
-    env = dict(os.environ, MALLOC_ARENA_MAX="1", OMP_NUM_THREADS="1")
+    env = dict(os.environ, MALLOC_ARENA_MAX="1", MALLOC_MMAP_THRESHOLD_="131072", OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", _SCRIPT, str(length), str(window), budget], capture_output=True,
                          text=True, env=env, cwd=REPO,
                          timeout=600)
