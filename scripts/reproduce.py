@@ -154,12 +154,14 @@ def steps_for(part: str, model: str, work: str, sizes: Sizes = Sizes()) -> list[
     raise ValueError(part)
 
 
-def expand(step: Step) -> list[Step]:
-    """Steps that follow from a finished step's output: the FF / VO / QK readings of the selected parameters."""
+def expand(step: Step, selection: dict | None = None) -> list[Step]:
+    """Steps that follow from a finished step's output: the FF / VO / QK readings of the selected parameters
+    (``selection``: that output's ``selection.json``, read from the step's folder when not given)."""
     if step.name != "select":
         return []
-    with open(os.path.join(step.output, "selection.json"), encoding="utf-8") as handle:
-        selection = json.load(handle)
+    if selection is None:
+        with open(os.path.join(step.output, "selection.json"), encoding="utf-8") as handle:
+            selection = json.load(handle)
     base = os.path.dirname(step.output)
     follow = []
     for entry in selection["chosen"]:

@@ -38,9 +38,11 @@ from report.render import END, START, render, render_readme, shown_steps  # noqa
 __all__ = ["END", "START", "planned_steps", "render", "render_readme", "replace_block", "shown_steps"]
 
 
-def planned_steps(work: str) -> list:
+def planned_steps(work: str, previous: dict | None = None) -> list:
     """Every step of the full plan (``reproduce.py``'s parts on both models, then path length), with the
-    embedding readings of each selection that exists."""
+    embedding readings of each selection: the one under ``work``, else the one ``previous`` (the committed
+    ``results.json``) keeps, so that a fresh checkout's report still plans, and so keeps, the readings of a
+    selection it did not rerun."""
     import reproduce
 
     steps = []
@@ -52,8 +54,14 @@ def planned_steps(work: str) -> list:
     out = []
     for step in steps:
         out.append(step)
-        if step.name == "select" and os.path.isfile(os.path.join(step.output, "selection.json")):
+        if step.name != "select":
+            continue
+        if os.path.isfile(os.path.join(step.output, "selection.json")):
             out.extend(reproduce.expand(step))
+            continue
+        kept = (previous or {}).get("steps", {}).get(step_key(step))
+        if kept is not None:
+            out.extend(reproduce.expand(step, {"chosen": kept["data"]["chosen"]}))
     return out
 
 
@@ -112,7 +120,7 @@ def collect(work: str, keep: bool = True) -> dict:
             previous = json.load(handle)
     results = {"generated_by": "scripts/results_report.py from the runs of scripts/reproduce.py",
                "planned_models": ["smollm2-135m", "gemma3-270m"], "steps": {}, "missing": [], "figures": {}}
-    for step in planned_steps(work):
+    for step in planned_steps(work, previous):
         key = step_key(step)
         entry = collect_step(work, step.model, step.part, step.name, step.output) or kept_entry(previous, key)
         if entry is None:

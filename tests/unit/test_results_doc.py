@@ -53,10 +53,21 @@ def test_every_planned_step_has_a_section(results, tmp_path):
     (a step whose output the report does not read would otherwise vanish silently)."""
     report = report_module()
     sys.path.insert(0, os.path.join(REPO, "scripts"))
-    planned = {report.step_key(step) for step in report.planned_steps(str(tmp_path))}
+    planned = {report.step_key(step) for step in report.planned_steps(str(tmp_path), results)}
     shown = report.shown_steps(results)
     assert planned - shown == set(), f"planned steps the report never names: {sorted(planned - shown)}"
     assert set(results["steps"]) | set(results["missing"]) >= planned, "a planned step is neither run nor missing"
+
+
+def test_a_fresh_checkout_plans_every_committed_step(results, tmp_path):
+    """With no runs under ``--work`` (a fresh checkout: the raw runs are not committed), the plan still holds
+    every step of the committed report, the embedding readings of a selection that was not rerun included, so
+    the report keeps them instead of dropping them as "not run"."""
+    report = report_module()
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    planned = {report.step_key(step) for step in report.planned_steps(str(tmp_path), results)}
+    dropped = set(results["steps"]) - planned
+    assert dropped == set(), f"committed steps a fresh checkout would drop: {sorted(dropped)}"
 
 
 def test_every_figure_is_from_a_recorded_run(results):
