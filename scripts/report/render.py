@@ -14,6 +14,18 @@ SHARED_CORES = {"gemma3-270m/deltalp/deltalp": "fa2cbde8a085d4f1",  # two thread
                 "gemma3-270m/deltalp/ablation": "5bc9d032179a14ba",  # one thread
                 "gemma3-270m/saturation/all": "80b8f7ef07d544e8"}  # one thread
 
+
+
+def shared_cores(key: str, provenance: dict) -> bool:
+    """Whether the run of ``key`` shared the cores with other jobs: from the load it recorded (one-minute load
+    average at its start or end at least one above its own threads: another job's worth of work beside it), or,
+    for a run made before runs recorded their load, from :data:`SHARED_CORES`."""
+    load, threads = provenance.get("load_average"), provenance.get("threads")
+    if load and threads:
+        return max(load) >= threads + 1
+    return provenance.get("run_json_sha256", "").startswith(SHARED_CORES.get(key) or "\0")
+
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -147,8 +159,10 @@ class Report(RecallSections, SaturationSections, AttributionSections):
                  "cost in forward passes of one fact prompt are measured in the same run). Recall steps were run "
                  "with the cached-prefix knockout and replayed patching of this version. Steps marked ¹ ran at the "
                  "same time as other jobs on the two cores: their minutes overstate what they cost alone, while "
-                 "their forward passes per item, timed under the same load, do not. Runs from now on record their "
-                 "threads and the load average before and after (`results.json`).", "",
+                 "their forward passes per item, timed under the same load, do not. A run that records its threads "
+                 "and the one-minute load average at its start and end (`results.json`) is marked when either load "
+                 "is at least one above its threads; older runs, from the notes of the sessions that made them.",
+                 "",
                  *header("step", "minutes", "items", "seconds per item", "forward passes per item")]
         total = 0.0
         for key in sorted(self.steps):
@@ -158,7 +172,7 @@ class Report(RecallSections, SaturationSections, AttributionSections):
             total += p["seconds"]
             per_item = p.get("seconds_per_item")
             passes = p.get("forward_pass_equivalents_per_item")
-            shared = p.get("run_json_sha256", "").startswith(SHARED_CORES.get(key) or "\0")
+            shared = shared_cores(key, p)
             lines.append(f"| `{key}`{' ¹' if shared else ''} | {num(p['seconds'] / 60)} | {p.get('items') or '—'} | "
                          f"{num(per_item, 4) if per_item else '—'} | {num(passes, 2) if passes else '—'} |")
         lines += [f"| total | {num(total / 60)} | | | |", ""]
@@ -244,7 +258,8 @@ def render_readme(results: dict) -> str:
     def lds(m):
         summary = data(m, "faithfulness/benchmark")["summary"]
         ours, reference = summary["deltalp"]["lds"]["estimate"], summary["leave-one-out"]["lds"]["estimate"]
-        return f"{num(ours, 3)} / {num(reference, 3)}"
+        targets = data(m, "faithfulness/benchmark")["corpus_items"]
+        return f"{num(ours, 3)} / {num(reference, 3)} (n = {targets} essay targets)"
 
     row("MHSA / MLP extraction, no norm (% of known facts)", extraction)
     row("strict Kendall τ (selection-aware p)", kendall)

@@ -173,6 +173,7 @@ def test_a_smaller_faithfulness_run_is_said_to_be(results):
     from reproduce import FAITHFULNESS_TARGETS, FAITHFULNESS_TASK_ITEMS
 
     changed = copy.deepcopy(results)
+    changed["steps"].pop("gemma3-270m/faithfulness/benchmark", None)  # only the run made here is sized
     data = {"corpus_items": 50, "task_items": {"ioi": 50, "agreement": 50}, "seed": 0, "summary": {},
             "candidates_tried": {"ioi": 57, "agreement": 61}}
     changed["steps"]["smollm2-135m/faithfulness/benchmark"] = {
@@ -241,3 +242,17 @@ def test_the_shared_cores_mark_holds_only_for_the_runs_it_names():
     assert marked and marked[0].startswith(f"| `{key}` ¹ |"), marked
     rerun = [line for line in Report(steps("f" * 64)).costs() if line.startswith(f"| `{key}`")]
     assert rerun and rerun[0].startswith(f"| `{key}` |"), rerun
+
+
+def test_a_run_that_recorded_its_load_is_marked_from_it():
+    """A run with a recorded load is marked when the load at its start or end is at least one above its threads
+    (another job beside it), and not otherwise, whatever :data:`SHARED_CORES` says of its step."""
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    from report.render import SHARED_CORES, shared_cores
+
+    key, digest = next(iter(SHARED_CORES.items()))
+    run = {"run_json_sha256": digest + "0" * 48, "threads": 1}
+    assert shared_cores("x/y/z", {**run, "load_average": [1.1, 2.05]})
+    assert shared_cores("x/y/z", {**run, "load_average": [5.08, 1.0]})
+    assert not shared_cores(key, {**run, "load_average": [0.92, 1.4]})
+    assert not shared_cores("x/y/z", {"threads": 2, "load_average": [2.3, 2.9]})
