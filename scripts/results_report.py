@@ -61,7 +61,7 @@ def planned_steps(work: str, previous: dict | None = None) -> list:
             continue
         kept = (previous or {}).get("steps", {}).get(step_key(step))
         if kept is not None:
-            out.extend(reproduce.expand(step, {"chosen": kept["data"]["chosen"]}))
+            out.extend(reproduce.expand(step, kept["data"]))  # holds the run's "chosen"
     return out
 
 

@@ -15,7 +15,6 @@ SHARED_CORES = {"gemma3-270m/deltalp/deltalp": "fa2cbde8a085d4f1",  # two thread
                 "gemma3-270m/saturation/all": "80b8f7ef07d544e8"}  # one thread
 
 
-
 def shared_cores(key: str, provenance: dict) -> bool:
     """Whether the run of ``key`` shared the cores with other jobs: from the load it recorded (one-minute load
     average at its start or end at least one above its own threads: another job's worth of work beside it), or,
