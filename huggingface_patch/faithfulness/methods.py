@@ -148,8 +148,7 @@ def without(ids: list[int], removed) -> list[int]:
 
 @torch.no_grad()
 def _decomposed(model, item: Item):
-    """``(state (H,), contributions (S, H) of the sources in order, read-out)`` at the item's target."""
-    from ..architectures import readout
+    """``(state (H,), contributions (S, H) of the sources in order)`` at the item's target, float64."""
     from ..attribution.tables import head_input
 
     ids = torch.tensor(item.ids)
@@ -157,14 +156,23 @@ def _decomposed(model, item: Item):
     t = item.target
     # relative layout: row k is source t - k; sources 1 .. t in order are rows t-1 .. 0
     contributions = decomposition[[t - s for s in item.sources], t]
-    return state[t].double(), contributions.double(), readout(model).to("cpu", torch.float64)
+    return state[t].double(), contributions.double()
+
+
+def _float64_readout(model):
+    """The LM head in float64 on the CPU, made once per method run: for a 262k vocabulary the copy (1.3 GB)
+    costs more than an item's read-out."""
+    from ..architectures import readout
+
+    return readout(model).to("cpu", torch.float64)
 
 
 @register_method("deltalp")
 def deltalp(model, items: list[Item], **_) -> list[np.ndarray]:
     out = []
+    head = _float64_readout(model)
     for item in items:
-        state, parts, head = _decomposed(model, item)
+        state, parts = _decomposed(model, item)
         logits = head.logits(torch.cat([state[None], state[None] - parts]))
         foil = None if item.foil is None else [item.foil] * len(logits)
         values = quantity(logits, [item.answer] * len(logits), foil)
@@ -175,8 +183,9 @@ def deltalp(model, items: list[Item], **_) -> list[np.ndarray]:
 @register_method("dla")
 def direct_logit_attribution(model, items: list[Item], **_) -> list[np.ndarray]:
     out = []
+    head = _float64_readout(model)
     for item in items:
-        _, parts, head = _decomposed(model, item)
+        _, parts = _decomposed(model, item)
         direction = head.weight[item.answer] - (0 if item.foil is None else head.weight[item.foil])
         out.append((parts @ direction).numpy())
     return out
