@@ -69,7 +69,7 @@ def run(args, bundle) -> Outcome:
     target = args.target if args.target >= 0 else len(ids) + args.target
     if not 0 <= target < len(ids):
         raise UsageError(f"--target {args.target} outside the input of {len(ids)} tokens (start token = 0)")
-    table = lens_table(model, tokenizer, ids, target, args.window, args.top_k, progress=True)
+    table = lens_table(model, tokenizer, ids, target, args.window, args.top_k)
     record = analysis_record(PROG, dict(table.settings, target=target, start=start.describe(), dtype=args.dtype,
                                         max_tokens=args.max_tokens), model=model, model_name=bundle.source.name,
                              model_argument=args.model, tokenizer=tokenizer, inputs=inputs)

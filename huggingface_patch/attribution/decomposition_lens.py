@@ -51,36 +51,64 @@ def frozen_final_norm(model, contributions: torch.Tensor, state: torch.Tensor) -
     return c
 
 
-@torch.no_grad()
-def decomposition_lens(model, ids: torch.Tensor, target: int, window: int | None = None,
-                       progress: bool = False) -> DecompositionLensResult:
-    """Lens for piece position ``target`` (its output predicts ``ids[target+1]``; the last position has no
-    next token and reports ``next_id`` -1 with ``target_logit`` of token 0); ``progress``: a bar over the
-    layers read through the vocabulary (the long part).
-    """
-    from tqdm.auto import tqdm
+@dataclass
+class LensRun:
+    """One decomposing run of a sequence, from which the lens of any of its positions is read.
 
+    ``ids`` ``(T,)``; ``states`` ``(L+1, T, H)`` the real pre-norm residual states; ``layers`` ``(L+1, W, T, H)``
+    every layer's decomposition (relative layout); ``proj`` ``(V, H)`` the LM head's weight in fp64 on the CPU.
+    """
+
+    ids: torch.Tensor
+    states: torch.Tensor
+    layers: torch.Tensor
+    proj: torch.Tensor
+
+    @property
+    def window(self) -> int:
+        return self.layers.shape[1]
+
+
+@torch.no_grad()
+def lens_run(model, ids: torch.Tensor, window: int | None = None, proj: torch.Tensor | None = None) -> LensRun:
+    """Run the decomposing ``model`` once over ``ids`` ``(T,)`` keeping every layer's decomposition; ``proj``: the
+    fp64 head weight when the caller already holds one (the copy is 1.3 GB for a 262k vocabulary)."""
     ids = torch.as_tensor(ids, dtype=torch.long)
-    length = len(ids)
-    if not 0 <= target < length:
-        raise ValueError(f"target position {target} outside the sequence of {length} tokens")
-    window = length if window is None else window
+    window = len(ids) if window is None else window
     device = next(model.parameters()).device
     states, out = residual_states(model, ids[None].to(device), decomposition_window=window,
                                   output_layer_decompositions=True)
-    proj = readout(model).weight.detach().double().cpu()
-    ks = list(range(min(window, target + 1)))
+    if proj is None:
+        proj = readout(model).weight.detach().double().cpu()
+    layers = torch.stack([layer[0].cpu() for layer in out.layer_decompositions])
+    return LensRun(ids, states[:, 0].cpu(), layers, proj)
+
+
+@torch.no_grad()
+def lens_of(model, run: LensRun, target: int) -> DecompositionLensResult:
+    """The lens of position ``target`` of ``run`` (its output predicts ``ids[target+1]``; the last position has
+    no next token and reports ``next_id`` -1 with ``target_logit`` of token 0)."""
+    length = len(run.ids)
+    if not 0 <= target < length:
+        raise ValueError(f"target position {target} outside the sequence of {length} tokens")
+    ks = list(range(min(run.window, target + 1)))
     sources = [target - k for k in ks][::-1]
-    layers = []
-    for level, layer_dec in enumerate(tqdm(out.layer_decompositions, desc="lens layers", unit="layer",
-                                           disable=not progress)):
-        c = layer_dec[0, : len(ks), target].cpu().flip(0)  # (S, H) in source order
-        normed = frozen_final_norm(model, c, states[level, 0, target].cpu())
-        layers.append(normed @ proj.t())
-    logits = torch.stack(layers)  # (L+1, S, V)
-    next_id = int(ids[target + 1]) if target + 1 < length else -1
+    # every layer's sources through their own frozen norm, then one (L+1) * S row product with the head
+    normed = torch.stack([frozen_final_norm(model, run.layers[level, : len(ks), target].flip(0),
+                                            run.states[level, target])
+                          for level in range(run.layers.shape[0])])  # (L+1, S, H)
+    logits = (normed.reshape(-1, normed.shape[-1]) @ run.proj.t()).view(*normed.shape[:2], -1)  # (L+1, S, V)
+    next_id = int(run.ids[target + 1]) if target + 1 < length else -1
     target_logit = logits[..., max(next_id, 0)]
     return DecompositionLensResult(target, sources, next_id, logits, target_logit)
+
+
+def decomposition_lens(model, ids: torch.Tensor, target: int, window: int | None = None) -> DecompositionLensResult:
+    """Lens for position ``target`` of ``ids`` ``(T,)``: :func:`lens_of` of one :func:`lens_run`."""
+    ids = torch.as_tensor(ids, dtype=torch.long)
+    if not 0 <= target < len(ids):
+        raise ValueError(f"target position {target} outside the sequence of {len(ids)} tokens")
+    return lens_of(model, lens_run(model, ids, window), target)
 
 
 @dataclass
@@ -134,16 +162,17 @@ class DecompositionLensTable:
 
 
 def lens_table(model, tokenizer, ids: torch.Tensor, target: int, window: int | None = None,
-               top_k: int = 5, progress: bool = False) -> DecompositionLensTable:
+               top_k: int = 5, run: LensRun | None = None) -> DecompositionLensTable:
     """:func:`decomposition_lens` of ``target`` as tables; at the last position (no next token) the plotted
-    column follows the token the model predicts."""
+    column follows the token the model predicts. ``run``: a :func:`lens_run` over ``ids`` to read it from
+    (several targets of one text share one run)."""
     from ..errors import InputError
     from ..tokens import raw_tokens, token_texts
 
     vocab = readout(model).vocab_size
     if top_k > vocab:
         raise InputError(f"top_k {top_k} exceeds the vocabulary ({vocab} tokens): give at most {vocab}")
-    result = decomposition_lens(model, ids, target, window, progress)
+    result = decomposition_lens(model, ids, target, window) if run is None else lens_of(model, run, target)
     tokens = token_texts(tokenizer, ids.tolist())
     if result.next_id < 0:
         predicted = int(result.logits[-1].sum(0).argmax())

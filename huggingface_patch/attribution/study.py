@@ -210,16 +210,21 @@ def lens_for_targets(model, tokenizer, pieces, stitched: dict, document, first: 
     import torch
     from tqdm.auto import tqdm
 
-    from .decomposition_lens import lens_table
+    from ..architectures import readout
+    from .decomposition_lens import lens_run, lens_table
     from .page import lens_data
 
     wanted = [(index, stitched[key]) for key in sorted(stitched) if str(key[0]) == str(document)
               and first <= (index := key[1]) <= last]
+    proj = readout(model).weight.detach().double().cpu()  # once: 1.3 GB for a 262k vocabulary
+    runs = {}  # one decomposing run per piece, up to its last wanted target's next token
+    for number in sorted({number for _, (number, _) in wanted}):
+        end = max(t for _, (n, t) in wanted if n == number) + 2
+        runs[number] = lens_run(model, torch.tensor(pieces[number].ids[:end]), window, proj)
     out = {}
     for index, (number, t) in tqdm(wanted, desc="decomposition lens", unit="target", disable=not progress):
         piece = pieces[number]
-        ids = torch.tensor(piece.ids[: t + 2])
-        table = lens_table(model, tokenizer, ids, t, window, top_k)
+        table = lens_table(model, tokenizer, runs[number].ids, t, window, top_k, run=runs[number])
         out[index] = lens_data(table, piece.offset, piece.start)
     return out
 

@@ -14,7 +14,7 @@ import torch
 from huggingface_patch import relative_to_absolute
 from huggingface_patch.attribution.ablation import AblationPair, agreement, real_ablation, sample_pairs
 from huggingface_patch.attribution.contrastive import contrastive_deltalp
-from huggingface_patch.attribution.decomposition_lens import decomposition_lens
+from huggingface_patch.attribution.decomposition_lens import decomposition_lens, lens_of, lens_run
 from huggingface_patch.attribution.tables import (
     PieceAnalysis,
     analyse_piece,
@@ -206,6 +206,28 @@ def test_lens_last_layer_equals_decomposition():
     assert result.sources == [0, 1, 2, 3, 4]
     assert result.logits.shape[0] == model.config.num_hidden_layers + 1
     assert float((result.logits[-1] - expected).abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize("kind", ["opt-post", "llama", "gemma2"])
+def test_lens_read_from_one_run_equals_a_run_per_target(kind):
+    """The ΔLP page reads every target's lens from one run over the text; each must equal the lens of a run that
+    stops at the target's next token (causality), and its last layer the head's reading of the decomposition."""
+    model = build_tiny_model(kind)
+    ids = torch.tensor([2, 40, 50, 60, 70, 80, 90, 33])
+    window = 4
+    shared = lens_run(model, ids, window)
+    head = model.get_output_embeddings().weight.detach().double()
+    _, decomposition, _ = head_input(model, ids, window)
+    for target in range(len(ids)):
+        alone = decomposition_lens(model, ids[: target + 2], target, window)
+        read = lens_of(model, shared, target)
+        scale = float(alone.logits.abs().max())
+        worst = float((read.logits - alone.logits).abs().max())
+        assert read.sources == alone.sources and read.next_id == alone.next_id
+        assert worst <= 1e-5 * scale, f"target {target}: largest difference {worst:.3g} (scale {scale:.3g})"
+        expected = decomposition[: len(read.sources), target].flip(0).double() @ head.t()
+        last = float((read.logits[-1] - expected).abs().max())
+        assert last <= 1e-5 * scale, f"target {target}: last layer differs by {last:.3g}"
 
 
 @pytest.mark.parametrize("kind", ["llama", "gemma2", "gptj"])  # plain head, softcapped logits, head with a bias
