@@ -299,7 +299,10 @@ class Readout:
 
     def raw(self, states: torch.Tensor) -> torch.Tensor:
         """Logits before softcapping ``(..., V)`` (in the states' dtype)."""
-        logits = states @ self.weight.to(states.device, states.dtype).t()
+        # as rows: a strided (..., H) view (a slice of a layer stack) would otherwise take a batched product that
+        # reads the whole (V, H) weight once per leading index (9x slower for Gemma 3's 262k vocabulary)
+        rows = states.reshape(-1, states.shape[-1])
+        logits = (rows @ self.weight.to(states.device, states.dtype).t()).view(*states.shape[:-1], -1)
         return logits if self.bias is None else logits + self.bias.to(states.device, states.dtype)
 
     def cap(self, logits: torch.Tensor) -> torch.Tensor:
