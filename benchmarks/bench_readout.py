@@ -36,11 +36,7 @@ def main() -> None:
 
     torch.set_grad_enabled(False)
     from huggingface_patch.architectures import readout
-    from huggingface_patch.attribution.decomposition_lens import frozen_final_norm, lens_of, lens_run
-    from huggingface_patch.attribution.tables import head_input
     from huggingface_patch.corpus import EXAMPLE_ESSAYS
-    from huggingface_patch.deltalp import compute_deltalp
-    from huggingface_patch.layer_states import residual_states
     from huggingface_patch.loading import load_model_and_tokenizer
     from huggingface_patch.residual_stream.documents import load_documents
 
@@ -51,7 +47,18 @@ def main() -> None:
     print(f"{source.name}: vocabulary {head.vocab_size:,} x {head.weight.shape[1]}, {len(ids)} tokens, "
           f"window {args.window}, {torch.get_num_threads()} threads")
 
-    state, decomposition, _ = head_input(model, ids, args.window)
+    time_table(model, head, ids, args.window)
+    time_lens(model, head, ids, args.window, args.targets)
+
+
+def time_table(model, head, ids, window: int) -> None:
+    """The ΔLP table of ``ids`` as the library computes it against the batched product it replaced."""
+    import torch
+
+    from huggingface_patch.attribution.tables import head_input
+    from huggingface_patch.deltalp import compute_deltalp
+
+    state, decomposition, _ = head_input(model, ids, window)
     start = time.perf_counter()
     new = compute_deltalp(state, decomposition, head, ids).ablated
     new_seconds = time.perf_counter() - start
@@ -72,20 +79,28 @@ def main() -> None:
     print(f"ΔLP table, {len(ids) - 1} targets: {old_seconds:.1f} s as a batched product, {new_seconds:.1f} s as one "
           f"product ({old_seconds / new_seconds:.1f}x); largest difference {worst:.2g} bits")
 
-    wanted = list(range(1, 1 + args.targets))
+
+def time_lens(model, head, ids, window: int, targets: int) -> None:
+    """The lens of the first ``targets`` targets from one run against a run per target, a product per layer."""
+    import torch
+
+    from huggingface_patch.attribution.decomposition_lens import frozen_final_norm, lens_of, lens_run
+    from huggingface_patch.layer_states import residual_states
+
+    wanted = list(range(1, 1 + targets))
     proj = head.weight.detach().double().cpu()
     start = time.perf_counter()
-    run = lens_run(model, ids[: wanted[-1] + 2], args.window, proj)
+    run = lens_run(model, ids[: wanted[-1] + 2], window, proj)
     shared = [lens_of(model, run, t).logits for t in wanted]
     new_seconds = time.perf_counter() - start
     start = time.perf_counter()
     alone = []
     for t in wanted:  # the former way: a run per target, the head copied and read once per layer
         part = ids[: t + 2]
-        states, out = residual_states(model, part[None], decomposition_window=args.window,
+        states, out = residual_states(model, part[None], decomposition_window=window,
                                       output_layer_decompositions=True)
         weight64 = head.weight.detach().double().cpu()
-        size = min(args.window, t + 1)
+        size = min(window, t + 1)
         alone.append(torch.stack([frozen_final_norm(model, layer[0, :size, t].flip(0), states[level, 0, t])
                                   @ weight64.t() for level, layer in enumerate(out.layer_decompositions)]))
     old_seconds = time.perf_counter() - start
