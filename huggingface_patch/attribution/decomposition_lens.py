@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..architectures import get_adapter, readout
+from ..architectures import Readout, get_adapter, readout
 from ..engine.norms import norm_scale, normalize
 from ..layer_states import residual_states
 
@@ -89,25 +89,28 @@ def lens_of(model, run: LensRun, target: int) -> DecompositionLensResult:
     """The lens of position ``target`` of ``run`` (its output predicts ``ids[target+1]``; the last position has
     no next token and reports ``next_id`` -1 with ``target_logit`` of token 0)."""
     length = len(run.ids)
-    if not 0 <= target < length:
-        raise ValueError(f"target position {target} outside the sequence of {length} tokens")
+    _check_target(target, length)
     ks = list(range(min(run.window, target + 1)))
     sources = [target - k for k in ks][::-1]
     # every layer's sources through their own frozen norm, then one (L+1) * S row product with the head
     normed = torch.stack([frozen_final_norm(model, run.layers[level, : len(ks), target].flip(0),
                                             run.states[level, target])
                           for level in range(run.layers.shape[0])])  # (L+1, S, H)
-    logits = (normed.reshape(-1, normed.shape[-1]) @ run.proj.t()).view(*normed.shape[:2], -1)  # (L+1, S, V)
+    logits = Readout(run.proj).raw(normed)  # (L+1, S, V); the weight alone (a head bias belongs to no source)
     next_id = int(run.ids[target + 1]) if target + 1 < length else -1
     target_logit = logits[..., max(next_id, 0)]
     return DecompositionLensResult(target, sources, next_id, logits, target_logit)
 
 
+def _check_target(target: int, length: int) -> None:
+    if not 0 <= target < length:
+        raise ValueError(f"target position {target} outside the sequence of {length} tokens")
+
+
 def decomposition_lens(model, ids: torch.Tensor, target: int, window: int | None = None) -> DecompositionLensResult:
     """Lens for position ``target`` of ``ids`` ``(T,)``: :func:`lens_of` of one :func:`lens_run`."""
     ids = torch.as_tensor(ids, dtype=torch.long)
-    if not 0 <= target < len(ids):
-        raise ValueError(f"target position {target} outside the sequence of {len(ids)} tokens")
+    _check_target(target, len(ids))  # before the run, which is the long part
     return lens_of(model, lens_run(model, ids, window), target)
 
 
