@@ -70,3 +70,21 @@ def cached_step(model: nn.Module, input_ids: torch.Tensor, cache, **kwargs):
     5.24 names the argument and the output field ``cache`` (``past_key_values`` is deprecated there)."""
     out = model(input_ids=input_ids, use_cache=True, cache=cache, **kwargs)
     return out, out.cache
+
+
+def cache_prefix(cache, length: int):
+    """A copy of the key/value ``cache`` holding only its first ``length`` positions, or None where the cut
+    could not restore the cache exactly (a layer that cannot be cropped, or a sliding-window layer that has
+    already dropped states). Transformers 5.24's ``crop`` takes the number of positions to remove."""
+    import copy
+
+    total = cache.get_seq_length()
+    if not 0 < length <= total or not cache.is_croppable:
+        return None
+    if any(getattr(layer, "sliding_window", None) is not None and total >= layer.sliding_window
+           for layer in cache.layers):
+        return None
+    cut = copy.deepcopy(cache)
+    if length < total:
+        cut.crop(length - total)
+    return cut

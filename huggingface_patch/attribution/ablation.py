@@ -33,39 +33,66 @@ def sample_pairs(length: int, window: int, count: int, rng: random.Random, docum
 
 @torch.no_grad()
 def real_ablation(model, ids: torch.Tensor, pairs: list[AblationPair], base: float = 2.0) -> list[AblationPair]:
-    """Fill ``real_delta_lp`` of each pair: ``LP(t) - LP(t | input without token s)`` (one re-run per distinct
-    source; positions after ``s`` shift left by one, so target ``t`` is read at ``t - 1``).
+    """Fill ``real_delta_lp`` of each pair: ``LP(t) - LP(t | input without token s)`` (positions after ``s``
+    shift left by one, so target ``t`` is read at ``t - 1``).
 
-    Each run reads out only the positions its pairs need: the LM head sees those rows of its input alone, so
-    a 262k-word head costs a few rows per run instead of the whole text.
+    Only what the pairs read is computed. One clean pass runs the text up to its last target and keeps its
+    key/value cache; each distinct source then runs just the positions from ``s`` to its last target,
+    continuing that cache cut to the ``s`` positions before it, which the removal leaves as they were (where
+    the cache cannot be cut exactly, the shortened text is run whole). The LM head sees only the rows read,
+    so a 262k-word head costs a few rows per run instead of the whole text.
     """
+    from ..compat import cache_prefix
+
     device = next(model.parameters()).device
     ids = torch.as_tensor(ids, dtype=torch.long)
     scale = 1.0 / math.log(base)
-    targets = sorted({p.target for p in pairs})
-    full = dict(zip(targets, _log_probs_at(model, ids, targets, device).mul_(scale)))
+    # a target at its own source is read at s - 1, before the cut: a clean position
+    rows = sorted({p.target for p in pairs} | {p.target - 1 for p in pairs if p.target == p.source})
+    clean, cache = _log_probs_at(model, ids[: max(rows) + 1], rows, device, keep_cache=True)
+    clean = dict(zip(rows, clean.mul_(scale)))
     for source in sorted({p.source for p in pairs}):
         chosen = [p for p in pairs if p.source == source]
-        removed = _log_probs_at(model, torch.cat([ids[:source], ids[source + 1:]]),
-                                [p.target - 1 for p in chosen], device).mul_(scale)
-        for pair, row in zip(chosen, removed):
+        after = [p for p in chosen if p.target > source]
+        removed = {}
+        if after:
+            last = max(p.target for p in after)
+            prefix = cache_prefix(cache, source)
+            if prefix is None:
+                cut, offset = torch.cat([ids[:source], ids[source + 1: last + 1]]), 0
+            else:
+                cut, offset = ids[source + 1: last + 1], source
+            values = _log_probs_at(model, cut, [p.target - 1 - offset for p in after], device, cache=prefix)[0]
+            removed = {p.target: row for p, row in zip(after, values.mul_(scale))}
+        for pair in chosen:
             gold = int(ids[pair.target + 1])
-            pair.real_delta_lp = float(full[pair.target][gold] - row[gold])
+            row = removed[pair.target] if pair.target > source else clean[pair.target - 1]
+            pair.real_delta_lp = float(clean[pair.target][gold] - row[gold])
     return pairs
 
 
-def _log_probs_at(model, input_ids: torch.Tensor, positions: list[int], device) -> torch.Tensor:
-    """``(len(positions), V)`` next-token log-probabilities of ``input_ids`` ``(T,)`` at ``positions`` only: a
-    pre-hook hands the LM head just those rows (whatever the model does after the head, such as softcapping,
-    applies row by row)."""
+def _log_probs_at(model, input_ids: torch.Tensor, positions: list[int], device, *, cache=None,
+                  keep_cache: bool = False):
+    """``(len(positions), V)`` next-token log-probabilities of ``input_ids`` ``(T,)`` at ``positions`` only
+    (positions of ``input_ids``, which continue ``cache`` when one is given), and the key/value cache of the
+    run (None unless ``keep_cache``). A pre-hook hands the LM head just those rows (whatever the model does
+    after the head, such as softcapping, applies row by row)."""
+    from ..compat import cached_step
+
     keep = torch.tensor(positions, dtype=torch.long, device=device)
     handle = model.get_output_embeddings().register_forward_pre_hook(
         lambda module, args: (args[0][:, keep], *args[1:]))
+    input_ids = input_ids[None].to(device)
     try:
-        logits = model(input_ids[None].to(device)).logits[0].float().cpu()
+        if cache is None and not keep_cache:
+            out, cache = model(input_ids), None
+        else:
+            past = 0 if cache is None else cache.get_seq_length()
+            mask = torch.ones(1, past + input_ids.shape[1], dtype=torch.long, device=device)
+            out, cache = cached_step(model, input_ids, cache, attention_mask=mask)
     finally:
         handle.remove()
-    return torch.log_softmax(logits, -1)
+    return torch.log_softmax(out.logits[0].float().cpu(), -1), cache
 
 
 def agreement(x, y, documents=None, seed: int = 0) -> dict:

@@ -27,7 +27,7 @@ from huggingface_patch.attribution.tables import (
 from huggingface_patch.attribution.words import span_deltalp, word_groups, word_rows
 from huggingface_patch.corpus import split_article
 from huggingface_patch.deltalp import bias_only_lp, compute_deltalp, compute_group_deltalp
-from huggingface_patch.testing import build_tiny_model
+from huggingface_patch.testing import TINY_KINDS, build_tiny_model
 
 #: agreement with the paper's printed numbers (fp32 round-off of log-softmax over the vocabulary)
 PAPER_TOLERANCE = 1e-4
@@ -261,18 +261,41 @@ def test_deltalp_at_chosen_pairs_equals_the_full_table(kind):
         analysis.deltalp_at([6], [10])  # outside the window
 
 
-@pytest.mark.parametrize("kind", ["llama", "gemma2", "opt-pre", "bloom"])
-def test_real_ablation_matches_a_manual_rerun(kind):
-    """real_ablation hands the LM head only the rows it reads; a full re-run by hand must give the same drop."""
+def _manual_drop(model, ids, pair) -> float:
+    """The drop in bits from two whole forward passes: the text, and the text without the source."""
+    full = torch.log_softmax(model(ids[None]).logits[0, pair.target], -1)[ids[pair.target + 1]]
+    cut = torch.cat([ids[: pair.source], ids[pair.source + 1:]])
+    removed = torch.log_softmax(model(cut[None]).logits[0, pair.target - 1], -1)[ids[pair.target + 1]]
+    return float((full - removed).detach()) / math.log(2)
+
+
+@pytest.mark.parametrize("kind", TINY_KINDS)
+@pytest.mark.parametrize("cut_cache", [True, False], ids=["cached-prefix", "whole-rerun"])
+def test_real_ablation_matches_a_manual_rerun(kind, cut_cache, monkeypatch):
+    """real_ablation continues the clean pass's cache cut before the source and hands the LM head only the
+    rows it reads (or, where the cache cannot be cut, re-runs the shortened text): either way each drop must
+    equal two whole forward passes by hand. The 12-token text is longer than the tiny sliding windows (5)."""
+    import huggingface_patch.compat as compat
+
     model = build_tiny_model(kind)
-    ids = torch.tensor([2, 40, 50, 60, 70, 80, 90])
-    pairs = real_ablation(model, ids, [AblationPair(0, 4, 2), AblationPair(0, 5, 2), AblationPair(0, 5, 5)])
-    for pair in pairs:
-        full = torch.log_softmax(model(ids[None]).logits[0, pair.target], -1)[ids[pair.target + 1]]
-        cut = torch.cat([ids[: pair.source], ids[pair.source + 1:]])
-        removed = torch.log_softmax(model(cut[None]).logits[0, pair.target - 1], -1)[ids[pair.target + 1]]
-        gap = abs(pair.real_delta_lp - float((full - removed).detach()) / math.log(2))
-        assert gap <= 1e-5, f"pair (t={pair.target}, s={pair.source}): differs from a full re-run by {gap:.3e} bits"
+    cuts = []
+    real_cut = compat.cache_prefix
+    monkeypatch.setattr(compat, "cache_prefix",
+                        lambda cache, length: cuts.append(real_cut(cache, length) if cut_cache else None) or cuts[-1])
+    for ids, pairs in ((torch.tensor([2, 40, 50, 60, 70]), [(3, 1), (3, 3), (2, 2)]),
+                       (torch.tensor([2, 40, 50, 60, 70, 80, 90, 33, 44, 55, 66, 77]),
+                        [(4, 2), (5, 2), (5, 5), (9, 1), (10, 6), (7, 7), (10, 10)])):
+        got = real_ablation(model, ids, [AblationPair(0, t, s) for t, s in pairs])
+        gaps = [abs(pair.real_delta_lp - _manual_drop(model, ids, pair)) for pair in got]
+        worst = max(gaps)
+        assert worst <= 1e-5, (f"{kind}, {len(ids)} tokens: a drop differs from two whole forward passes by "
+                               f"{worst:.3e} bits (pair {got[gaps.index(worst)]})")
+        if len(ids) == 5:  # the short text fits every sliding window: its re-runs continue the cache
+            assert all(cut is not None for cut in cuts) == cut_cache and cuts, f"{kind}: cache cuts {cuts}"
+
+
+def test_ablation_pairs_and_agreement():
+    """Sampled pairs respect the window and the BOS; a perfect monotone relation has Spearman 1."""
     sampled = sample_pairs(10, 3, 100, random.Random(0))
     assert all(1 <= p.source <= p.target <= 8 and p.target - p.source < 3 for p in sampled)
     assert len({(p.target, p.source) for p in sampled}) == len(sampled)
