@@ -278,10 +278,14 @@ def test_real_ablation_matches_a_manual_rerun(kind, cut_cache, monkeypatch):
     import huggingface_patch.compat as compat
 
     model = build_tiny_model(kind)
-    cuts = []
+    cuts = []  # what each re-run got from cache_prefix (None: the whole shortened text)
     real_cut = compat.cache_prefix
-    monkeypatch.setattr(compat, "cache_prefix",
-                        lambda cache, length: cuts.append(real_cut(cache, length) if cut_cache else None) or cuts[-1])
+
+    def recorded_cut(cache, length):
+        cuts.append(real_cut(cache, length) if cut_cache else None)
+        return cuts[-1]
+
+    monkeypatch.setattr(compat, "cache_prefix", recorded_cut)
     for ids, pairs in ((torch.tensor([2, 40, 50, 60, 70]), [(3, 1), (3, 3), (2, 2)]),
                        (torch.tensor([2, 40, 50, 60, 70, 80, 90, 33, 44, 55, 66, 77]),
                         [(4, 2), (5, 2), (5, 5), (9, 1), (10, 6), (7, 7), (10, 10)])):
