@@ -15,8 +15,9 @@ from .render_saturation import SaturationSections
 SHARED_CORES = {"gemma3-270m/deltalp/deltalp": "fa2cbde8a085d4f1",  # two threads, beside the next two
                 "gemma3-270m/deltalp/ablation": "5bc9d032179a14ba",  # one thread
                 "gemma3-270m/saturation/all": "80b8f7ef07d544e8",  # one thread
-                # one thread; Gemma's faithfulness run beside it for 35 of its 43 minutes (load 1.76 at start)
-                "gemma3-270m/recall/patching": "727056ffac43114d"}
+                # one thread; a one-thread test run beside it for its first 13 minutes and Gemma's ΔLP run for
+                # its last 14 (of 45); recorded loads 1.23 and 1.28
+                "gemma3-270m/recall/patching": "10c1dd122cc44914"}
 
 
 def shared_cores(key: str, provenance: dict) -> bool:
