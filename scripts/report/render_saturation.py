@@ -55,16 +55,7 @@ class SaturationSections:
         return lines
 
     def _probe(self) -> list[str]:
-        lines = ["### Which rank is being fixed: the task probe", "",
-                 "Balanced accuracy of a logistic-regression probe (5 folds grouped by position, so one position's "
-                 "layers never straddle train and test), against the class-scalar Gaussian control of the official "
-                 "code and a permuted-label null (labels shuffled within each layer). The ± is the standard error over "
-                 "the folds of one split (balancing and folds drawn once, seed 0); it leaves out the spread between "
-                 "splits, which can be as large: on Gemma, two runs whose saturation layers differed at 1 of 15,822 "
-                 "positions drew different folds and scored 0.600 and 0.627 (runs at b581481 and 6373b4b). With 20 "
-                 "permutations the smallest possible p is 1/21 = 0.048.", "",
-                 *header("model", "weights", "examples (tasks)", "probe", "chance", "Gaussian control",
-                         "permuted labels: mean ± sd", "p")]
+        rows, counts = [], set()
         for model in self.models():
             for step, label in (("all", "trained"), ("random_init", "untrained")):
                 entry = self.step(model, "saturation", step)
@@ -72,13 +63,26 @@ class SaturationSections:
                     continue
                 p = entry["data"]["probe"]
                 null = p["permuted_labels"]
+                counts.add(null.get("permutations"))
                 probe, tasks = p["probe"], len(p.get("examples_per_task", {}))
-                lines.append(f"| {MODELS[model]} | {label} | {p['examples']} ({tasks}) | "
-                             f"{num(probe['balanced_accuracy'], 3)} ± {num(probe.get('balanced_accuracy_se'), 3)} | "
-                             f"{num(p['chance'], 3)} | {num(p['gaussian_control']['balanced_accuracy'], 3)} | "
-                             f"{num(null.get('balanced_accuracy_mean'), 3)} ± "
-                             f"{num(null.get('balanced_accuracy_sd'), 3)} ({null.get('permutations')}) | "
-                             f"{pvalue(null.get('p_value'))} |")
+                rows.append(f"| {MODELS[model]} | {label} | {p['examples']} ({tasks}) | "
+                            f"{num(probe['balanced_accuracy'], 3)} ± {num(probe.get('balanced_accuracy_se'), 3)} | "
+                            f"{num(p['chance'], 3)} | {num(p['gaussian_control']['balanced_accuracy'], 3)} | "
+                            f"{num(null.get('balanced_accuracy_mean'), 3)} ± "
+                            f"{num(null.get('balanced_accuracy_sd'), 3)} ({null.get('permutations')}) | "
+                            f"{pvalue(null.get('p_value'))} |")
+        # the p-value floor of the permutation null, from the permutation count the runs recorded
+        floor = "".join(f" With {n} permutations the smallest possible p is 1/{n + 1} = {num(1 / (n + 1), 3)}."
+                        for n in sorted(c for c in counts if c))
+        lines = ["### Which rank is being fixed: the task probe", "",
+                 "Balanced accuracy of a logistic-regression probe (5 folds grouped by position, so one position's "
+                 "layers never straddle train and test), against the class-scalar Gaussian control of the official "
+                 "code and a permuted-label null (labels shuffled within each layer). The ± is the standard error over "
+                 "the folds of one split (balancing and folds drawn once, seed 0); it leaves out the spread between "
+                 "splits, which can be as large: on Gemma, two runs whose saturation layers differed at 1 of 15,822 "
+                 "positions drew different folds and scored 0.600 and 0.627 (runs at b581481 and 6373b4b)." + floor,
+                 "", *header("model", "weights", "examples (tasks)", "probe", "chance", "Gaussian control",
+                             "permuted labels: mean ± sd", "p"), *rows]
         return lines + self._verdicts("probe", "probe", verdicts.probe)
 
     def _verdicts(self, claim: str, part: str, verdict) -> list[str]:
