@@ -117,14 +117,17 @@ class VocabReading:
 
 @torch.no_grad()
 def rank_and_top(model: nn.Module, states: torch.Tensor, targets, top: int = 10, apply_final_norm: bool = False,
-                 vocab_block: int = VOCAB_BLOCK) -> VocabReading:
+                 vocab_block: int = VOCAB_BLOCK, logsumexp: bool = True) -> VocabReading:
     """What :func:`project_to_vocab` followed by a rank, a top-``top`` and a softmax gives, computed a block of
     the vocabulary at a time, so that ``(..., V)`` logits are never held (Gemma 3: V = 262,144) and the
     head's weight is read once for all rows.
 
     ``states`` ``(..., H)``, ``targets`` broadcastable to ``states.shape[:-1]``. Logits are float32 with
     softcapping applied as the model does. The target's score is its own dot product, so a token within
-    round-off of it may rank either way (as in any two computations of the same logits)."""
+    round-off of it may rank either way (as in any two computations of the same logits).
+
+    ``top = 0`` leaves out the top ids (``top`` is None) and ``logsumexp=False`` the log-normaliser (None):
+    a caller that needs only the rank skips both passes over each block."""
     states = _head_input(model, states, apply_final_norm)
     head = readout(model)
     shape = states.shape[:-1]
@@ -148,7 +151,10 @@ def rank_and_top(model: nn.Module, states: torch.Tensor, targets, top: int = 10,
         inside = (targets >= lo) & (targets < hi)  # the target never outranks itself (its two roundings differ)
         above[inside, (targets[inside] - lo)] = False
         rank += above.sum(-1)
-        lse = torch.logaddexp(lse, torch.logsumexp(block, -1))
+        if logsumexp:
+            lse = torch.logaddexp(lse, torch.logsumexp(block, -1))
+        if top <= 0:
+            continue
         values, ids = block.topk(min(top, hi - lo), dim=-1)
         ids = ids + lo
         if best_values is not None:
@@ -156,4 +162,6 @@ def rank_and_top(model: nn.Module, states: torch.Tensor, targets, top: int = 10,
             values, order = merged.topk(min(top, merged.shape[-1]), dim=-1)
             ids = torch.cat([best_ids, ids], -1).gather(-1, order)
         best_values, best_ids = values, ids
-    return VocabReading(rank.reshape(shape), score.reshape(shape), best_ids.reshape(*shape, -1), lse.reshape(shape))
+    return VocabReading(rank.reshape(shape), score.reshape(shape),
+                        None if best_ids is None else best_ids.reshape(*shape, -1),
+                        lse.reshape(shape) if logsumexp else None)

@@ -26,6 +26,8 @@ from .queries import FactQuery, length_batches, model_device, stack_ids
 POSITION_SETS = ("subject", "non-subject", "last")
 #: the paper's ``hidden_states`` indices 0, 1, 5, 10, 20 as 0-based blocks whose output is patched in
 DEFAULT_SOURCES = (-1, 0, 4, 9, 19)
+#: patched items read out through the vocabulary together (a (rows x V-block) piece of logits at a time)
+READOUT_ROWS = 1024
 
 
 def usable_sources(model, sources: Sequence[int]) -> list[int]:
@@ -67,7 +69,7 @@ def patching_extraction(model, queries: Sequence[FactQuery], *, sources: Sequenc
         clean = sublayer_extraction_ranks(model, ids, targets, apply_final_norm)["attention"][0]  # (L, B)
         calls = LayerCalls(model, ids)
         items = [(b, q, name, src, layer) for b, q in enumerate(batch) for name, src, layer in combos]
-        ranks: dict[int, int] = {}
+        order, states = [], []
         for layer in range(1, L):
             here = [i for i, item in enumerate(items) if item[4] == layer]
             for lo in range(0, len(here), max_rows):
@@ -85,10 +87,18 @@ def patching_extraction(model, queries: Sequence[FactQuery], *, sources: Sequenc
                         calls.run(hidden, rows, layer, layer + 1)
                     except StopReplay:
                         pass
-                rank, _, _ = rank_and_top(model, record["output"][:, -1], targets.index_select(0, rows), 1,
-                                          apply_final_norm)
-                for r, i in enumerate(chunk):
-                    ranks[i] = int(rank[r])
+                order.extend(chunk)
+                states.append(record["output"][:, -1])
+        # one read-out for all of the batch's items: a (rows x V) product reads the head's weight once, where
+        # one per layer (a dozen rows each) was bound by reading it (Gemma 3: 262,144 x 640) again and again
+        states = torch.cat(states)
+        picked = torch.tensor([items[i][0] for i in order], device=device)
+        ranks: dict[int, int] = {}
+        for lo in range(0, len(order), READOUT_ROWS):
+            rank = rank_and_top(model, states[lo : lo + READOUT_ROWS], targets.index_select(0, picked[lo : lo +
+                                READOUT_ROWS]), 0, apply_final_norm, logsumexp=False).rank
+            for r, i in enumerate(order[lo : lo + READOUT_ROWS]):
+                ranks[i] = int(rank[r])
         for b, q in enumerate(batch):
             for layer in range(L):
                 rank = int(clean[layer, b])

@@ -132,3 +132,15 @@ def test_blockwise_rank_and_top_equal_the_full_logits(setup, final_norm):
     assert torch.allclose(score, expected_score, atol=1e-5)
     assert torch.equal(rank, (logits > expected_score[..., None]).sum(-1))
     assert torch.equal(top, logits.topk(7, dim=-1).indices)
+
+
+def test_rank_only_readout_gives_the_same_ranks(setup):
+    from huggingface_patch.layer_states import rank_and_top
+
+    model, _ = setup
+    states = torch.randn(5, model.config.hidden_size, generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([3, 9, 44, 120, 250])
+    full = rank_and_top(model, states, targets, 4, True, vocab_block=64)
+    bare = rank_and_top(model, states, targets, 0, True, vocab_block=64, logsumexp=False)
+    assert torch.equal(bare.rank, full.rank), f"ranks {bare.rank.tolist()} vs {full.rank.tolist()}"
+    assert bare.top is None and bare.logsumexp is None
