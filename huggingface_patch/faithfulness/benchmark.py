@@ -4,11 +4,13 @@
 :mod:`.metrics`: agreement with leave-one-out and the deletion curves and LDS on the corpus items, the mean
 reciprocal rank on the known-answer tasks. :class:`FaithfulnessResult` holds the per-item table, the
 summary with intervals (cluster bootstrap by the item's cluster: the document, the IOI template, the subject
-noun) and the paired comparisons of ΔLP with every other method, and writes itself (CSV, JSON, figure).
+noun), the paired comparisons of ΔLP with every other method and the LRP methods' conservation (their
+relevances' sum against the logit they explain), and writes itself (CSV, JSON, figure).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -33,7 +35,8 @@ class FaithfulnessResult:
     """``rows``: one per (item, method) with every metric that applies; ``scores``: one per (item, method,
     source) with the score; ``curves``: per method the mean MoRF and
     LeRF curves; ``summary``: per method and metric the mean with its interval; ``comparisons``: ΔLP minus each
-    other method, paired by item; ``cost``: per method seconds and forward-pass equivalents per item."""
+    other method, paired by item; ``cost``: per method seconds and forward-pass equivalents per item;
+    ``conservation``: :func:`conservation` (empty without an LRP method, and in runs made before it)."""
 
     rows: list[dict]
     scores: list[dict]
@@ -42,6 +45,7 @@ class FaithfulnessResult:
     comparisons: dict
     cost: dict
     settings: dict = field(default_factory=dict)
+    conservation: dict = field(default_factory=dict)
 
     def write(self, folder, model_name: str, plots: bool = True) -> None:
         """``faithfulness.csv`` (per item), ``faithfulness_summary.json``, ``faithfulness_curves.csv`` and
@@ -50,7 +54,8 @@ class FaithfulnessResult:
         from ..files import save_figure, write_csv, write_json
 
         write_csv(self.rows, folder.path("faithfulness.csv"),
-                  ["task", "item", "cluster", "method", *CORPUS_METRICS, *TASK_METRICS, "text", "answer", "foil"])
+                  ["task", "item", "cluster", "method", *CORPUS_METRICS, *TASK_METRICS, "relevance_sum", "explained",
+                   "text", "answer", "foil"])
         write_csv(self.scores, folder.path("faithfulness_scores.csv"),
                   ["task", "item", "method", "position", "token", "score"])
         if self.curves:
@@ -58,7 +63,7 @@ class FaithfulnessResult:
                           for m, c in self.curves.items() for i, f in enumerate(FRACTIONS)]
             write_csv(curve_rows, folder.path("faithfulness_curves.csv"), ["method", "fraction", "morf", "lerf"])
         write_json(dict(self.settings, model=model_name, summary=self.summary, comparisons=self.comparisons,
-                        cost=self.cost), folder.path("faithfulness_summary.json"))
+                        cost=self.cost, conservation=self.conservation), folder.path("faithfulness_summary.json"))
         if plots:
             save_figure(plot_summary(self, model_name), folder.path("faithfulness.png"))
 
@@ -75,9 +80,11 @@ class FaithfulnessResult:
                 curve = curves.setdefault(row["method"], {"morf": [], "lerf": []})
                 curve["morf"].append(row["morf"])
                 curve["lerf"].append(row["lerf"])
-        settings = {k: v for k, v in written.items() if k not in ("model", "summary", "comparisons", "cost")}
+        settings = {k: v for k, v in written.items()
+                    if k not in ("model", "summary", "comparisons", "cost", "conservation")}
         return cls(stored.table("faithfulness.csv"), stored.table("faithfulness_scores.csv"), curves,
-                   written["summary"], written["comparisons"], written["cost"], settings)
+                   written["summary"], written["comparisons"], written["cost"], settings,
+                   written.get("conservation") or {})
 
 
 def _forward_seconds(model, items: list[Item]) -> float:
@@ -90,14 +97,19 @@ def _forward_seconds(model, items: list[Item]) -> float:
     return float(np.median(times))
 
 
-def score_all(model, items: list[Item], methods, progress=None, **options) -> tuple[dict, dict]:
+def score_all(model, items: list[Item], methods, progress=None, details: dict | None = None,
+              **options) -> tuple[dict, dict]:
     """``(scores {method: [per item]}, seconds {method: total})``; a method run in its own process reports
-    its own compute time (``timing``), so that no method's cost includes loading a model."""
+    its own compute time (``timing``), so that no method's cost includes loading a model. ``details``, when
+    given, collects per method what a method reports beside its scores (LRP: its conservation, lists per
+    item)."""
     scores, seconds = {}, {}
     for method in methods:
-        timing = {}
+        timing, extra = {}, {}
         start = time.perf_counter()
-        scores[method] = attribute_items(model, items, method, timing=timing, **options)
+        scores[method] = attribute_items(model, items, method, timing=timing, details=extra, **options)
+        if details is not None and extra:
+            details[method] = extra
         seconds[method] = timing.get("seconds", time.perf_counter() - start)
         check_finite(scores[method], method)
         if progress is not None:
@@ -123,7 +135,8 @@ def run_benchmark(model, corpus: list[Item], tasks: list[Item], methods=METHODS,
     if not everything:
         raise InputError("no items to score: give corpus items or known-answer tasks")
     with tqdm(total=len(methods), desc="attribution methods", disable=not progress) as bar:
-        scores, seconds = score_all(model, everything, methods, progress=bar, seed=seed, **options)
+        details: dict = {}
+        scores, seconds = score_all(model, everything, methods, progress=bar, details=details, seed=seed, **options)
     forward = _forward_seconds(model, everything)
     loo = None
     if "agreement" in metrics and corpus:
@@ -152,6 +165,11 @@ def run_benchmark(model, corpus: list[Item], tasks: list[Item], methods=METHODS,
         index = len(corpus) + offset
         for m in methods:
             rows.append(dict(_row(item, index, m), mrr=reciprocal_rank(scores[m][index], item)))
+    for row in rows:
+        extra = details.get(row["method"])
+        if extra:
+            row["relevance_sum"] = extra["relevance_sum"][row["item"]]
+            row["explained"] = extra["explained"][row["item"]]
     curves = {} if "deletion" not in metrics or not corpus else \
         {m: {k: (v / len(corpus)).tolist() for k, v in c.items()} for m, c in curves_sum.items()}
     summary, comparisons = _summarize(rows, methods, seed)
@@ -164,7 +182,36 @@ def run_benchmark(model, corpus: list[Item], tasks: list[Item], methods=METHODS,
                             "logit (difference)",
                 "intervals": "95 % cluster bootstrap of the mean over items (clusters: document, IOI template, "
                              "subject noun); comparisons paired by item, sign-flip test on cluster sums"}
-    return FaithfulnessResult(rows, _score_rows(everything, scores), curves, summary, comparisons, cost, settings)
+    return FaithfulnessResult(rows, _score_rows(everything, scores), curves, summary, comparisons, cost, settings,
+                              conservation(rows))
+
+
+#: a relevance sum within this share of the quantity it explains counts as conserved
+CONSERVED_WITHIN = 0.05
+
+
+def conservation(rows: list[dict]) -> dict:
+    """Per method that reports it (LRP) and task: how its relevances, every input position's summed, compare
+    with the logit (difference) they explain; LRP's rules are meant to keep the two equal. ``ratio`` is sum /
+    explained per item: its median and quartiles, and the share of items within :data:`CONSERVED_WITHIN` of 1."""
+    out: dict = {}
+    for row in rows:
+        if "relevance_sum" not in row:
+            continue
+        out.setdefault(row["method"], {}).setdefault(row["task"], []).append(row["relevance_sum"] / row["explained"]
+                                                                             if row["explained"] else math.nan)
+    summary: dict = {}
+    for method, tasks in out.items():
+        summary[method] = {}
+        for task, ratios in tasks.items():
+            ratios = np.asarray(ratios, float)
+            finite = ratios[np.isfinite(ratios)]
+            quartiles = np.percentile(finite, [25, 50, 75]) if finite.size else [math.nan] * 3
+            summary[method][task] = {"items": int(ratios.size), "median_ratio": float(quartiles[1]),
+                                     "quartiles": [float(quartiles[0]), float(quartiles[2])],
+                                     "share_conserved": float(np.mean(np.abs(finite - 1) <= CONSERVED_WITHIN))
+                                     if finite.size else math.nan, "within": CONSERVED_WITHIN}
+    return summary
 
 
 def _row(item: Item, index: int, method: str) -> dict:

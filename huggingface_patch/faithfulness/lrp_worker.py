@@ -32,10 +32,13 @@ import numpy as np
 LXT_FAMILIES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3", "gpt2": "gpt2"}
 
 
-def run_worker(kind: str, model_path: str, model_kwargs: dict, items, dtype: str) -> tuple[list[np.ndarray], float]:
-    """Scores of ``kind`` (``attnlrp`` / ``cp-lrp``) for ``items``, computed in a child process, and the seconds
+def run_worker(kind: str, model_path: str, model_kwargs: dict, items, dtype: str
+               ) -> tuple[list[np.ndarray], float, dict]:
+    """Scores of ``kind`` (``attnlrp`` / ``cp-lrp``) for ``items``, computed in a child process, the seconds
     the child spent on them (its start-up and model loading left out: the other methods' cost leaves the
-    loading out too)."""
+    loading out too), and per item (lists) ``relevance_sum``, the relevance of every input position (the
+    start token's included), and ``explained``, the logit (difference) it explains: LRP's conservation
+    says the two are equal."""
     from ..errors import InputError
 
     with tempfile.TemporaryDirectory() as folder:
@@ -52,7 +55,8 @@ def run_worker(kind: str, model_path: str, model_kwargs: dict, items, dtype: str
             raise InputError(f"{kind} (lxt) failed in its own process: {last}")
         with open(answer, encoding="utf-8") as handle:
             answer = json.load(handle)
-        return [np.asarray(row, dtype=np.float64) for row in answer["scores"]], float(answer["seconds"])
+        conservation = {"relevance_sum": answer["relevance_sum"], "explained": answer["explained"]}
+        return [np.asarray(row, dtype=np.float64) for row in answer["scores"]], float(answer["seconds"]), conservation
 
 
 def _lxt_modules(family: str):
@@ -100,7 +104,7 @@ def main(argv: list[str]) -> int:
     model = AutoModelForCausalLM.from_pretrained(request["model"], dtype=dtype, attn_implementation="eager",
                                                  **request["model_kwargs"]).eval()
     embed = model.get_input_embeddings()
-    scores, start = [], time.perf_counter()
+    scores, totals, explained, start = [], [], [], time.perf_counter()
     for item in request["items"]:
         ids = torch.tensor([item["ids"]])
         embeddings = embed(ids).detach().requires_grad_(True)
@@ -110,8 +114,11 @@ def main(argv: list[str]) -> int:
         value.backward()
         relevance = (embeddings * embeddings.grad).sum(-1)[0].double()
         scores.append(relevance[item["first"]:].tolist())  # the sources first .. t
+        totals.append(float(relevance.sum()))
+        explained.append(float(value.detach()))
+    seconds = time.perf_counter() - start
     with open(answer_path, "w", encoding="utf-8") as handle:
-        json.dump({"scores": scores, "seconds": time.perf_counter() - start}, handle)
+        json.dump({"scores": scores, "seconds": seconds, "relevance_sum": totals, "explained": explained}, handle)
     return 0
 
 

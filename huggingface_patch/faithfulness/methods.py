@@ -311,14 +311,17 @@ def integrated_gradients(model, items: list[Item], *, steps: int = 32, **_) -> l
 
 def _lrp(kind: str):
     def run(model, items: list[Item], *, model_path: str | None = None, model_kwargs: dict | None = None,
-            timing: dict | None = None, **_) -> list[np.ndarray]:
+            timing: dict | None = None, details: dict | None = None, **_) -> list[np.ndarray]:
         from .lrp_worker import run_worker
 
         if model_path is None:
             raise InputError(f"{kind} runs in its own process and needs the model's folder (model_path)")
-        scores, seconds = run_worker(kind, model_path, model_kwargs or {}, items, str(next(model.parameters()).dtype))
+        scores, seconds, conservation = run_worker(kind, model_path, model_kwargs or {}, items,
+                                                   str(next(model.parameters()).dtype))
         if timing is not None:
             timing["seconds"] = seconds  # the child's own compute time, its start-up and loading left out
+        if details is not None:
+            details.update(conservation)  # per item: relevance_sum, explained (see run_worker)
         return scores
 
     return run

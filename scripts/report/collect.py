@@ -217,9 +217,10 @@ def read_faithfulness(folder: str) -> dict:
     from huggingface_patch.faithfulness.benchmark import FaithfulnessResult
 
     result = FaithfulnessResult.from_folder(folder)
-    data = dict(result.settings, summary=result.summary, comparisons=result.comparisons, cost=result.cost)
+    data = dict(result.settings, summary=result.summary, comparisons=result.comparisons, cost=result.cost,
+                conservation=result.conservation)
     return _pick(data, "methods", "metrics", "corpus_items", "task_items", "candidates_tried", "summary",
-                 "comparisons", "cost", "forward_seconds", "seed", "quantity")
+                 "comparisons", "cost", "forward_seconds", "seed", "quantity", "conservation")
 
 
 def read_path_length(folder: str) -> dict:

@@ -146,10 +146,28 @@ class AttributionSections:
                 cells = [interval(metrics.get(k), 3) for k, _ in present]
                 cost = (d.get("cost") or {}).get(method, {}).get("forward_pass_equivalents_per_item")
                 lines.append(f"| {method} | " + " | ".join(cells) + f" | {num(cost, 1)} |")
-            lines += ["", f"- {MODELS[model]}: " + self._faithfulness_reading(d), ""]
+            lines += ["", f"- {MODELS[model]}: " + self._faithfulness_reading(d)]
+            if d.get("conservation"):
+                lines.append(f"- {MODELS[model]}: " + self._conservation_reading(d["conservation"]))
+            lines.append("")
             lines += self.figure(model, "benchmark", "faithfulness", f"{MODELS[model]}: faithfulness")
         lines += [self.runs_line(keys), ""]
         return lines
+
+    @staticmethod
+    def _conservation_reading(conservation: dict) -> str:
+        """How far each LRP method's relevances (every input position's, the start token's included) sum to the
+        logit (difference) they explain, per task: median ratio with its quartiles."""
+        parts = []
+        for method, tasks in conservation.items():
+            cells = [f"{task} {num(c['median_ratio'], 2)} ({num(c['quartiles'][0], 2)}–{num(c['quartiles'][1], 2)}; "
+                     f"{num(100 * c['share_conserved'], 0)} % of {c['items']} within "
+                     f"{num(100 * c['within'], 0)} %)" for task, c in tasks.items()]
+            parts.append(f"{method}: " + ", ".join(cells))
+        return ("Conservation: LRP's relevances, summed over every input position, against the logit (difference) "
+                "they explain, median ratio per task with its quartiles (1 = conserved) — " + "; ".join(parts)
+                + ". A ratio far from 1 means the rules as the package applies them to this model do not conserve "
+                "relevance, so its scores are not a split of the logit.")
 
     @staticmethod
     def _faithfulness_reading(d: dict) -> str:

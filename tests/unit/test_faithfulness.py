@@ -261,3 +261,56 @@ def test_cli_on_a_tiny_model_writes_every_table(tmp_path):
     assert summary["cost"]["deltalp"]["forward_pass_equivalents_per_item"] > 0
     assert exit_code(faithfulness.main, ["--model", folder, "--items", 0, "--task-items", 0,
                                          "--output-dir", tmp_path / "none"]) == 2
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+def test_lrp_reports_its_conservation_against_the_plain_models_logit(tmp_path, kind):
+    """The worker's ``explained`` is the plain model's logit (difference), computed here without lxt. CP-LRP's
+    relevances (frozen attention and norms: input x gradient of a function linear in the embeddings) sum to
+    the logit less what the biases carry, which is the decomposition's sum over every position (the start
+    token's included) read through the head: the tiny families have biases, so the two differ from the logit."""
+    if missing_package("cp-lrp"):
+        pytest.skip("lxt is not installed (CI installs it: scripts/install.sh)")
+    from huggingface_patch.architectures import readout
+    from huggingface_patch.attribution.tables import head_input
+    from huggingface_patch.faithfulness.benchmark import conservation
+    from huggingface_patch.loading import load_model_and_tokenizer
+
+    folder = save_tiny_model(kind, str(tmp_path / kind))
+    model, _, source = load_model_and_tokenizer(folder, dtype="float64")
+    items = _items(model.config.vocab_size, count=2, length=8)
+    items.append(Item([1, 5, 6, 7, 8, 9], 10, "agreement", 0, foil=11))
+    details: dict = {}
+    attribute_items(model, items, "cp-lrp", model_path=source.path, details=details)
+    weight = readout(model).weight
+    with torch.no_grad():
+        for index, item in enumerate(items):
+            logits = model(input_ids=torch.tensor([item.ids])).logits[0, -1]
+            expected = float(logits[item.answer] - (0 if item.foil is None else logits[item.foil]))
+            got = details["explained"][index]
+            assert abs(got - expected) <= 1e-9 * max(1.0, abs(expected)), f"item {index}: explained {got} vs {expected}"
+            _, decomposition, _ = head_input(model, torch.tensor(item.ids), len(item.ids))
+            direction = weight[item.answer] - (0 if item.foil is None else weight[item.foil])
+            sources = float((decomposition[: item.target + 1, item.target] @ direction).sum())  # rows: t - s
+            total = details["relevance_sum"][index]
+            assert abs(total - sources) <= LRP_TOLERANCE * max(1.0, abs(sources)), (
+                f"{kind} item {index}: CP-LRP relevances sum to {total:.9g}, the decomposition's sources to "
+                f"{sources:.9g} (difference {abs(total - sources):.3e})")
+    rows = [{"method": "cp-lrp", "task": item.task, "item": index, "relevance_sum": details["relevance_sum"][index],
+             "explained": details["explained"][index]} for index, item in enumerate(items)]
+    summary = conservation(rows)["cp-lrp"]
+    assert summary["corpus"]["items"] == 2 and summary["agreement"]["items"] == 1, summary
+
+
+def test_conservation_summary_counts_the_items_within_the_margin():
+    from huggingface_patch.faithfulness.benchmark import conservation
+
+    ratios = [1.0, 1.04, 0.5, 2.0]
+    rows = [{"method": "attnlrp", "task": "ioi", "item": i, "relevance_sum": 3.0 * r, "explained": 3.0}
+            for i, r in enumerate(ratios)]
+    rows.append({"method": "dla", "task": "ioi", "item": 0})  # methods that report nothing are left out
+    got = conservation(rows)
+    assert list(got) == ["attnlrp"]
+    assert got["attnlrp"]["ioi"]["share_conserved"] == 0.5
+    assert got["attnlrp"]["ioi"]["median_ratio"] == pytest.approx(float(np.median(ratios)))
+    assert got["attnlrp"]["ioi"]["quartiles"] == pytest.approx(np.percentile(ratios, [25, 75]).tolist())
