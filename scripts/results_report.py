@@ -130,6 +130,14 @@ def collect(work: str, keep: bool = True) -> dict:
         for figure in entry["figures"]:
             results["figures"][figure["file"]] = {"sha256": figure["sha256"], "step": key,
                                                   "run_json_sha256": entry["provenance"]["run_json_sha256"]}
+    plan_runs = os.path.join(work, "plan_runs.json")  # reproduce.py --jobs: wall-clock time of whole runs
+    if os.path.isfile(plan_runs):
+        with open(plan_runs, encoding="utf-8") as handle:
+            whole = [run for run in json.load(handle) if run.get("whole_plan")]
+        if whole:
+            results["whole_plan_runs"] = whole
+    elif previous.get("whole_plan_runs"):
+        results["whole_plan_runs"] = previous["whole_plan_runs"]
     page_step = "smollm2-135m/deltalp/deltalp"
     if page_step in results["steps"]:
         folder = os.path.join(work, "smollm2-135m", "deltalp", "deltalp")

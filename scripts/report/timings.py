@@ -39,3 +39,14 @@ def print_timings(timings: dict) -> None:
     for name, seconds in sorted(parts.items()):
         print(f"  {name:34} {seconds / 60:6.1f} min")
     print(f"  {'total':34} {sum(parts.values()) / 60:6.1f} min")
+
+
+def schedule(costs: dict, jobs: int) -> tuple[list, list[float]]:
+    """Longest first, each unit to the lane that frees first (units of unknown cost before every other):
+    ``(order, lane seconds)``; the largest lane total is the wall time these costs predict."""
+    order = sorted(costs, key=lambda u: (costs[u] is not None, -(costs[u] or 0.0)))
+    lanes = [0.0] * max(1, jobs)
+    for unit in order:
+        lane = lanes.index(min(lanes))
+        lanes[lane] += costs[unit] or 0.0
+    return order, lanes

@@ -259,3 +259,19 @@ def test_a_run_that_recorded_its_load_is_marked_from_it():
     assert shared_cores(key, {**run, "load_average": [0.92, 1.4]})
     assert not shared_cores(key, {**run, "run_json_sha256": "f" * 64, "load_average": [0.92, 1.4]})
     assert not shared_cores("x/y/z", {"threads": 2, "load_average": [2.3, 2.9]})
+
+
+def test_the_cost_section_shows_the_two_lane_estimate_and_a_measured_whole_run(results):
+    """Without a whole-plan run the page says none was timed and predicts the two-lane wall time from the table;
+    with one (``reproduce.py --jobs``), its wall-clock time decides the two-hour target."""
+    report = report_module()
+    page = report.render(results)
+    if not results.get("whole_plan_runs"):
+        assert "No whole-plan run has been timed from start to end." in page
+    assert "`reproduce.py --jobs 2`" in page
+    run = {"jobs": 2, "threads_per_job": 1, "wall_seconds": 100 * 60.0, "started": "2026-01-01T00:00:00+00:00",
+           "source_at_start": "0123456789abcdef", "whole_plan": True}
+    page = report.render(dict(results, whole_plan_runs=[run]))
+    assert "took **100.0 min** of wall time" in page and "**Met.**" in page
+    page = report.render(dict(results, whole_plan_runs=[dict(run, wall_seconds=200 * 60.0)]))
+    assert "took **200.0 min**" in page and "**Not met**" in page
