@@ -165,11 +165,7 @@ def run_benchmark(model, corpus: list[Item], tasks: list[Item], methods=METHODS,
         index = len(corpus) + offset
         for m in methods:
             rows.append(dict(_row(item, index, m), mrr=reciprocal_rank(scores[m][index], item)))
-    for row in rows:
-        extra = details.get(row["method"])
-        if extra:
-            row["relevance_sum"] = extra["relevance_sum"][row["item"]]
-            row["explained"] = extra["explained"][row["item"]]
+    _attach_details(rows, details)
     curves = {} if "deletion" not in metrics or not corpus else \
         {m: {k: (v / len(corpus)).tolist() for k, v in c.items()} for m, c in curves_sum.items()}
     summary, comparisons = _summarize(rows, methods, seed)
@@ -212,6 +208,16 @@ def conservation(rows: list[dict]) -> dict:
                                      "share_conserved": float(np.mean(np.abs(finite - 1) <= CONSERVED_WITHIN))
                                      if finite.size else math.nan, "within": CONSERVED_WITHIN}
     return summary
+
+
+def _attach_details(rows: list[dict], details: dict) -> None:
+    """Put what a method reported beside its scores (LRP's relevance sum and the logit it explains) on its
+    rows."""
+    for row in rows:
+        extra = details.get(row["method"])
+        if extra:
+            row["relevance_sum"] = extra["relevance_sum"][row["item"]]
+            row["explained"] = extra["explained"][row["item"]]
 
 
 def _row(item: Item, index: int, method: str) -> dict:

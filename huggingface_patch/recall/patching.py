@@ -89,16 +89,8 @@ def patching_extraction(model, queries: Sequence[FactQuery], *, sources: Sequenc
                         pass
                 order.extend(chunk)
                 states.append(record["output"][:, -1])
-        # one read-out for all of the batch's items: a (rows x V) product reads the head's weight once, where
-        # one per layer (a dozen rows each) was bound by reading it (Gemma 3: 262,144 x 640) again and again
-        states = torch.cat(states)
-        picked = torch.tensor([items[i][0] for i in order], device=device)
-        ranks: dict[int, int] = {}
-        for lo in range(0, len(order), READOUT_ROWS):
-            rank = rank_and_top(model, states[lo : lo + READOUT_ROWS], targets.index_select(0, picked[lo : lo +
-                                READOUT_ROWS]), 0, apply_final_norm, logsumexp=False).rank
-            for r, i in enumerate(order[lo : lo + READOUT_ROWS]):
-                ranks[i] = int(rank[r])
+        ranks = _ranks(model, torch.cat(states), targets.index_select(0, torch.tensor(
+            [items[i][0] for i in order], device=device)), order, apply_final_norm)
         for b, q in enumerate(batch):
             for layer in range(L):
                 rank = int(clean[layer, b])
@@ -110,6 +102,19 @@ def patching_extraction(model, queries: Sequence[FactQuery], *, sources: Sequenc
         if progress is not None:
             progress.update(len(batch))
     return records
+
+
+def _ranks(model, states: torch.Tensor, targets: torch.Tensor, order: list[int], apply_final_norm: bool) -> dict:
+    """``{item: rank}`` of each state ``(R, H)`` (item ``order[r]``) and its target ``(R,)``, read out together:
+    a (rows x V) product reads the head's weight once, where one per layer (a dozen rows each) was bound by
+    reading it (Gemma 3: 262,144 x 640) again and again."""
+    ranks: dict[int, int] = {}
+    for lo in range(0, len(order), READOUT_ROWS):
+        rank = rank_and_top(model, states[lo : lo + READOUT_ROWS], targets[lo : lo + READOUT_ROWS], 0,
+                            apply_final_norm, logsumexp=False).rank
+        for r, i in enumerate(order[lo : lo + READOUT_ROWS]):
+            ranks[i] = int(rank[r])
+    return ranks
 
 
 def summarize_patching(records: Sequence[dict], clusters=None, cluster_by: str = "relation", seed: int = 0) -> dict:

@@ -13,6 +13,7 @@ from helpers import REPO
 
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 
+import lanes  # noqa: E402
 import reproduce  # noqa: E402
 from report.timings import schedule  # noqa: E402
 
@@ -37,12 +38,12 @@ def test_a_units_command_carries_the_sizes_steps_and_force(tmp_path):
     steps = [reproduce.Step("recall", "m", "knockout", [], ""), reproduce.Step("recall", "m", "patching", [], ""),
              reproduce.Step("deltalp", "m", "deltalp", [], ""),
              reproduce.Step("path_length", "both", "path_length", [], "")]
-    assert reproduce.units(steps) == [("m", "recall"), ("m", "deltalp"), ("both", "path_length")]
-    command = reproduce.unit_command(("m", "recall"), steps, str(tmp_path), _args(facts=5, steps=["patching"],
+    assert lanes.units(steps) == [("m", "recall"), ("m", "deltalp"), ("both", "path_length")]
+    command = lanes.unit_command(("m", "recall"), steps, str(tmp_path), _args(facts=5, steps=["patching"],
                                                                                   force=True))
     assert command[2:] == ["--parts", "recall", "--work", str(tmp_path), "--no-report", "--models", "m",
                            "--facts", "5", "--steps", "patching", "--force"]
-    both = reproduce.unit_command(("both", "path_length"), steps, str(tmp_path), _args())
+    both = lanes.unit_command(("both", "path_length"), steps, str(tmp_path), _args())
     assert "--models" not in both, "path length compares both models in one step"
 
 
@@ -57,8 +58,8 @@ def test_lanes_run_every_unit_and_record_the_wall_time_and_failures(tmp_path, mo
         return [sys.executable, "-c", f"open({str(marks / '__'.join(unit))!r}, 'w').close(); "
                                       f"import os; print(os.environ['OMP_NUM_THREADS']); raise SystemExit({code})"]
 
-    monkeypatch.setattr(reproduce, "unit_command", command)
-    failed = reproduce.run_lanes(steps, str(tmp_path), _args(), full=True)
+    monkeypatch.setattr(lanes, "unit_command", command)
+    failed = lanes.run_lanes(steps, str(tmp_path), _args(), lambda step: False, full=True)
     assert failed == 1
     assert sorted(os.listdir(marks)) == ["m1__p1", "m1__p2", "m2__p1", "m2__p2"], "every unit ran"
     runs = json.loads((tmp_path / "plan_runs.json").read_text())
