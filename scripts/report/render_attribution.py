@@ -160,14 +160,16 @@ class AttributionSections:
         logit (difference) they explain, per task: median ratio with its quartiles."""
         parts = []
         for method, tasks in conservation.items():
-            cells = [f"{task} {num(c['median_ratio'], 2)} ({num(c['quartiles'][0], 2)}–{num(c['quartiles'][1], 2)}; "
+            cells = [f"{task} {num(c['median_ratio'], 2)} (quartiles {num(c['quartiles'][0], 2)} to "
+                     f"{num(c['quartiles'][1], 2)}; "
                      f"{num(100 * c['share_conserved'], 0)} % of {c['items']} within "
                      f"{num(100 * c['within'], 0)} %)" for task, c in tasks.items()]
             parts.append(f"{method}: " + ", ".join(cells))
         return ("Conservation: LRP's relevances, summed over every input position, against the logit (difference) "
                 "they explain, median ratio per task with its quartiles (1 = conserved) — " + "; ".join(parts)
-                + ". A ratio far from 1 means the rules as the package applies them to this model do not conserve "
-                "relevance, so its scores are not a split of the logit.")
+                + ". Neither bundled model has bias parameters, so a rule set that conserves relevance gives 1 up to "
+                "round-off; a ratio far from 1 means the rules, as the package applies them to this model, lose or "
+                "add relevance on the way to the inputs, so the scores are not a split of the logit.")
 
     @staticmethod
     def _faithfulness_reading(d: dict) -> str:
