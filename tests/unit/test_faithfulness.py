@@ -110,8 +110,8 @@ def test_deltalp_method_equals_the_library_deltalp():
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9, err_msg="faithfulness ΔLP vs compute_deltalp")
 
 
-@pytest.mark.parametrize("kind", LXT_FAMILIES)
-def test_direct_logit_attribution_equals_cp_lrp_from_lxt(tmp_path, kind):
+def _lrp_case(tmp_path, kind: str):
+    """A saved tiny ``kind`` model in float64, its loading source, and two corpus items and a contrast."""
     if missing_package("cp-lrp"):
         pytest.skip("lxt is not installed (CI installs it: scripts/install.sh)")
     from huggingface_patch.loading import load_model_and_tokenizer
@@ -120,6 +120,12 @@ def test_direct_logit_attribution_equals_cp_lrp_from_lxt(tmp_path, kind):
     model, _, source = load_model_and_tokenizer(folder, dtype="float64")
     items = _items(model.config.vocab_size, count=2, length=8)
     items.append(Item([1, 5, 6, 7, 8, 9], 10, "agreement", 0, foil=11))
+    return model, source, items
+
+
+@pytest.mark.parametrize("kind", LXT_FAMILIES)
+def test_direct_logit_attribution_equals_cp_lrp_from_lxt(tmp_path, kind):
+    model, source, items = _lrp_case(tmp_path, kind)
     dla = attribute_items(model, items, "dla")
     lrp = attribute_items(model, items, "cp-lrp", model_path=source.path)
     for index, (a, b) in enumerate(zip(dla, lrp)):
@@ -269,17 +275,11 @@ def test_lrp_reports_its_conservation_against_the_plain_models_logit(tmp_path, k
     relevances (frozen attention and norms: input x gradient of a function linear in the embeddings) sum to
     the logit less what the biases carry, which is the decomposition's sum over every position (the start
     token's included) read through the head: the tiny families have biases, so the two differ from the logit."""
-    if missing_package("cp-lrp"):
-        pytest.skip("lxt is not installed (CI installs it: scripts/install.sh)")
     from huggingface_patch.architectures import readout
     from huggingface_patch.attribution.tables import head_input
     from huggingface_patch.faithfulness.benchmark import conservation
-    from huggingface_patch.loading import load_model_and_tokenizer
 
-    folder = save_tiny_model(kind, str(tmp_path / kind))
-    model, _, source = load_model_and_tokenizer(folder, dtype="float64")
-    items = _items(model.config.vocab_size, count=2, length=8)
-    items.append(Item([1, 5, 6, 7, 8, 9], 10, "agreement", 0, foil=11))
+    model, source, items = _lrp_case(tmp_path, kind)
     details: dict = {}
     attribute_items(model, items, "cp-lrp", model_path=source.path, details=details)
     weight = readout(model).weight
