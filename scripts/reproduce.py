@@ -328,11 +328,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.report_only:
         steps: list[Step] = []
+        sizes = Sizes(args.facts, args.items, args.essays, args.pairs, args.targets, args.task_items)
         for model in args.models:  # model by model: each is loaded once for all its parts
             for part in args.parts:
                 if part != "path_length":
-                    steps.extend(steps_for(part, model, work, Sizes(args.facts, args.items, args.essays,
-                                                                    args.pairs, args.targets, args.task_items)))
+                    steps.extend(steps_for(part, model, work, sizes))
         if "path_length" in args.parts:
             steps.extend(steps_for("path_length", MODELS[0], work))
         if args.steps:
@@ -355,8 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             from lanes import run_lanes
 
             if run_lanes(steps, work, args, done, full=set(args.models) == set(MODELS) and set(args.parts) == set(PARTS)
-                         and not args.steps and Sizes(args.facts, args.items, args.essays, args.pairs, args.targets,
-                                                      args.task_items) == Sizes()):
+                         and not args.steps and sizes == Sizes()):
                 return 1
         else:
             try:
