@@ -191,7 +191,8 @@ class Report(RecallSections, SaturationSections, AttributionSections):
         missing = len(self.results.get("missing", []))
         runs = sum(1 for entry in self.steps.values() if entry["provenance"].get("seconds") is not None)
         whole = self.results.get("whole_plan_runs") or []
-        met = bool(whole) and whole[-1]["wall_seconds"] <= 2 * 3600 or (total <= 2 * 3600 and not missing)
+        # a measured whole-plan run decides; without one, the table's sum (one lane) is the only evidence
+        met = whole[-1]["wall_seconds"] <= 2 * 3600 if whole else total <= 2 * 3600 and not missing
         line = ("Target: the whole plan on both models in at most 2 hours on this machine. "
                 + ("**Met.**" if met else f"**Not met**: the {runs} timed steps above took {num(total / 60)} min"
                    + (f", and at least {missing} planned steps have not run (their time is not in the total)."
